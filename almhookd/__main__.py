@@ -1,0 +1,5 @@
+import sys
+
+from almhookd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,242 @@
+"""The HTTP API: ingest, event lookup, health. One aiohttp application.
+
+Every error leaves as ``{"error": {"code", "message", "details"}}`` through one
+middleware; bad input is a 4xx naming what is wrong, never a 500.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import structlog
+from aiohttp import web
+
+from almhookd import __version__
+from almhookd.auth import Role, TokenChecker
+from almhookd.config import Config
+from almhookd.errors import InvalidInput, Problem, StorageClosed, StorageError, StorageFull
+from almhookd.ingest import parse_ingest
+from almhookd.protocols import Clock
+from almhookd.store import Store, StoredEvent
+
+log = structlog.get_logger("almhookd.api")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(kw_only=True, slots=True)
+class ServerState:
+    """What the running server shares with the daemon that owns it."""
+
+    draining: bool = False
+
+
+STORE: Final = web.AppKey("store", Store)
+CONFIG: Final = web.AppKey("config", Config)
+CLOCK: Final = web.AppKey("clock", Clock)
+TOKENS: Final = web.AppKey("tokens", TokenChecker)
+STATE: Final = web.AppKey("state", ServerState)
+
+#: Routes the ingest token may call; the admin token may call every route.
+INGEST_ROUTES: Final = frozenset({"ingest"})
+PUBLIC_ROUTES: Final = frozenset({"healthz"})
+
+
+class ApiError(Exception):
+    """An error answer: HTTP status, stable code, message and per-path details."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: list[Problem] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.details = details or []
+        self.headers = headers or {}
+
+
+def _error_response(error: ApiError) -> web.Response:
+    body: dict[str, Any] = {"code": error.code, "message": error.message}
+    if error.details:
+        body["details"] = [{"path": p.path, "message": p.message} for p in error.details]
+    return web.json_response({"error": body}, status=error.status, headers=error.headers)
+
+
+_HTTP_CODES: Final = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+}
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as error:
+        return _error_response(error)
+    except InvalidInput as error:
+        return _error_response(ApiError(422, "invalid", error.message, error.problems))
+    except StorageFull as error:
+        return _error_response(ApiError(507, "storage_full", error.message))
+    except StorageClosed:
+        return _error_response(
+            ApiError(
+                503, "shutting_down", "almhookd is shutting down", headers={"Retry-After": "5"}
+            )
+        )
+    except StorageError as error:
+        log.error("api.storage_error", error=error.message, path=request.path)
+        return _error_response(
+            ApiError(503, "storage_unavailable", error.message, headers={"Retry-After": "5"})
+        )
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        code = _HTTP_CODES.get(error.status, "http_error")
+        return _error_response(ApiError(error.status, code, error.reason))
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    route = request.match_info.route.name
+    if route in PUBLIC_ROUTES:
+        return await handler(request)
+    role = request.app[TOKENS].role(request.headers.get("Authorization"))
+    if role is None:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "missing or invalid token: send Authorization: Bearer TOKEN",
+            headers={"WWW-Authenticate": 'Bearer realm="almhookd"'},
+        )
+    if role is Role.INGEST and route not in INGEST_ROUTES:
+        raise ApiError(403, "forbidden", "the ingest token may only call POST /v1/events")
+    return await handler(request)
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request's JSON body, or an :class:`ApiError` saying why it is not one."""
+    if request.content_type != "application/json":
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"expected Content-Type: application/json, got {request.content_type or 'none'}",
+        )
+    limit = request.app[CONFIG].server.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, "body_too_large", f"the body is larger than {limit} bytes")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError(413, "body_too_large", f"the body is larger than {limit} bytes") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ApiError(
+            400, "malformed_json", f"the body is not valid UTF-8 (byte {error.start})"
+        ) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ApiError(400, "malformed_json", f"the body is not valid JSON: {error}") from None
+    except (ValueError, RecursionError) as error:
+        reason = "nested too deeply" if isinstance(error, RecursionError) else str(error)
+        raise ApiError(400, "malformed_json", f"the body is not usable JSON: {reason}") from None
+
+
+async def ingest(request: web.Request) -> web.Response:
+    if request.app[STATE].draining:
+        raise StorageClosed()
+    document = await read_json(request)
+    config = request.app[CONFIG]
+    events = parse_ingest(
+        document,
+        now_ms=int(request.app[CLOCK]() * 1000),
+        default_account_id=config.account.id,
+        new_id=lambda: str(uuid.uuid4()),
+    )
+    result = await request.app[STORE].append(events)
+    return web.json_response(
+        {
+            "accepted": result.accepted,
+            "duplicates": result.duplicates,
+            "eventIds": [event.event_id for event in events],
+        },
+        status=202,
+    )
+
+
+def event_document(event: StoredEvent) -> dict[str, Any]:
+    return {
+        **event.body,
+        "accountId": event.account_id,
+        "realtime": event.realtime,
+        "ingestedAt": event.ingested_at_ms,
+        "deliveries": [
+            {
+                "webhookId": d.webhook_id,
+                "state": d.state,
+                "attempts": d.attempts,
+                "batchId": d.batch_id,
+                "deliveredAt": d.delivered_at_ms,
+            }
+            for d in event.deliveries
+        ],
+    }
+
+
+async def get_event(request: web.Request) -> web.Response:
+    event_id = request.match_info["event_id"]
+    event = await request.app[STORE].get_event(event_id)
+    if event is None:
+        raise ApiError(404, "not_found", f"no event with eventId {event_id!r}")
+    return web.json_response(event_document(event))
+
+
+async def healthz(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    try:
+        await store.check()
+    except StorageError as error:
+        return web.json_response(
+            {"status": "unavailable", "error": error.message, "version": __version__}, status=503
+        )
+    status = "draining" if request.app[STATE].draining else "ok"
+    return web.json_response(
+        {"status": status, "version": __version__, "schemaVersion": store.schema_version},
+        status=503 if request.app[STATE].draining else 200,
+    )
+
+
+def create_app(
+    *,
+    store: Store,
+    config: Config,
+    clock: Clock,
+    tokens: TokenChecker,
+    state: ServerState | None = None,
+) -> web.Application:
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware],
+        client_max_size=config.server.max_body_bytes,
+    )
+    app[STORE] = store
+    app[CONFIG] = config
+    app[CLOCK] = clock
+    app[TOKENS] = tokens
+    app[STATE] = state or ServerState()
+    app.router.add_post("/v1/events", ingest, name="ingest")
+    app.router.add_get("/v1/events/{event_id}", get_event, name="get_event")
+    app.router.add_get("/healthz", healthz, name="healthz")
+    return app

@@ -1,0 +1,87 @@
+"""Bearer tokens: who may call what, compared in constant time.
+
+When no admin token is configured, the daemon makes one on first start and keeps it
+beside the database (``admin.token``, mode 0600), so a fresh install is never open and
+never ships a shared default token.
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+import os
+import secrets
+from pathlib import Path
+from typing import Final
+
+from almhookd.config import Config, Secret
+from almhookd.errors import ConfigError
+
+GENERATED_TOKEN_NAME: Final = "admin.token"  # noqa: S105 - a file name, not a token
+
+
+class Role(enum.Enum):
+    ADMIN = "admin"
+    INGEST = "ingest"
+
+
+def generated_token_path(config: Config) -> Path:
+    return config.storage.path.parent / GENERATED_TOKEN_NAME
+
+
+def read_generated_token(config: Config) -> Secret | None:
+    try:
+        value = generated_token_path(config).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return Secret(value) if value else None
+
+
+def ensure_admin_token(config: Config) -> tuple[Secret, Path | None]:
+    """The admin token, and the file it was generated into when the config has none."""
+    if config.server.admin_token is not None:
+        return config.server.admin_token, None
+    path = generated_token_path(config)
+    existing = read_generated_token(config)
+    if existing is not None:
+        return existing, path
+    token = secrets.token_urlsafe(32)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(token + "\n")
+    except FileExistsError:
+        raced = read_generated_token(config)
+        if raced is None:
+            raise ConfigError(f"{path}: exists but holds no token") from None
+        return raced, path
+    except OSError as error:
+        raise ConfigError(
+            f"server.admin_token is not set and {path} cannot be written: {error.strerror}"
+        ) from None
+    return Secret(token), path
+
+
+class TokenChecker:
+    """Maps an ``Authorization`` header to a :class:`Role`, or ``None``."""
+
+    def __init__(self, *, admin: Secret, ingest: Secret | None) -> None:
+        self._admin = admin.reveal().encode()
+        self._ingest = ingest.reveal().encode() if ingest else None
+
+    def role(self, authorization: str | None) -> Role | None:
+        if not authorization:
+            return None
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        offered = token.strip().encode("utf-8", "surrogateescape")
+        # Both comparisons always run so timing does not tell which token was near.
+        is_admin = hmac.compare_digest(offered, self._admin)
+        is_ingest = self._ingest is not None and hmac.compare_digest(offered, self._ingest)
+        if is_admin:
+            return Role.ADMIN
+        if is_ingest:
+            return Role.INGEST
+        return None

@@ -1,0 +1,225 @@
+"""The ``almhookd`` command line.
+
+Exit codes: 0 ok, 1 failure, 2 usage, 78 (EX_CONFIG) bad configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Final
+
+from almhookd import __version__
+from almhookd.auth import read_generated_token
+from almhookd.config import Config, load_config, parse_listen, render_config
+from almhookd.errors import AlmhookdError, ConfigError
+
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_CONFIG: Final = 78
+
+
+class CommandFailed(AlmhookdError):
+    """The command failed."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="almhookd", description="Webhook dispatcher for learning-platform events."
+    )
+    parser.add_argument("--version", action="version", version=f"almhookd {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--config",
+            type=Path,
+            metavar="PATH",
+            help="configuration file (default: $ALMHOOKD_CONFIG, else /etc/almhookd/config.toml)",
+        )
+        sub.add_argument(
+            "--database",
+            type=Path,
+            metavar="PATH",
+            help="use this database file instead of storage.path",
+        )
+
+    run = commands.add_parser("run", help="run the daemon in the foreground")
+    with_config(run)
+    check = commands.add_parser(
+        "check-config",
+        help="validate the configuration and print the effective settings (secrets masked)",
+    )
+    with_config(check)
+
+    emit = commands.add_parser(
+        "emit",
+        help="send events to a running daemon",
+        description="Send one event (EVENT_NAME --data JSON) or a file "
+        'holding an event or an envelope {"events": [...]}.',
+    )
+    with_config(emit)
+    emit.add_argument("event_name", nargs="?", metavar="EVENT_NAME")
+    emit.add_argument("--data", metavar="JSON", help="the event's data object")
+    emit.add_argument("--event-id", metavar="ID", help="eventId (default: a new UUID)")
+    emit.add_argument("--timestamp", type=int, metavar="MS", help="epoch milliseconds")
+    emit.add_argument("--file", metavar="FILE", help="JSON file to send as is ('-': stdin)")
+    emit.add_argument("--url", help="daemon URL (default: $ALMHOOKD_URL, else from the config)")
+    emit.add_argument(
+        "--token", help="bearer token (default: $ALMHOOKD_ADMIN_TOKEN, else from the config)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            from almhookd.daemon import run
+
+            return run(_config(args))
+        if args.command == "check-config":
+            config = _config(args)
+            print(render_config(config), end="")
+            print("configuration OK", file=sys.stderr)
+            return EXIT_OK
+        if args.command == "emit":
+            return _emit(args, os.environ)
+    except ConfigError as error:
+        print(f"almhookd: {error.message}", file=sys.stderr)
+        return EXIT_CONFIG
+    except CommandFailed as error:
+        print(f"almhookd: {error.message}", file=sys.stderr)
+        return EXIT_FAILURE
+    raise AssertionError(f"unhandled command {args.command}")  # argparse rejects others
+
+
+def _config(args: argparse.Namespace) -> Config:
+    config = load_config(args.config)
+    if args.database is not None:
+        config = replace(config, storage=replace(config.storage, path=args.database.resolve()))
+    return config
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Endpoint:
+    url: str
+    token: str
+
+
+def resolve_endpoint(
+    args: argparse.Namespace, env: Mapping[str, str], *, prefer_ingest: bool
+) -> Endpoint:
+    """Where the daemon is and which token to use: flags, then env, then the config."""
+    url = args.url or env.get("ALMHOOKD_URL", "")
+    token = args.token or env.get("ALMHOOKD_ADMIN_TOKEN", "")
+    if url and token:
+        return Endpoint(url=url.rstrip("/"), token=token)
+    config: Config | None = None
+    explicit = args.config is not None or bool(env.get("ALMHOOKD_CONFIG"))
+    try:
+        config = _config(args)
+    except ConfigError:
+        if explicit:
+            raise
+    if not url:
+        listen = config.server.listen if config else parse_listen("127.0.0.1:8787")
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(listen.host, listen.host)  # noqa: S104
+        host = f"[{host}]" if ":" in host else host
+        url = f"http://{host}:{listen.port}"
+    if not token and config is not None:
+        choices = (
+            [config.server.ingest_token, config.server.admin_token]
+            if prefer_ingest
+            else [config.server.admin_token]
+        )
+        secret = next((s for s in choices if s is not None), None) or read_generated_token(config)
+        token = secret.reveal() if secret else ""
+    if not token:
+        raise CommandFailed(
+            "no token: pass --token, set ALMHOOKD_ADMIN_TOKEN, or point "
+            "--config at the daemon's configuration"
+        )
+    return Endpoint(url=url.rstrip("/"), token=token)
+
+
+def request_json(
+    endpoint: Endpoint, method: str, path: str, body: Any = None, *, raw: bytes | None = None
+) -> tuple[int, Any]:
+    """One API call; returns (status, decoded JSON). Connection failures raise."""
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    request = urllib.request.Request(  # noqa: S310 - the URL is the operator's own daemon
+        endpoint.url + path,
+        data=data,
+        method=method,
+        headers={
+            "Authorization": f"Bearer {endpoint.token}",
+            "Content-Type": "application/json",
+            "User-Agent": f"almhookd-cli/{__version__}",
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        payload = error.read()
+        try:
+            return error.code, json.loads(payload)
+        except ValueError:
+            return error.code, {"error": {"message": payload.decode(errors="replace")[:200]}}
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise CommandFailed(f"cannot reach almhookd at {endpoint.url}: {reason}") from None
+
+
+def _api_error_message(status: int, body: Any) -> str:
+    error = body.get("error", {}) if isinstance(body, dict) else {}
+    lines = [f"HTTP {status}: {error.get('message', 'request failed')}"]
+    lines += [f"  {d.get('path')}: {d.get('message')}" for d in error.get("details", [])]
+    return "\n".join(lines)
+
+
+def _emit(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    if args.file and (args.event_name or args.data):
+        print(
+            "almhookd emit: give EVENT_NAME --data JSON, or --file FILE, not both", file=sys.stderr
+        )
+        return EXIT_USAGE
+    if args.file:
+        try:
+            raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+        except OSError as error:
+            raise CommandFailed(f"cannot read {args.file}: {error.strerror}") from None
+    elif args.event_name and args.data is not None:
+        try:
+            data = json.loads(args.data)
+        except ValueError as error:
+            print(f"almhookd emit: --data is not valid JSON: {error}", file=sys.stderr)
+            return EXIT_USAGE
+        event: dict[str, Any] = {"eventName": args.event_name, "data": data}
+        if args.event_id:
+            event["eventId"] = args.event_id
+        if args.timestamp is not None:
+            event["timestamp"] = args.timestamp
+        raw = json.dumps(event).encode()
+    else:
+        print("almhookd emit: give EVENT_NAME --data JSON, or --file FILE", file=sys.stderr)
+        return EXIT_USAGE
+    endpoint = resolve_endpoint(args, env, prefer_ingest=True)
+    status, body = request_json(endpoint, "POST", "/v1/events", raw=raw)
+    if status != 202:
+        raise CommandFailed(_api_error_message(status, body))
+    print(json.dumps(body))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""The database schema as an ordered list of migrations.
+
+Migration ``n`` (1-based) brings a database from ``PRAGMA user_version = n - 1`` to
+``n``. Released migrations are never edited: a change is a new entry at the end.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+MIGRATIONS: Final[tuple[str, ...]] = (
+    # 1: events, webhooks and the per-(webhook, event) delivery state.
+    """
+    CREATE TABLE events (
+        seq            INTEGER PRIMARY KEY,  -- ingest order
+        event_id       TEXT    NOT NULL UNIQUE,
+        event_name     TEXT    NOT NULL,
+        account_id     INTEGER NOT NULL,
+        timestamp_ms   INTEGER NOT NULL,
+        realtime       INTEGER NOT NULL,
+        ingested_at_ms INTEGER NOT NULL,
+        body           TEXT    NOT NULL      -- the event object exactly as delivered
+    );
+    CREATE INDEX events_by_ingest_time ON events (ingested_at_ms);
+
+    CREATE TABLE webhooks (
+        id                   TEXT    PRIMARY KEY,
+        name                 TEXT    NOT NULL UNIQUE,
+        description          TEXT    NOT NULL DEFAULT '',
+        target_url           TEXT    NOT NULL,
+        auth_type            TEXT    NOT NULL DEFAULT 'none'
+                                     CHECK (auth_type IN ('none', 'basic', 'signature')),
+        auth_username        TEXT,
+        auth_password        TEXT,
+        contact_email        TEXT    NOT NULL DEFAULT '',
+        status               TEXT    NOT NULL DEFAULT 'active'
+                                     CHECK (status IN ('active', 'inactive', 'disabled')),
+        disabled_reason      TEXT,
+        created_at_ms        INTEGER NOT NULL,
+        updated_at_ms        INTEGER NOT NULL,
+        -- the subscriber's retry schedule: one per webhook, not per event
+        consecutive_failures INTEGER NOT NULL DEFAULT 0,
+        failing_since_ms     INTEGER,
+        next_attempt_at_ms   INTEGER,
+        last_success_at_ms   INTEGER,
+        last_error           TEXT,
+        last_reminder_at_ms  INTEGER
+    );
+
+    CREATE TABLE webhook_events (
+        event_name TEXT NOT NULL,
+        webhook_id TEXT NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+        PRIMARY KEY (event_name, webhook_id)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE signing_secrets (
+        webhook_id    TEXT    NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+        secret        TEXT    NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        expires_at_ms INTEGER,  -- set when a rotation retires it after a grace period
+        PRIMARY KEY (webhook_id, created_at_ms)
+    ) WITHOUT ROWID;
+
+    -- One row per request body: its id is the webhook-id header, the same on every retry.
+    CREATE TABLE request_batches (
+        id            TEXT    PRIMARY KEY,
+        webhook_id    TEXT    NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+        created_at_ms INTEGER NOT NULL,
+        attempts      INTEGER NOT NULL DEFAULT 0,
+        state         TEXT    NOT NULL DEFAULT 'sending'
+                              CHECK (state IN ('sending', 'delivered', 'expired'))
+    );
+    CREATE INDEX request_batches_by_webhook ON request_batches (webhook_id, state);
+
+    CREATE TABLE deliveries (
+        webhook_id      TEXT    NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+        event_seq       INTEGER NOT NULL REFERENCES events (seq) ON DELETE CASCADE,
+        state           TEXT    NOT NULL DEFAULT 'pending'
+                                CHECK (state IN ('pending', 'sending', 'delivered', 'expired')),
+        due_at_ms       INTEGER,  -- non-real-time events: released by the batch flush
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        batch_id        TEXT    REFERENCES request_batches (id) ON DELETE SET NULL,
+        delivered_at_ms INTEGER,
+        PRIMARY KEY (webhook_id, event_seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX deliveries_outstanding ON deliveries (webhook_id, event_seq)
+        WHERE state IN ('pending', 'sending');
+    CREATE INDEX deliveries_by_batch ON deliveries (batch_id) WHERE batch_id IS NOT NULL;
+
+    -- The request log: one row per HTTP attempt.
+    CREATE TABLE attempts (
+        id            INTEGER PRIMARY KEY,
+        webhook_id    TEXT    NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+        batch_id      TEXT,
+        started_at_ms INTEGER NOT NULL,
+        duration_ms   INTEGER,
+        event_count   INTEGER NOT NULL,
+        status        INTEGER,  -- HTTP status; NULL when no answer came
+        error         TEXT,
+        response_body TEXT
+    );
+    CREATE INDEX attempts_by_webhook ON attempts (webhook_id, id);
+
+    -- Daemon state that must survive a restart, such as the last batch flush.
+    CREATE TABLE daemon_state (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+    """,
+)
+
+SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from almhookd.api import create_app
+from almhookd.auth import TokenChecker
+from almhookd.config import Config, Secret, parse_config
+from almhookd.store import Store
+
+ADMIN_TOKEN = "test-admin-token-0123456789"
+INGEST_TOKEN = "test-ingest-token-0123456789"
+
+
+class FakeClock:
+    """A clock that only moves when told to."""
+
+    def __init__(self, now: float = 1_764_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "almhookd.db"
+
+
+@pytest.fixture
+def config(db_path: Path) -> Config:
+    base = parse_config("", env={})
+    return replace(
+        base,
+        server=replace(
+            base.server,
+            admin_token=Secret(ADMIN_TOKEN),
+            ingest_token=Secret(INGEST_TOKEN),
+            max_body_bytes=64 * 1024,
+        ),
+        storage=replace(base.storage, path=db_path),
+        account=replace(base.account, id=1010),
+    )
+
+
+@pytest.fixture
+async def store(db_path: Path, clock: FakeClock) -> AsyncIterator[Store]:
+    opened = await Store.open(db_path, clock=clock)
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def client(
+    store: Store, config: Config, clock: FakeClock
+) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    app = create_app(
+        store=store,
+        config=config,
+        clock=clock,
+        tokens=TokenChecker(admin=Secret(ADMIN_TOKEN), ingest=Secret(INGEST_TOKEN)),
+    )
+    async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
+        yield test_client
+
+
+def admin_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def ingest_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {INGEST_TOKEN}"}

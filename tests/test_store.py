@@ -1,0 +1,161 @@
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+
+from almhookd.errors import StorageClosed, StorageError, StorageFull
+from almhookd.ingest import NewEvent, parse_ingest
+from almhookd.migrations import SCHEMA_VERSION
+from almhookd.store import Store
+from tests import samples
+from tests.conftest import FakeClock
+
+_ids = itertools.count()
+
+
+def make_events(
+    count: int, *, prefix: str = "ev", name: str = "COURSE_ENROLLMENT", padding: str = ""
+) -> list[NewEvent]:
+    documents = []
+    for _ in range(count):
+        event = samples.event(name, eventId=f"{prefix}-{next(_ids)}")
+        if padding:
+            event["data"]["padding"] = padding
+        documents.append(event)
+    return parse_ingest(
+        {"events": documents},
+        now_ms=1_764_000_000_000,
+        default_account_id=1,
+        new_id=lambda: "unused",
+    )
+
+
+def _count(path: Path) -> int:
+    with sqlite3.connect(path) as db:
+        return int(db.execute("SELECT count(*) FROM events").fetchone()[0])
+
+
+async def test_the_database_is_private_wal_and_migrated(store: Store, db_path: Path) -> None:
+    assert stat.S_IMODE(db_path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(db_path.parent.stat().st_mode) == 0o700
+    await store.append(make_events(1))
+    wal = db_path.with_name(db_path.name + "-wal")
+    assert stat.S_IMODE(wal.stat().st_mode) == 0o600
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    # synchronous is per connection: FULL (2) on the store's own.
+    cursor = await store._db.execute("PRAGMA synchronous")
+    assert (await cursor.fetchone()) == (2,)
+
+
+async def test_an_existing_file_is_tightened_to_0600(db_path: Path, clock: FakeClock) -> None:
+    db_path.parent.mkdir(parents=True)
+    db_path.touch(mode=0o644)
+    db_path.chmod(0o644)
+    store = await Store.open(db_path, clock=clock)
+    await store.close()
+    assert stat.S_IMODE(db_path.stat().st_mode) == 0o600
+
+
+async def test_reopening_keeps_data_and_does_not_migrate_again(
+    db_path: Path, clock: FakeClock
+) -> None:
+    store = await Store.open(db_path, clock=clock)
+    await store.append(make_events(3))
+    await store.close()
+    store = await Store.open(db_path, clock=clock)
+    assert await store.count_events() == 3
+    await store.close()
+
+
+async def test_a_newer_schema_is_refused(db_path: Path, clock: FakeClock) -> None:
+    await (await Store.open(db_path, clock=clock)).close()
+    with sqlite3.connect(db_path) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(StorageError, match="newer than this almhookd supports"):
+        await Store.open(db_path, clock=clock)
+
+
+async def test_a_file_that_is_not_a_database_is_refused(db_path: Path, clock: FakeClock) -> None:
+    db_path.parent.mkdir(parents=True)
+    db_path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StorageError, match="not a database"):
+        await Store.open(db_path, clock=clock)
+
+
+async def test_an_uncreatable_path_is_a_clear_error(tmp_path: Path, clock: FakeClock) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(StorageError, match="cannot create the database"):
+        await Store.open(tmp_path / "file" / "sub" / "a.db", clock=clock)
+
+
+async def test_duplicates_are_counted_not_stored(store: Store) -> None:
+    events = make_events(3)
+    assert (await store.append(events)).accepted == 3
+    again = await store.append([events[0], *make_events(1)])
+    assert (again.accepted, again.duplicates) == (1, 1)
+    twice_in_one = make_events(1)
+    result = await store.append([twice_in_one[0], twice_in_one[0]])
+    assert (result.accepted, result.duplicates) == (1, 1)
+    assert await store.count_events() == 5
+
+
+async def test_concurrent_appends_share_commits(store: Store) -> None:
+    batches = [make_events(1) for _ in range(200)]
+    results = await asyncio.gather(*(store.append(batch) for batch in batches))
+    assert all(r.accepted == 1 for r in results)
+    assert await store.count_events() == 200
+    # All 200 were waiting when the writer woke: far fewer transactions than requests.
+    assert store.commits <= 2
+
+
+async def test_duplicates_across_one_group_are_resolved_in_order(store: Store) -> None:
+    shared = make_events(1)
+    results = await asyncio.gather(*(store.append(shared) for _ in range(5)))
+    assert [(r.accepted, r.duplicates) for r in results] == [(1, 0)] + [(0, 1)] * 4
+
+
+async def test_close_commits_what_is_queued_and_is_idempotent(
+    db_path: Path, clock: FakeClock
+) -> None:
+    store = await Store.open(db_path, clock=clock)
+    pending = [asyncio.ensure_future(store.append(make_events(2))) for _ in range(20)]
+    await asyncio.sleep(0)
+    await asyncio.gather(store.close(), store.close())
+    assert all(p.result().accepted == 2 for p in pending)
+    assert _count(db_path) == 40
+    with pytest.raises(StorageClosed):
+        await store.append(make_events(1))
+
+
+async def test_a_full_database_stores_nothing_of_the_group(store: Store, db_path: Path) -> None:
+    await store.append(make_events(2))
+    cursor = await store._db.execute("PRAGMA page_count")
+    row = await cursor.fetchone()
+    assert row is not None
+    await store._db.execute(f"PRAGMA max_page_count = {row[0] + 2}")
+    with pytest.raises(StorageFull, match="full"):
+        await store.append(make_events(50, padding="x" * 4000))
+    assert await store.count_events() == 2
+    # The writer survives the failure and goes on with the next request.
+    await store._db.execute("PRAGMA max_page_count = 1073741823")
+    assert (await store.append(make_events(1))).accepted == 1
+    await store.check()
+
+
+async def test_get_event_returns_the_stored_body(store: Store, clock: FakeClock) -> None:
+    [event] = make_events(1, name="LEARNER_PROGRESS")
+    await store.append([event])
+    stored = await store.get_event(event.event_id)
+    assert stored is not None
+    assert stored.body["data"]["progressPercent"] == 40
+    assert stored.realtime is False
+    assert stored.ingested_at_ms == int(clock() * 1000)
+    assert stored.deliveries == ()
+    assert await store.get_event("missing") is None
