@@ -8,6 +8,7 @@ it is time to stop), so tests run the whole daemon in-process without signals;
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -23,9 +24,12 @@ from almhookd import __version__
 from almhookd.api import ServerState, create_app
 from almhookd.auth import TokenChecker, ensure_admin_token
 from almhookd.config import Config, ListenAddress
+from almhookd.dispatcher import Dispatcher
 from almhookd.errors import AlmhookdError, ConfigError
 from almhookd.logs import configure_logging
+from almhookd.notify import Notifier
 from almhookd.protocols import Clock
+from almhookd.sender import Sender
 from almhookd.store import Store
 
 log = structlog.get_logger("almhookd.daemon")
@@ -47,7 +51,12 @@ async def serve(
     clock: Clock = time.time,
     on_ready: Callable[[list[ListenAddress]], None] | None = None,
 ) -> None:
-    """Run the daemon until ``shutdown_trigger`` returns, then stop cleanly."""
+    """Run the daemon until ``shutdown_trigger`` returns, then stop cleanly.
+
+    Start-up order: token, store (migrated), sender, dispatcher (workers), listener.
+    Shutdown runs it backwards: stop accepting (503), let API requests finish, let
+    requests to receivers finish within the read timeout, commit, close.
+    """
     admin_token, generated = ensure_admin_token(config)
     if generated is not None:
         log.info(
@@ -55,20 +64,34 @@ async def serve(
             path=str(generated),
             hint="the admin token was generated; clients read it from this file",
         )
-    store = await Store.open(config.storage.path, clock=clock)
-    state = ServerState()
-    app = create_app(
-        store=store,
-        config=config,
-        clock=clock,
-        state=state,
-        tokens=TokenChecker(admin=admin_token, ingest=config.server.ingest_token),
-    )
-    runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_SECONDS
-    )
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        store = await Store.open(config.storage.path, clock=clock)
+        stack.push_async_callback(store.close)
+        sender = Sender(config.delivery, clock=clock)
+        await sender.start()
+        stack.push_async_callback(sender.close)
+        notifier = Notifier(config.notify)
+        stack.push_async_callback(notifier.close)
+        dispatcher = Dispatcher(
+            store=store, sender=sender, notifier=notifier, clock=clock, config=config
+        )
+        store.on_events_committed = dispatcher.wake_all
+        await dispatcher.start()
+        stack.push_async_callback(dispatcher.stop, config.delivery.read_timeout)
+
+        state = ServerState()
+        app = create_app(
+            store=store,
+            config=config,
+            clock=clock,
+            state=state,
+            tokens=TokenChecker(admin=admin_token, ingest=config.server.ingest_token),
+        )
+        runner = web.AppRunner(
+            app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_SECONDS
+        )
         await runner.setup()
+        stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(
             runner, config.server.listen.host, config.server.listen.port, reuse_address=True
         )
@@ -85,15 +108,13 @@ async def serve(
             listen=[str(a) for a in bound],
             database=str(config.storage.path),
             schema_version=store.schema_version,
+            webhooks=len(dispatcher.workers),
         )
         if on_ready is not None:
             on_ready(bound)
         await shutdown_trigger()
         log.info("daemon.stopping")
         state.draining = True
-    finally:
-        await runner.cleanup()
-        await store.close()
     log.info("daemon.stopped")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Final
 
 MIGRATIONS: Final[tuple[str, ...]] = (
-    # 1: events, webhooks and the per-(webhook, event) delivery state.
+    # 1: events, webhooks, fan-out and the per-(webhook, event) delivery state.
     """
     CREATE TABLE events (
         seq            INTEGER PRIMARY KEY,  -- ingest order
@@ -83,9 +83,24 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         delivered_at_ms INTEGER,
         PRIMARY KEY (webhook_id, event_seq)
     ) WITHOUT ROWID;
-    CREATE INDEX deliveries_outstanding ON deliveries (webhook_id, event_seq)
-        WHERE state IN ('pending', 'sending');
+    -- Due now or at a known time (real-time events, released batch events), in order.
+    CREATE INDEX deliveries_ready ON deliveries (webhook_id, event_seq)
+        WHERE state = 'pending' AND due_at_ms IS NOT NULL;
+    -- Non-real-time events waiting for the batch scheduler to release them.
+    CREATE INDEX deliveries_held ON deliveries (webhook_id, event_seq)
+        WHERE state = 'pending' AND due_at_ms IS NULL;
     CREATE INDEX deliveries_by_batch ON deliveries (batch_id) WHERE batch_id IS NOT NULL;
+
+    -- Fan-out in the ingest transaction: every active webhook subscribed to the event's
+    -- name gets a pending delivery. Real-time events are due at once; non-real-time
+    -- ones wait (due_at_ms NULL) until the batch scheduler releases them.
+    CREATE TRIGGER events_fan_out AFTER INSERT ON events BEGIN
+        INSERT INTO deliveries (webhook_id, event_seq, state, due_at_ms)
+        SELECT s.webhook_id, NEW.seq, 'pending',
+               CASE WHEN NEW.realtime THEN NEW.ingested_at_ms END
+        FROM webhook_events AS s JOIN webhooks AS w ON w.id = s.webhook_id
+        WHERE s.event_name = NEW.event_name AND w.status = 'active';
+    END;
 
     -- The request log: one row per HTTP attempt.
     CREATE TABLE attempts (

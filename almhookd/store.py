@@ -1,10 +1,16 @@
 """The SQLite outbox: the one module that talks to the database.
 
-One connection (aiosqlite runs it on its own thread), WAL journal, ``synchronous=FULL``
-so a committed transaction survives a power cut. Ingest goes through a single writer
-task that commits whatever requests are waiting in one transaction (group commit): a
-request is acknowledged only after its transaction is on disk, yet a busy daemon pays
-one fsync per group, not one per request.
+Two aiosqlite connections on a WAL database: one writes, one reads (it sees only
+committed data). Every write transaction holds one asyncio lock, so transactions never
+interleave on the writing connection.
+
+Ingest goes through a single writer task that commits whatever requests are waiting in
+one transaction (group commit) with ``synchronous=FULL``: a request is acknowledged only
+after its transaction is on disk, yet a busy daemon pays one fsync per group, not one
+per request. Delivery bookkeeping commits with ``synchronous=NORMAL``: in WAL mode that
+survives a crash of the process; a power cut may lose the last bookkeeping commits,
+which only means a batch is sent again (a duplicate the subscriber de-duplicates),
+never that an event is lost.
 """
 
 from __future__ import annotations
@@ -13,8 +19,10 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import sqlite3
-from collections.abc import Sequence
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -22,15 +30,23 @@ from typing import Any, Final
 import aiosqlite
 import structlog
 
+from almhookd.config import Secret
 from almhookd.errors import StorageClosed, StorageError, StorageFull
 from almhookd.ingest import NewEvent
 from almhookd.migrations import MIGRATIONS, SCHEMA_VERSION
+from almhookd.policy import Outcome, Schedule
 from almhookd.protocols import Clock
+from almhookd.signing import generate_secret
+from almhookd.webhooks import NewWebhook, SigningSecret, Webhook
 
 log = structlog.get_logger("almhookd.store")
 
 #: Upper bound on the events one group commit writes, so one transaction stays short.
 MAX_GROUP_EVENTS: Final = 20_000
+#: Bytes of a receiver's answer kept in the attempts log.
+RESPONSE_EXCERPT_CHARS: Final = 4096
+#: Rows one pruning statement deletes, so pruning never holds the write lock for long.
+PRUNE_CHUNK: Final = 5_000
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -59,6 +75,48 @@ class StoredEvent:
     ingested_at_ms: int
     body: dict[str, Any]
     deliveries: tuple[DeliveryState, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RequestBatch:
+    """One request body to one webhook; ``id`` is its ``webhook-id`` header."""
+
+    id: str
+    webhook_id: str
+    account_id: int
+    event_seqs: tuple[int, ...]
+    event_ids: tuple[str, ...]
+    body: bytes
+    oldest_ingested_at_ms: int
+    created_at_ms: int
+    attempts: int = 0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ExpiredCount:
+    webhook_id: str
+    events: int
+
+
+def _ms(seconds: float | None) -> int | None:
+    return None if seconds is None else int(seconds * 1000)
+
+
+def _seconds(ms: int | None) -> float | None:
+    return None if ms is None else ms / 1000
+
+
+def _payload(account_id: int, bodies: Sequence[str]) -> bytes:
+    """The ALM payload, built from the stored event bodies without re-encoding them."""
+    return f'{{"accountId":{account_id},"events":[{",".join(bodies)}]}}'.encode()
+
+
+_SELECT_WEBHOOKS: Final = (
+    "SELECT id, name, description, target_url, auth_type, auth_username, auth_password,"
+    " contact_email, status, disabled_reason, created_at_ms, updated_at_ms,"
+    " consecutive_failures, failing_since_ms, next_attempt_at_ms, last_success_at_ms,"
+    " last_error, last_reminder_at_ms FROM webhooks"
+)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -90,14 +148,19 @@ class Store:
 
     def __init__(self, db: aiosqlite.Connection, *, path: Path, clock: Clock) -> None:
         self._db = db
+        self._reader: aiosqlite.Connection | None = None
         self.path = path
         self._clock = clock
         self._queue: asyncio.Queue[_PendingAppend | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
+        self._write_lock = asyncio.Lock()
+        self._synchronous = ""
         self._closing = False
         self._closed = asyncio.Event()
-        #: write transactions committed by the writer since opening
+        #: ingest transactions committed by the writer since opening
         self.commits = 0
+        #: called after each ingest commit that stored new events (wakes the workers)
+        self.on_events_committed: Callable[[], None] | None = None
 
     @classmethod
     async def open(cls, path: Path, *, clock: Clock) -> Store:
@@ -113,11 +176,13 @@ class Store:
         store = cls(db, path=path, clock=clock)
         try:
             await store._prepare()
+            store._reader = await aiosqlite.connect(path, isolation_level=None)
+            await store._reader.execute("PRAGMA busy_timeout = 5000")
         except sqlite3.Error as error:
-            await db.close()
+            await store._close_connections()
             raise _storage_error(error, path) from None
         except BaseException:
-            await db.close()
+            await store._close_connections()
             raise
         store._writer = asyncio.create_task(store._write_loop(), name="almhookd-store-writer")
         return store
@@ -160,6 +225,40 @@ class Store:
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self, *, durable: bool) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction; ``durable`` commits with ``synchronous=FULL``."""
+        async with self._write_lock:
+            wanted = "FULL" if durable else "NORMAL"
+            try:
+                if self._synchronous != wanted:
+                    await self._db.execute(f"PRAGMA synchronous = {wanted}")
+                    self._synchronous = wanted
+                await self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                    await self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            await self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as error:
+                raise _storage_error(error, self.path) from None
+
+    @property
+    def _read(self) -> aiosqlite.Connection:
+        if self._reader is None or self._closing:
+            raise StorageClosed()
+        return self._reader
+
+    async def _fetchall(self, sql: str, parameters: Sequence[object] = ()) -> list[Any]:
+        try:
+            cursor = await self._read.execute(sql, parameters)
+            return list(await cursor.fetchall())
+        except sqlite3.Error as error:
+            raise _storage_error(error, self.path) from None
 
     # --- ingest ----------------------------------------------------------------------
 
@@ -211,13 +310,14 @@ class Store:
         for pending, result in zip(group, results, strict=True):
             if not pending.done.done():
                 pending.done.set_result(result)
+        if self.on_events_committed is not None and any(r.accepted for r in results):
+            self.on_events_committed()
 
     async def _insert_events(self, group: list[_PendingAppend]) -> list[AppendResult]:
         now_ms = self._now_ms()
         ids = [event.event_id for pending in group for event in pending.events]
-        await self._db.execute("BEGIN IMMEDIATE")
-        try:
-            cursor = await self._db.execute(
+        async with self._transaction(durable=True) as db:
+            cursor = await db.execute(
                 "SELECT event_id FROM events WHERE event_id IN (SELECT value FROM json_each(?))",
                 (json.dumps(ids),),
             )
@@ -246,17 +346,11 @@ class Store:
                     AppendResult(accepted=accepted, duplicates=len(pending.events) - accepted)
                 )
             if rows:
-                await self._db.executemany(
+                await db.executemany(
                     "INSERT INTO events (event_id, event_name, account_id, timestamp_ms,"
                     " realtime, ingested_at_ms, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
-            await self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    await self._db.execute("ROLLBACK")
-            raise
         return results
 
     # --- reads -----------------------------------------------------------------------
@@ -297,9 +391,8 @@ class Store:
         )
 
     async def count_events(self) -> int:
-        cursor = await self._db.execute("SELECT count(*) FROM events")
-        row = await cursor.fetchone()
-        return int(row[0]) if row else 0
+        rows = await self._fetchall("SELECT count(*) FROM events")
+        return int(rows[0][0])
 
     async def check(self) -> None:
         """Raise :class:`StorageError` unless the database answers and the writer runs."""
@@ -307,11 +400,364 @@ class Store:
             raise StorageClosed()
         if self._writer is None or self._writer.done():
             raise StorageError(f"{self.path}: the store writer is not running")
-        try:
-            cursor = await self._db.execute("SELECT count(*) FROM sqlite_master")
-            await cursor.fetchone()
-        except sqlite3.Error as error:
-            raise _storage_error(error, self.path) from None
+        await self._fetchall("SELECT count(*) FROM sqlite_master")
+
+    # --- webhooks --------------------------------------------------------------------
+
+    async def create_webhook(self, new: NewWebhook) -> Webhook:
+        """Store a webhook; a ``signature`` webhook gets its first signing secret."""
+        webhook_id = "wh_" + secrets.token_hex(8)
+        now_ms = self._now_ms()
+        async with self._transaction(durable=True) as db:
+            await db.execute(
+                "INSERT INTO webhooks (id, name, description, target_url, auth_type,"
+                " auth_username, auth_password, contact_email, status, created_at_ms,"
+                " updated_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    webhook_id,
+                    new.name,
+                    new.description,
+                    new.target_url,
+                    new.auth_type,
+                    new.auth_username,
+                    new.auth_password.reveal() if new.auth_password else None,
+                    new.contact_email,
+                    "active" if new.active else "inactive",
+                    now_ms,
+                    now_ms,
+                ),
+            )
+            await db.executemany(
+                "INSERT INTO webhook_events (event_name, webhook_id) VALUES (?, ?)",
+                [(name, webhook_id) for name in sorted(new.events)],
+            )
+            if new.auth_type == "signature":
+                await db.execute(
+                    "INSERT INTO signing_secrets (webhook_id, secret, created_at_ms)"
+                    " VALUES (?, ?, ?)",
+                    (webhook_id, generate_secret(), now_ms),
+                )
+        webhook = await self.get_webhook(webhook_id)
+        if webhook is None:  # pragma: no cover - just committed
+            raise StorageError(f"webhook {webhook_id} vanished after creation")
+        return webhook
+
+    async def list_webhooks(self) -> list[Webhook]:
+        rows = await self._fetchall(_SELECT_WEBHOOKS + " ORDER BY created_at_ms, id")
+        return [await self._webhook_from_row(row) for row in rows]
+
+    async def get_webhook(self, webhook_id: str) -> Webhook | None:
+        rows = await self._fetchall(_SELECT_WEBHOOKS + " WHERE id = ?", (webhook_id,))
+        return await self._webhook_from_row(rows[0]) if rows else None
+
+    async def _webhook_from_row(self, row: Sequence[Any]) -> Webhook:
+        events = await self._fetchall(
+            "SELECT event_name FROM webhook_events WHERE webhook_id = ?", (row[0],)
+        )
+        signing = await self._fetchall(
+            "SELECT secret, created_at_ms, expires_at_ms FROM signing_secrets"
+            " WHERE webhook_id = ? ORDER BY created_at_ms",
+            (row[0],),
+        )
+        return Webhook(
+            id=row[0],
+            name=row[1],
+            description=row[2],
+            target_url=row[3],
+            auth_type=row[4],
+            auth_username=row[5],
+            auth_password=Secret(row[6]) if row[6] is not None else None,
+            contact_email=row[7],
+            status=row[8],
+            disabled_reason=row[9],
+            created_at_ms=row[10],
+            updated_at_ms=row[11],
+            schedule=Schedule(
+                consecutive_failures=row[12],
+                failing_since=_seconds(row[13]),
+                next_attempt_at=_seconds(row[14]),
+                last_success_at=_seconds(row[15]),
+                last_error=row[16],
+                last_reminder_at=_seconds(row[17]),
+            ),
+            events=frozenset(e[0] for e in events),
+            secrets=tuple(
+                SigningSecret(secret=Secret(s[0]), created_at_ms=s[1], expires_at_ms=s[2])
+                for s in signing
+            ),
+        )
+
+    async def set_webhook_status(
+        self, webhook_id: str, status: str, reason: str | None = None
+    ) -> None:
+        """Archive (``inactive``), disable (``disabled``, with a reason) or re-enable.
+
+        Re-enabling clears the failure schedule, so delivery resumes at once.
+        """
+        async with self._transaction(durable=True) as db:
+            await db.execute(
+                "UPDATE webhooks SET status = ?, disabled_reason = ?, updated_at_ms = ?"
+                " WHERE id = ?",
+                (status, reason, self._now_ms(), webhook_id),
+            )
+            if status == "active":
+                await db.execute(
+                    "UPDATE webhooks SET consecutive_failures = 0, failing_since_ms = NULL,"
+                    " next_attempt_at_ms = NULL, last_reminder_at_ms = NULL WHERE id = ?",
+                    (webhook_id,),
+                )
+
+    async def delete_webhook(self, webhook_id: str) -> bool:
+        async with self._transaction(durable=True) as db:
+            cursor = await db.execute("DELETE FROM webhooks WHERE id = ?", (webhook_id,))
+            return cursor.rowcount > 0
+
+    # --- delivery --------------------------------------------------------------------
+
+    async def in_flight_batch(self, webhook_id: str) -> RequestBatch | None:
+        """The batch recorded as being sent (after a crash: to send again, same id)."""
+        rows = await self._fetchall(
+            "SELECT id, created_at_ms, attempts FROM request_batches"
+            " WHERE webhook_id = ? AND state = 'sending' ORDER BY created_at_ms LIMIT 1",
+            (webhook_id,),
+        )
+        if not rows:
+            return None
+        batch_id, created_at_ms, attempts = rows[0]
+        events = await self._fetchall(
+            "SELECT d.event_seq, e.event_id, e.account_id, e.ingested_at_ms, e.body"
+            " FROM deliveries AS d JOIN events AS e ON e.seq = d.event_seq"
+            " WHERE d.batch_id = ? AND d.state = 'sending' ORDER BY d.event_seq",
+            (batch_id,),
+        )
+        if not events:
+            async with self._transaction(durable=False) as db:
+                await db.execute(
+                    "UPDATE request_batches SET state = 'expired' WHERE id = ?", (batch_id,)
+                )
+            return None
+        return RequestBatch(
+            id=batch_id,
+            webhook_id=webhook_id,
+            account_id=events[0][2],
+            event_seqs=tuple(e[0] for e in events),
+            event_ids=tuple(e[1] for e in events),
+            body=_payload(events[0][2], [e[4] for e in events]),
+            oldest_ingested_at_ms=min(e[3] for e in events),
+            created_at_ms=created_at_ms,
+            attempts=attempts,
+        )
+
+    async def claim_batch(
+        self,
+        webhook_id: str,
+        *,
+        now_ms: int,
+        retained_since_ms: int,
+        max_events: int,
+        max_bytes: int,
+    ) -> RequestBatch | None:
+        """Pack the next due deliveries into a request batch, recorded before sending.
+
+        Events of one account only, in ingest order, at most ``max_events`` and about
+        ``max_bytes`` (one event always fits). Events older than ``retained_since_ms``
+        are left for expiry.
+        """
+        async with self._transaction(durable=False) as db:
+            cursor = await db.execute(
+                "SELECT d.event_seq, e.event_id, e.account_id, e.ingested_at_ms, e.body"
+                " FROM deliveries AS d JOIN events AS e ON e.seq = d.event_seq"
+                " WHERE d.webhook_id = ? AND d.state = 'pending' AND d.due_at_ms IS NOT NULL"
+                " AND d.due_at_ms <= ? AND e.ingested_at_ms >= ?"
+                " ORDER BY d.event_seq LIMIT ?",
+                (webhook_id, now_ms, retained_since_ms, max_events),
+            )
+            rows = list(await cursor.fetchall())
+            if not rows:
+                return None
+            account_id, size = rows[0][2], 0
+            chosen: list[Any] = []
+            for row in rows:
+                size += len(row[4]) + 1
+                if chosen and (row[2] != account_id or size > max_bytes):
+                    break
+                chosen.append(row)
+            batch_id = "msg_" + uuid.uuid4().hex
+            seqs = [row[0] for row in chosen]
+            await db.execute(
+                "INSERT INTO request_batches (id, webhook_id, created_at_ms, state)"
+                " VALUES (?, ?, ?, 'sending')",
+                (batch_id, webhook_id, now_ms),
+            )
+            await db.execute(
+                "UPDATE deliveries SET state = 'sending', batch_id = ? WHERE webhook_id = ?"
+                " AND event_seq IN (SELECT value FROM json_each(?))",
+                (batch_id, webhook_id, json.dumps(seqs)),
+            )
+        return RequestBatch(
+            id=batch_id,
+            webhook_id=webhook_id,
+            account_id=account_id,
+            event_seqs=tuple(seqs),
+            event_ids=tuple(row[1] for row in chosen),
+            body=_payload(account_id, [row[4] for row in chosen]),
+            oldest_ingested_at_ms=min(row[3] for row in chosen),
+            created_at_ms=now_ms,
+        )
+
+    async def record_attempt(
+        self,
+        batch: RequestBatch,
+        outcome: Outcome,
+        *,
+        started_at_ms: int,
+        schedule: Schedule,
+        disable_reason: str | None = None,
+    ) -> None:
+        """Log an attempt; on success mark the batch delivered; store the new schedule."""
+        now_ms = self._now_ms()
+        async with self._transaction(durable=False) as db:
+            await db.execute(
+                "INSERT INTO attempts (webhook_id, batch_id, started_at_ms, duration_ms,"
+                " event_count, status, error, response_body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    batch.webhook_id,
+                    batch.id,
+                    started_at_ms,
+                    outcome.duration_ms,
+                    len(batch.event_seqs),
+                    outcome.status,
+                    outcome.error,
+                    outcome.response_body[:RESPONSE_EXCERPT_CHARS],
+                ),
+            )
+            if outcome.ok:
+                await db.execute(
+                    "UPDATE request_batches SET state = 'delivered', attempts = attempts + 1"
+                    " WHERE id = ?",
+                    (batch.id,),
+                )
+                await db.execute(
+                    "UPDATE deliveries SET state = 'delivered', delivered_at_ms = ?,"
+                    " attempts = attempts + 1 WHERE batch_id = ? AND state = 'sending'",
+                    (now_ms, batch.id),
+                )
+            else:
+                await db.execute(
+                    "UPDATE request_batches SET attempts = attempts + 1 WHERE id = ?", (batch.id,)
+                )
+                await db.execute(
+                    "UPDATE deliveries SET attempts = attempts + 1"
+                    " WHERE batch_id = ? AND state = 'sending'",
+                    (batch.id,),
+                )
+            await self._save_schedule(db, batch.webhook_id, schedule)
+            if disable_reason is not None:
+                await db.execute(
+                    "UPDATE webhooks SET status = 'disabled', disabled_reason = ?,"
+                    " updated_at_ms = ? WHERE id = ?",
+                    (disable_reason, now_ms, batch.webhook_id),
+                )
+
+    @staticmethod
+    async def _save_schedule(db: aiosqlite.Connection, webhook_id: str, schedule: Schedule) -> None:
+        await db.execute(
+            "UPDATE webhooks SET consecutive_failures = ?, failing_since_ms = ?,"
+            " next_attempt_at_ms = ?, last_success_at_ms = ?, last_error = ?,"
+            " last_reminder_at_ms = ? WHERE id = ?",
+            (
+                schedule.consecutive_failures,
+                _ms(schedule.failing_since),
+                _ms(schedule.next_attempt_at),
+                _ms(schedule.last_success_at),
+                schedule.last_error,
+                _ms(schedule.last_reminder_at),
+                webhook_id,
+            ),
+        )
+
+    async def expire(self, *, retained_since_ms: int) -> list[ExpiredCount]:
+        """Mark undelivered events older than the retention as expired, per webhook.
+
+        A batch in flight that holds an expired event is dissolved: its other events go
+        back to pending, to be packed again under a new id.
+        """
+        async with self._transaction(durable=False) as db:
+            cursor = await db.execute(
+                "SELECT d.webhook_id, count(*) FROM events AS e"
+                " JOIN deliveries AS d ON d.event_seq = e.seq"
+                " WHERE e.ingested_at_ms < ? AND d.state IN ('pending', 'sending')"
+                " GROUP BY d.webhook_id ORDER BY d.webhook_id",
+                (retained_since_ms,),
+            )
+            counts = [ExpiredCount(webhook_id=r[0], events=r[1]) for r in await cursor.fetchall()]
+            if not counts:
+                return []
+            await db.execute(
+                "UPDATE deliveries SET state = 'expired' WHERE state IN ('pending', 'sending')"
+                " AND event_seq IN (SELECT seq FROM events WHERE ingested_at_ms < ?)",
+                (retained_since_ms,),
+            )
+            await db.execute(
+                "UPDATE request_batches SET state = 'expired' WHERE state = 'sending' AND id IN"
+                " (SELECT batch_id FROM deliveries WHERE state = 'expired'"
+                " AND batch_id IS NOT NULL)"
+            )
+            await db.execute(
+                "UPDATE deliveries SET state = 'pending', batch_id = NULL"
+                " WHERE state = 'sending' AND batch_id IN"
+                " (SELECT id FROM request_batches WHERE state = 'expired')"
+            )
+        return counts
+
+    async def prune(self, *, retained_since_ms: int) -> int:
+        """Delete events, batches and attempts older than the retention (after expiry)."""
+        removed = 0
+        for statement in (
+            "DELETE FROM events WHERE seq IN (SELECT seq FROM events"
+            " WHERE ingested_at_ms < ? ORDER BY seq LIMIT {chunk})",
+            "DELETE FROM request_batches WHERE id IN (SELECT id FROM request_batches"
+            " WHERE created_at_ms < ? AND state != 'sending' LIMIT {chunk})",
+            "DELETE FROM attempts WHERE id IN (SELECT id FROM attempts"
+            " WHERE started_at_ms < ? ORDER BY id LIMIT {chunk})",
+        ):
+            while True:
+                async with self._transaction(durable=False) as db:
+                    cursor = await db.execute(
+                        statement.format(chunk=PRUNE_CHUNK), (retained_since_ms,)
+                    )
+                    count = cursor.rowcount
+                if count <= 0:
+                    break
+                removed += count
+        return removed
+
+    async def backlog(self, webhook_id: str) -> int:
+        """Deliveries of this webhook not yet delivered nor expired."""
+        rows = await self._fetchall(
+            "SELECT count(*) FROM deliveries WHERE webhook_id = ?"
+            " AND state IN ('pending', 'sending')",
+            (webhook_id,),
+        )
+        return int(rows[0][0])
+
+    async def attempts(self, webhook_id: str, *, limit: int = 100) -> list[dict[str, Any]]:
+        rows = await self._fetchall(
+            "SELECT id, batch_id, started_at_ms, duration_ms, event_count, status, error,"
+            " response_body FROM attempts WHERE webhook_id = ? ORDER BY id DESC LIMIT ?",
+            (webhook_id, limit),
+        )
+        keys = (
+            "id",
+            "batchId",
+            "startedAt",
+            "durationMs",
+            "eventCount",
+            "status",
+            "error",
+            "responseBody",
+        )
+        return [dict(zip(keys, row, strict=True)) for row in rows]
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -325,6 +771,13 @@ class Store:
             if self._writer is not None:
                 self._queue.put_nowait(None)
                 await self._writer
-            await self._db.close()
+            async with self._write_lock:
+                await self._close_connections()
         finally:
             self._closed.set()
+
+    async def _close_connections(self) -> None:
+        for connection in (self._reader, self._db):
+            if connection is not None:
+                with contextlib.suppress(sqlite3.Error, ValueError):
+                    await connection.close()

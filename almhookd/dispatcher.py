@@ -1,0 +1,124 @@
+"""The dispatcher: one :class:`Worker` per active webhook, expiry and pruning.
+
+It starts and stops workers as webhooks are created, archived, disabled or deleted,
+wakes them when the store commits new events, and once a minute expires what outlived
+the retention (logged and counted, never silently gone) and prunes old rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Final
+
+import structlog
+
+from almhookd.config import Config
+from almhookd.errors import StorageError
+from almhookd.notify import Notifier
+from almhookd.protocols import Clock
+from almhookd.sender import Sender
+from almhookd.store import Store
+from almhookd.worker import Worker
+
+log = structlog.get_logger("almhookd.dispatcher")
+
+MAINTENANCE_INTERVAL: Final = 60.0
+
+
+class Dispatcher:
+    def __init__(
+        self, *, store: Store, sender: Sender, notifier: Notifier, clock: Clock, config: Config
+    ) -> None:
+        self._store = store
+        self._sender = sender
+        self._notifier = notifier
+        self._clock = clock
+        self._config = config
+        self.workers: dict[str, Worker] = {}
+        self._maintenance: asyncio.Task[None] | None = None
+        self._expiry_lock = asyncio.Lock()
+        #: events expired since start, and webhooks disabled by the daemon
+        self.expired_events = 0
+        self.disabled_webhooks = 0
+
+    async def start(self, *, maintenance: bool = True) -> None:
+        for webhook in await self._store.list_webhooks():
+            if webhook.active:
+                await self.refresh(webhook.id)
+        if maintenance:
+            self._maintenance = asyncio.create_task(self._maintain(), name="almhookd-maintenance")
+
+    async def refresh(self, webhook_id: str) -> None:
+        """Bring the workers in line with a webhook's stored state after a change."""
+        webhook = await self._store.get_webhook(webhook_id)
+        worker = self.workers.get(webhook_id)
+        if webhook is None or not webhook.active:
+            if worker is not None:
+                del self.workers[webhook_id]
+                await worker.stop(self._config.delivery.read_timeout)
+            return
+        if worker is None:
+            worker = Worker(
+                webhook,
+                store=self._store,
+                sender=self._sender,
+                notifier=self._notifier,
+                clock=self._clock,
+                config=self._config,
+                expire=self.expire,
+                on_disabled=self._disabled,
+            )
+            self.workers[webhook_id] = worker
+            worker.start()
+        else:
+            worker.update(webhook)
+
+    def _disabled(self, webhook_id: str) -> None:
+        self.disabled_webhooks += 1
+        self.workers.pop(webhook_id, None)
+
+    def wake_all(self) -> None:
+        for worker in self.workers.values():
+            worker.wake()
+
+    async def expire(self) -> int:
+        """Expire what outlived the retention; returns how many deliveries expired."""
+        async with self._expiry_lock:
+            retained_since_ms = int((self._clock() - self._config.storage.retention) * 1000)
+            counts = await self._store.expire(retained_since_ms=retained_since_ms)
+        for count in counts:
+            log.warning(
+                "delivery.expired",
+                webhook_id=count.webhook_id,
+                events=count.events,
+                retention_s=self._config.storage.retention,
+            )
+        expired = sum(count.events for count in counts)
+        self.expired_events += expired
+        return expired
+
+    async def maintain_once(self) -> None:
+        await self.expire()
+        retained_since_ms = int((self._clock() - self._config.storage.retention) * 1000)
+        removed = await self._store.prune(retained_since_ms=retained_since_ms)
+        if removed:
+            log.info("store.pruned", rows=removed)
+
+    async def _maintain(self) -> None:
+        while True:
+            try:
+                await self.maintain_once()
+            except StorageError as error:
+                log.error("maintenance.failed", error=error.message)
+            await asyncio.sleep(MAINTENANCE_INTERVAL)
+
+    async def stop(self, grace: float) -> None:
+        """Stop every worker, letting requests in flight finish within ``grace``."""
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
+            self._maintenance = None
+        workers, self.workers = list(self.workers.values()), {}
+        await asyncio.gather(*(worker.stop(grace) for worker in workers))

@@ -1,0 +1,146 @@
+"""The target guard: which addresses a webhook may be aimed at.
+
+By default a webhook may not reach loopback, private, link-local (the cloud metadata
+service), CGNAT, multicast or reserved addresses, so it cannot be turned against the
+admin port or the internal network. ``delivery.allow_private_targets`` lifts the rule;
+``delivery.allowed_networks`` lifts it for chosen networks. The rule applies to every
+address a name resolves to, at creation and again at every connection, so a name that
+later resolves elsewhere (DNS rebinding) is caught.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import urlsplit
+
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+
+from almhookd.config import DeliveryConfig, IPNetwork
+from almhookd.errors import AlmhookdError
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_CGNAT: Final = ipaddress.ip_network("100.64.0.0/10")
+
+
+class TargetRefused(AlmhookdError):
+    """The target address is not allowed."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TargetPolicy:
+    allow_private: bool = False
+    allowed_networks: tuple[IPNetwork, ...] = ()
+
+    @classmethod
+    def from_config(cls, delivery: DeliveryConfig) -> TargetPolicy:
+        return cls(
+            allow_private=delivery.allow_private_targets, allowed_networks=delivery.allowed_networks
+        )
+
+
+def refusal(address: IPAddress, policy: TargetPolicy) -> str | None:
+    """Why ``address`` may not be a target, or ``None`` when it may."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if policy.allow_private or any(
+        address in net for net in policy.allowed_networks if net.version == address.version
+    ):
+        return None
+    for kind, hit in (
+        ("loopback", address.is_loopback),
+        ("link-local", address.is_link_local),
+        ("multicast", address.is_multicast),
+        ("unspecified", address.is_unspecified),
+        ("CGNAT", isinstance(address, ipaddress.IPv4Address) and address in _CGNAT),
+        ("reserved", address.is_reserved),
+        ("private", address.is_private),
+        ("non-global", not address.is_global),
+    ):
+        if hit:
+            return f"{address} is a {kind} address"
+    return None
+
+
+def check_url(url: str) -> tuple[str, int, IPAddress | None]:
+    """``(host, port, ip literal or None)`` of an http(s) URL, or :class:`TargetRefused`."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as error:
+        raise TargetRefused(f"targetUrl is not a valid URL: {error}") from None
+    if parts.scheme not in ("http", "https"):
+        raise TargetRefused("targetUrl must start with http:// or https://")
+    if not parts.hostname:
+        raise TargetRefused("targetUrl has no host")
+    if parts.username or parts.password:
+        raise TargetRefused("targetUrl must not carry credentials; use auth type basic")
+    host = parts.hostname
+    try:
+        literal: IPAddress | None = ipaddress.ip_address(host)
+    except ValueError:
+        literal = None
+    return host, port or (443 if parts.scheme == "https" else 80), literal
+
+
+def check_addresses(host: str, addresses: Sequence[str], policy: TargetPolicy) -> None:
+    """Refuse when any address ``host`` resolves to is not allowed."""
+    for text in addresses:
+        reason = refusal(ipaddress.ip_address(text.split("%", 1)[0]), policy)
+        if reason is not None:
+            shown = host if host == text else f"{host} resolves to {text}, which"
+            raise TargetRefused(
+                f"target {shown} is not allowed: {reason}; set "
+                "delivery.allow_private_targets or delivery.allowed_networks"
+            )
+
+
+async def check_target(
+    url: str, policy: TargetPolicy, resolver: AbstractResolver | None = None
+) -> None:
+    """Creation-time check: the URL's form and every address its host resolves to."""
+    host, port, literal = check_url(url)
+    if literal is not None:
+        check_addresses(host, [str(literal)], policy)
+        return
+    own = resolver is None
+    resolver = resolver or DefaultResolver()
+    try:
+        results = await resolver.resolve(host, port, socket.AF_UNSPEC)
+    except OSError as error:
+        raise TargetRefused(f"target host {host} does not resolve: {error}") from None
+    finally:
+        if own:
+            await resolver.close()
+    check_addresses(host, [r["host"] for r in results], policy)
+
+
+class GuardedResolver(AbstractResolver):
+    """An aiohttp resolver that refuses names resolving to any address not allowed."""
+
+    def __init__(self, policy: TargetPolicy, inner: AbstractResolver | None = None) -> None:
+        self.policy = policy
+        self._inner = inner or DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        try:
+            check_addresses(host, [r["host"] for r in results], self.policy)
+        except TargetRefused as error:
+            # aiohttp turns an OSError from the resolver into a connection error.
+            raise OSError(errno.EACCES, error.message) from None
+        return results
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+    def __repr__(self) -> str:
+        return f"GuardedResolver({self.policy!r})"

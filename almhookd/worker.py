@@ -1,0 +1,209 @@
+"""One webhook's delivery coroutine: one request in flight, in ingest order.
+
+It sleeps until its next due time or until woken by a commit (no polling), packs what
+is due into a request batch recorded before sending, and retries that same batch, same
+``webhook-id``, on the subscriber's backoff schedule. ``step()`` is one turn of the
+loop, so tests drive the worker on a fake clock without sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Final
+
+import structlog
+
+from almhookd.config import Config
+from almhookd.errors import StorageError
+from almhookd.notify import Notifier, Reminder
+from almhookd.policy import RetryPolicy, after_failure, after_success, disables_at
+from almhookd.protocols import Clock
+from almhookd.sender import Sender
+from almhookd.store import RequestBatch, Store
+from almhookd.webhooks import Webhook
+
+log = structlog.get_logger("almhookd.worker")
+
+#: Upper bound on one request body; one event larger than this is still sent alone.
+MAX_REQUEST_BYTES: Final = 1024 * 1024
+#: Pause after a storage error before the worker tries again.
+STORAGE_RETRY_SECONDS: Final = 1.0
+
+
+class Worker:
+    def __init__(
+        self,
+        webhook: Webhook,
+        *,
+        store: Store,
+        sender: Sender,
+        notifier: Notifier,
+        clock: Clock,
+        config: Config,
+        expire: Callable[[], Awaitable[object]],
+        on_disabled: Callable[[str], None] | None = None,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.webhook = webhook
+        self._store = store
+        self._sender = sender
+        self._notifier = notifier
+        self._clock = clock
+        self._config = config
+        self._policy = RetryPolicy.from_config(config)
+        self._expire = expire
+        self._on_disabled = on_disabled
+        self._jitter = jitter
+        self._batch: RequestBatch | None = None
+        self._batch_loaded = False
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self.disabled = False
+
+    # --- control -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"almhookd-worker-{self.webhook.id}")
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def update(self, webhook: Webhook) -> None:
+        """A changed target, auth or secret applies to the next request."""
+        self.webhook = replace(webhook, schedule=self.webhook.schedule)
+        self._wake.set()
+
+    async def stop(self, grace: float) -> None:
+        """Let a request in flight finish within ``grace`` seconds, then stop. Idempotent."""
+        self._stopping = True
+        self._wake.set()
+        task = self._task
+        if task is None or task.done():
+            return
+        await asyncio.wait({task}, timeout=grace)
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # --- the loop ----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while not self._stopping and not self.disabled:
+            self._wake.clear()
+            try:
+                delay = await self.step()
+            except StorageError as error:
+                log.error("delivery.storage_error", webhook_id=self.webhook.id, error=error.message)
+                delay = STORAGE_RETRY_SECONDS
+            if self._stopping or self.disabled:
+                break
+            if delay is None:
+                await self._wake.wait()
+            elif delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            else:
+                await asyncio.sleep(0)  # let ingest and other workers run between requests
+
+    async def step(self) -> float | None:
+        """Send one request if one is due. Returns seconds until the next is due
+        (0: at once), or ``None`` when nothing is pending until the worker is woken."""
+        webhook = self.webhook
+        now = self._clock()
+        due = webhook.schedule.next_attempt_at
+        if due is not None and due > now:
+            return due - now
+        retained_since_ms = int((now - self._config.storage.retention) * 1000)
+        if not self._batch_loaded:
+            self._batch = await self._store.in_flight_batch(webhook.id)
+            self._batch_loaded = True
+        if self._batch is not None and self._batch.oldest_ingested_at_ms < retained_since_ms:
+            await self._expire()  # dissolves the batch; its retained events are repacked
+            self._batch = None
+        if self._batch is None:
+            self._batch = await self._store.claim_batch(
+                webhook.id,
+                now_ms=int(now * 1000),
+                retained_since_ms=retained_since_ms,
+                max_events=self._config.delivery.max_events_per_request,
+                max_bytes=MAX_REQUEST_BYTES,
+            )
+            if self._batch is None:
+                return None
+        batch = self._batch
+        started_ms = int(self._clock() * 1000)
+        outcome = await self._sender.send(webhook, message_id=batch.id, body=batch.body)
+        now = self._clock()
+        fields = {
+            "webhook_id": webhook.id,
+            "batch_id": batch.id,
+            "events": len(batch.event_seqs),
+            "status": outcome.status,
+            "duration_ms": outcome.duration_ms,
+        }
+        if outcome.ok:
+            schedule = after_success(webhook.schedule, now=now)
+            await self._store.record_attempt(
+                batch, outcome, started_at_ms=started_ms, schedule=schedule
+            )
+            self.webhook = replace(self.webhook, schedule=schedule)
+            self._batch = None
+            log.info("delivery.succeeded", **fields)
+            return 0.0
+        decision = after_failure(
+            webhook.schedule, outcome, now=now, policy=self._policy, jitter=self._jitter()
+        )
+        await self._store.record_attempt(
+            batch,
+            outcome,
+            started_at_ms=started_ms,
+            schedule=decision.schedule,
+            disable_reason=decision.disable_reason,
+        )
+        self.webhook = replace(self.webhook, schedule=decision.schedule)
+        log.warning(
+            "delivery.failed",
+            **fields,
+            error=decision.schedule.last_error,
+            attempt=decision.schedule.consecutive_failures,
+            retry_in_s=round(decision.schedule.next_attempt_at - now, 3)
+            if decision.schedule.next_attempt_at
+            else None,
+        )
+        if decision.send_reminder:
+            await self._remind()
+        if decision.disable_reason is not None:
+            self.disabled = True
+            self.webhook = replace(
+                self.webhook, status="disabled", disabled_reason=decision.disable_reason
+            )
+            log.error("webhook.disabled", webhook_id=webhook.id, reason=decision.disable_reason)
+            if self._on_disabled is not None:
+                self._on_disabled(webhook.id)
+            return None
+        next_attempt = decision.schedule.next_attempt_at
+        return max(0.0, next_attempt - now) if next_attempt is not None else 0.0
+
+    async def _remind(self) -> None:
+        webhook, schedule = self.webhook, self.webhook.schedule
+        if schedule.failing_since is None:
+            return
+        self._notifier.remind(
+            Reminder(
+                webhook_id=webhook.id,
+                webhook_name=webhook.name,
+                target_url=webhook.target_url,
+                contact_email=webhook.contact_email,
+                failing_since=schedule.failing_since,
+                last_error=schedule.last_error or "unknown",
+                backlog=await self._store.backlog(webhook.id),
+                next_attempt_at=schedule.next_attempt_at,
+                disables_at=disables_at(schedule, self._policy) or schedule.failing_since,
+            )
+        )

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import pytest
+
+from almhookd.backoff import JITTER_FRACTION, next_delay, parse_retry_after, retry_delay
+
+
+@pytest.mark.parametrize(
+    ("failures", "delay"),
+    [
+        (1, 5),
+        (2, 10),
+        (3, 20),
+        (4, 40),
+        (5, 80),
+        (6, 160),
+        (7, 300),
+        (8, 300),
+        (500, 300),
+        (10_000, 300),
+    ],
+)
+def test_the_platform_schedule(failures: int, delay: float) -> None:
+    assert retry_delay(failures, initial=5, maximum=300) == delay
+
+
+@pytest.mark.parametrize("jitter", [0.0, 0.3, 0.999])
+def test_jitter_only_delays(jitter: float) -> None:
+    delay = retry_delay(3, initial=5, maximum=300, jitter=jitter)
+    assert 20 <= delay <= 20 * (1 + JITTER_FRACTION)
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="failures"):
+        retry_delay(0, initial=5, maximum=300)
+    with pytest.raises(ValueError, match="jitter"):
+        retry_delay(1, initial=5, maximum=300, jitter=1.0)
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "failures", "expected"),
+    [
+        (None, 1, 5),
+        (2, 1, 5),  # shorter than the schedule: the schedule wins
+        (60, 1, 60),  # longer: honoured
+        (3600, 1, 300),  # beyond the cap: capped
+    ],
+)
+def test_retry_after_within_the_cap(
+    retry_after: float | None, failures: int, expected: float
+) -> None:
+    assert next_delay(failures, initial=5, maximum=300, retry_after=retry_after) == expected
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("120", 120.0),
+        (" 7 ", 7.0),
+        ("Thu, 01 Jan 2026 00:01:40 GMT", 100.0),
+        ("Thu, 01 Jan 2026 00:00:00 GMT", 0.0),
+        ("soon", None),
+        ("", None),
+        (None, None),
+        ("-5", None),
+    ],
+)
+def test_parse_retry_after(header: str | None, seconds: float | None) -> None:
+    now = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+    assert parse_retry_after(header, now=now) == seconds

@@ -1,0 +1,510 @@
+"""The delivery engine against real receivers on 127.0.0.1, on a real SQLite file.
+
+Workers are driven through ``step()`` on a fake clock, so schedules of seconds to days
+are checked without sleeping; the HTTP requests themselves are real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from structlog.testing import capture_logs
+
+from almhookd.config import Secret, parse_config
+from almhookd.policy import FIRST_REMINDER_AFTER, Outcome
+from almhookd.sender import Sender
+from almhookd.webhooks import Webhook
+from tests.conftest import FakeClock, free_port
+from tests.engine import Engine, running_engine
+from tests.receiver import Receiver
+from tests.verifier import verify
+
+DAY = 86_400.0
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    started = await Receiver().start()
+    yield started
+    await started.stop()
+
+
+@pytest.fixture
+async def engine(db_path: Path, clock: FakeClock) -> AsyncIterator[Engine]:
+    async with running_engine(db_path, clock) as built:
+        yield built
+
+
+# --- what the receiver sees ---------------------------------------------------------
+
+
+async def test_auth_none_payload_and_headers(engine: Engine, receiver: Receiver) -> None:
+    webhook = await engine.webhook(receiver.url)
+    [event_id] = await engine.ingest(1)
+    assert await engine.drain(engine.worker(webhook)) == 1
+    [request] = receiver.received
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.headers["User-Agent"].startswith("almhookd/")
+    assert request.headers["webhook-id"].startswith("msg_")
+    assert request.headers["webhook-timestamp"] == str(int(engine.clock()))
+    assert "webhook-signature" not in request.headers
+    assert "Authorization" not in request.headers
+    payload = request.payload
+    assert payload["accountId"] == 1010
+    [event] = payload["events"]
+    assert event["eventId"] == event_id and event["eventName"] == "COURSE_ENROLLMENT"
+    assert set(event) == {"eventId", "eventName", "timestamp", "eventInfo", "data"}
+
+
+async def test_auth_basic(engine: Engine, receiver: Receiver) -> None:
+    webhook = await engine.webhook(
+        receiver.url, auth_type="basic", auth_username="lms", auth_password=Secret("pa:ss wörd")
+    )
+    await engine.ingest(1)
+    await engine.drain(engine.worker(webhook))
+    scheme, _, encoded = receiver.received[0].headers["Authorization"].partition(" ")
+    assert scheme == "Basic"
+    assert base64.b64decode(encoded).decode() == "lms:pa:ss wörd"
+
+
+async def test_auth_signature_verified_independently(engine: Engine, receiver: Receiver) -> None:
+    webhook = await engine.webhook(receiver.url, auth_type="signature")
+    [secret] = webhook.secrets_in_force(int(engine.clock() * 1000))
+    await engine.ingest(3)
+    await engine.drain(engine.worker(webhook))
+    [request] = receiver.received
+    assert verify(secret, request.headers, request.body)
+    assert not verify(secret, request.headers, request.body.replace(b"1010", b"1011"))
+    assert not verify(
+        "whsec_" + base64.b64encode(b"x" * 32).decode(), request.headers, request.body
+    )
+
+
+# --- order and packing --------------------------------------------------------------
+
+
+async def test_events_arrive_in_ingest_order_one_request_at_a_time(
+    db_path: Path, clock: FakeClock, receiver: Receiver
+) -> None:
+    async with running_engine(
+        db_path, clock, delivery="allow_private_targets = true\nmax_events_per_request = 1\n"
+    ) as engine:
+        webhook = await engine.webhook(receiver.url)
+        ids: list[str] = []
+        for _ in range(5):
+            ids += await engine.ingest(4)
+        assert await engine.drain(engine.worker(webhook)) == 20
+    assert [r.event_ids for r in receiver.received] == [[i] for i in ids]
+
+
+async def test_a_backlog_is_packed_after_an_outage(engine: Engine, receiver: Receiver) -> None:
+    webhook = await engine.webhook(receiver.url)
+    worker = engine.worker(webhook)
+    receiver.respond(500, 202)
+    first = await engine.ingest(3)
+    assert await worker.step() == 5.0  # the first batch failed: back off
+    backlog = await engine.ingest(117)
+    engine.clock.advance(5)
+    assert await engine.drain(worker) == 4  # the failed batch again, then 117 in 50s
+    sizes = [len(r.event_ids) for r in receiver.received]
+    assert sizes == [3, 3, 50, 50, 17]
+    assert receiver.received[0].headers["webhook-id"] == receiver.received[1].headers["webhook-id"]
+    assert receiver.received[0].body == receiver.received[1].body
+    assert receiver.all_event_ids()[3:] == first + backlog
+    assert await engine.store.backlog(webhook.id) == 0
+
+
+async def test_only_subscribed_events_and_active_webhooks_get_deliveries(
+    engine: Engine, receiver: Receiver
+) -> None:
+    subscribed = await engine.webhook(receiver.url, events=frozenset({"COURSE_COMPLETED"}))
+    archived = await engine.webhook(receiver.url, active=False)
+    await engine.ingest(2, name="COURSE_ENROLLMENT")
+    [completed] = await engine.ingest(1, name="COURSE_COMPLETED")
+    assert await engine.store.backlog(subscribed.id) == 1
+    assert await engine.store.backlog(archived.id) == 0
+    await engine.drain(engine.worker(subscribed))
+    assert receiver.all_event_ids() == [completed]
+
+
+# --- failures -----------------------------------------------------------------------
+
+
+async def _reset(request: web.Request) -> web.StreamResponse:
+    assert request.transport is not None
+    request.transport.abort()
+    return web.Response()
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "error"),
+    [
+        (500, "HTTP 500"),
+        ("sleep:2", "timed out"),
+        ("reset", "closed the connection"),
+        ("redirect", "HTTP 302: redirects are not followed"),
+        (404, "HTTP 404"),
+    ],
+)
+async def test_failures_are_retried_with_the_same_batch(
+    engine: Engine, receiver: Receiver, behaviour: object, error: str
+) -> None:
+    webhook = await engine.webhook(receiver.url)
+    worker = engine.worker(webhook)
+    receiver.respond(behaviour, 202)  # type: ignore[arg-type]
+    [event_id] = await engine.ingest(1)
+    assert await worker.step() == 5.0
+    assert worker.webhook.schedule.last_error is not None
+    assert error in worker.webhook.schedule.last_error
+    attempts = await engine.store.attempts(webhook.id)
+    assert attempts[0]["error"] is not None and error in attempts[0]["error"]
+    engine.clock.advance(5)
+    assert await engine.drain(worker) == 1
+    assert receiver.received[-1].event_ids == [event_id]
+    assert len({r.headers["webhook-id"] for r in receiver.received}) == 1
+    assert worker.webhook.schedule.consecutive_failures == 0
+    stored = await engine.store.get_event(event_id)
+    assert stored is not None and stored.deliveries[0].state == "delivered"
+    assert stored.deliveries[0].attempts == 2
+
+
+async def test_connection_refused_is_retried(engine: Engine) -> None:
+    webhook = await engine.webhook(f"http://127.0.0.1:{free_port()}/hook")
+    worker = engine.worker(webhook)
+    await engine.ingest(1)
+    assert await worker.step() == 5.0
+    assert "cannot connect" in (worker.webhook.schedule.last_error or "")
+
+
+async def test_the_backoff_schedule_on_a_fake_clock(engine: Engine, receiver: Receiver) -> None:
+    receiver.respond(503)
+    webhook = await engine.webhook(receiver.url)
+    worker = engine.worker(webhook)
+    await engine.ingest(1)
+    delays = []
+    for _ in range(9):
+        delay = await worker.step()
+        assert delay is not None
+        delays.append(delay)
+        assert await worker.step() == delay  # not due yet: nothing is sent
+        engine.clock.advance(delay)
+    assert delays == [5, 10, 20, 40, 80, 160, 300, 300, 300]
+    assert len(receiver.received) == 9
+
+
+async def test_retry_after_is_honoured_within_the_cap(engine: Engine, receiver: Receiver) -> None:
+    async def limited(seconds: str) -> web.Response:
+        return web.Response(status=429, headers={"Retry-After": seconds})
+
+    receiver.respond(lambda r: limited("60"), lambda r: limited("86400"))
+    webhook = await engine.webhook(receiver.url)
+    worker = engine.worker(webhook)
+    await engine.ingest(1)
+    assert await worker.step() == 60
+    engine.clock.advance(60)
+    assert await worker.step() == 300
+
+
+async def test_a_410_disables_the_webhook(engine: Engine, receiver: Receiver) -> None:
+    receiver.respond(410)
+    webhook = await engine.webhook(receiver.url)
+    worker = engine.worker(webhook)
+    [event_id] = await engine.ingest(1)
+    with capture_logs() as logs:
+        assert await worker.step() is None
+    stored = await engine.store.get_webhook(webhook.id)
+    assert stored is not None and stored.status == "disabled"
+    assert stored.disabled_reason == "the receiver answered 410 Gone"
+    assert any(e["event"] == "webhook.disabled" for e in logs)
+    # Its pending event is kept for when it is re-enabled.
+    event = await engine.store.get_event(event_id)
+    assert event is not None and event.deliveries[0].state == "sending"
+
+
+# --- retention, auto-disable, reminders ---------------------------------------------
+
+
+async def test_events_expire_after_the_retention_and_are_counted(
+    engine: Engine, receiver: Receiver
+) -> None:
+    receiver.respond(500)
+    webhook = await engine.webhook(receiver.url)
+    worker = engine.worker(webhook)
+    old = await engine.ingest(2)
+    await worker.step()
+    engine.clock.advance(6 * DAY)
+    recent = await engine.ingest(1)
+    engine.clock.advance(1 * DAY + 1)
+    receiver.respond(202)
+    with capture_logs() as logs:
+        assert await engine.drain(worker) == 1
+    expired = [e for e in logs if e["event"] == "delivery.expired"]
+    assert expired == [
+        {
+            "event": "delivery.expired",
+            "log_level": "warning",
+            "webhook_id": webhook.id,
+            "events": 2,
+            "retention_s": 7 * DAY,
+        }
+    ]
+    assert engine.dispatcher.expired_events == 2
+    assert receiver.received[-1].event_ids == recent  # the old batch was not re-sent
+    for event_id in old:
+        event = await engine.store.get_event(event_id)
+        assert event is not None and event.deliveries[0].state == "expired"
+
+
+async def test_pruning_removes_what_outlived_the_retention(
+    engine: Engine, receiver: Receiver
+) -> None:
+    webhook = await engine.webhook(receiver.url)
+    [delivered] = await engine.ingest(1)
+    await engine.drain(engine.worker(webhook))
+    engine.clock.advance(7 * DAY + 1)
+    [fresh] = await engine.ingest(1)
+    await engine.dispatcher.maintain_once()
+    assert await engine.store.get_event(delivered) is None
+    assert await engine.store.get_event(fresh) is not None
+    assert await engine.store.attempts(webhook.id) == []
+
+
+async def test_a_webhook_failing_for_the_whole_retention_is_disabled(
+    engine: Engine, receiver: Receiver
+) -> None:
+    receiver.respond(500)
+    webhook = await engine.webhook(receiver.url)
+    worker = engine.worker(webhook)
+    await engine.ingest(1)
+    steps = 0
+    while not worker.disabled:
+        delay = await worker.step()
+        steps += 1
+        if delay is None:
+            break
+        engine.clock.advance(delay)
+        if steps % 50 == 0:
+            await engine.ingest(1)  # new events keep arriving during the outage
+    stored = await engine.store.get_webhook(webhook.id)
+    assert stored is not None and stored.status == "disabled"
+    assert stored.disabled_reason is not None
+    assert stored.disabled_reason.startswith("no successful delivery for 7 days")
+    assert stored.schedule.failing_since is not None
+    # About one attempt every 5 minutes for 7 days.
+    assert 2000 < steps < 2030, steps
+
+
+async def test_reminders_reach_a_real_smtp_server(
+    db_path: Path, clock: FakeClock, receiver: Receiver
+) -> None:
+    from aiosmtpd.controller import Controller
+
+    class Inbox:
+        def __init__(self) -> None:
+            self.messages: list[tuple[list[str], str]] = []
+
+        async def handle_DATA(  # noqa: N802 - the name aiosmtpd calls
+            self, server: object, session: object, envelope: object
+        ) -> str:
+            content = envelope.content  # type: ignore[attr-defined]
+            self.messages.append(
+                (
+                    list(envelope.rcpt_tos),  # type: ignore[attr-defined]
+                    content.decode() if isinstance(content, bytes) else content,
+                )
+            )
+            return "250 OK"
+
+    inbox = Inbox()
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        toml = (
+            f'[notify]\nsmtp_host = "127.0.0.1"\nsmtp_port = {port}\n'
+            'smtp_starttls = false\nadmin_email = "ops@example.org"\n'
+            'reminder_interval = "24h"\n'
+        )
+        async with running_engine(db_path, clock, toml) as engine:
+            receiver.respond(500)
+            webhook = await engine.webhook(
+                receiver.url, contact_email="lms@example.org", name="LMS sync"
+            )
+            worker = engine.worker(webhook)
+            await engine.ingest(4)
+            started = engine.clock()
+            reminded_at: list[float] = []
+            while engine.clock() - started < 3 * DAY:
+                delay = await worker.step()
+                last = worker.webhook.schedule.last_reminder_at
+                if last is not None and last - started not in reminded_at:
+                    reminded_at.append(last - started)
+                assert delay is not None
+                engine.clock.advance(delay)
+            await engine.notifier.close()
+        assert engine.notifier.failed == 0
+    finally:
+        controller.stop()
+    # First after 15 minutes of failure, then every 24 hours (to within one 5-min retry).
+    assert len(inbox.messages) == 3
+    assert FIRST_REMINDER_AFTER <= reminded_at[0] < FIRST_REMINDER_AFTER + 300
+    gaps = [b - a for a, b in itertools.pairwise(reminded_at)]
+    assert len(gaps) == 2 and all(DAY <= gap < DAY + 300 for gap in gaps), gaps
+    recipients, text = inbox.messages[0]
+    assert sorted(recipients) == ["lms@example.org", "ops@example.org"]
+    assert "LMS sync" in text and receiver.url in text and "HTTP 500" in text
+    assert "Backlog:         4 events waiting" in text
+
+
+async def test_a_dead_smtp_server_never_blocks_delivery(
+    db_path: Path, clock: FakeClock, receiver: Receiver
+) -> None:
+    toml = (
+        f'[notify]\nsmtp_host = "127.0.0.1"\nsmtp_port = {free_port()}\n'
+        'smtp_starttls = false\nadmin_email = "ops@example.org"\n'
+    )
+    async with running_engine(db_path, clock, toml) as engine:
+        receiver.respond(500)
+        webhook = await engine.webhook(receiver.url)
+        worker = engine.worker(webhook)
+        await engine.ingest(1)
+        while engine.notifier.failed == 0:
+            delay = await worker.step()
+            assert delay is not None
+            engine.clock.advance(delay)
+            await asyncio.sleep(0.01)
+        receiver.respond(202)
+        engine.clock.advance(300)
+        assert await engine.drain(worker) == 1
+    assert engine.notifier.failed >= 1
+
+
+# --- the target guard ---------------------------------------------------------------
+
+
+def _hook(url: str) -> Webhook:
+    return Webhook(
+        id="wh_x",
+        name="x",
+        description="",
+        target_url=url,
+        auth_type="none",
+        auth_username=None,
+        auth_password=None,
+        events=frozenset(),
+        status="active",
+        disabled_reason=None,
+        contact_email="",
+        created_at_ms=0,
+        updated_at_ms=0,
+    )
+
+
+async def _send_with_default_guard(url: str, clock: FakeClock) -> Outcome:
+    sender = Sender(parse_config("", env={}).delivery, clock=clock)
+    await sender.start()
+    try:
+        return await sender.send(_hook(url), message_id="msg_1", body=b"{}")
+    finally:
+        await sender.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://169.254.169.254/latest/meta-data/", "http://10.0.0.1/hook", "http://[::1]:9/hook"],
+)
+async def test_the_guard_refuses_private_targets_at_connect_time(
+    clock: FakeClock, url: str
+) -> None:
+    outcome = await _send_with_default_guard(url, clock)
+    assert not outcome.ok and outcome.status is None
+    assert outcome.error is not None and "not allowed" in outcome.error
+
+
+async def test_the_guard_checks_resolved_names(clock: FakeClock, receiver: Receiver) -> None:
+    outcome = await _send_with_default_guard(f"http://localhost:{receiver.port}/hook", clock)
+    assert not outcome.ok
+    assert outcome.error is not None and "127.0.0.1" in outcome.error
+    assert "not allowed" in outcome.error
+    assert receiver.received == []
+
+
+# --- crash safety and the running loop ----------------------------------------------
+
+
+async def test_a_batch_recorded_but_not_acknowledged_is_sent_again_with_its_id(
+    db_path: Path, clock: FakeClock, receiver: Receiver
+) -> None:
+    async with running_engine(db_path, clock) as engine:
+        webhook = await engine.webhook(receiver.url)
+        ids = await engine.ingest(3)
+        batch = await engine.store.claim_batch(
+            webhook.id,
+            now_ms=int(clock() * 1000),
+            retained_since_ms=0,
+            max_events=50,
+            max_bytes=1 << 20,
+        )
+        assert batch is not None  # "sent", then the process died before recording it
+    async with running_engine(db_path, clock) as engine:
+        more = await engine.ingest(2)
+        stored = await engine.store.get_webhook(webhook.id)
+        assert stored is not None
+        assert await engine.drain(engine.worker(stored)) == 2
+    assert receiver.received[0].headers["webhook-id"] == batch.id
+    assert receiver.received[0].event_ids == ids
+    assert receiver.received[1].event_ids == more
+
+
+async def test_running_workers_wake_on_commit_and_idle_without_polling(
+    db_path: Path, receiver: Receiver
+) -> None:
+    import time
+
+    real_clock = FakeClock(time.time())
+    async with running_engine(db_path, real_clock) as engine:
+        webhook = await engine.webhook(receiver.url, start=True)
+        worker = engine.dispatcher.workers[webhook.id]
+        steps = 0
+        original = worker.step
+
+        async def counting_step() -> float | None:
+            nonlocal steps
+            steps += 1
+            return await original()
+
+        worker.step = counting_step  # type: ignore[method-assign]
+        ids = await engine.ingest(5)
+        await asyncio.wait_for(_until(lambda: len(receiver.all_event_ids()) == 5), 10)
+        assert receiver.all_event_ids() == ids
+        settled = steps
+        await asyncio.sleep(0.3)
+        assert steps == settled, "an idle worker must not poll"
+        await engine.dispatcher.refresh(webhook.id)
+        assert webhook.id in engine.dispatcher.workers
+        await engine.store.set_webhook_status(webhook.id, "inactive")
+        await engine.dispatcher.refresh(webhook.id)
+        assert webhook.id not in engine.dispatcher.workers
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    # The condition is another server's state; there is no event to wait on.
+    while not condition():  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+
+
+def test_payload_is_valid_json_with_unicode(tmp_path: Path) -> None:
+    from almhookd.store import _payload
+
+    body = _payload(7, ['{"eventId":"a","data":{"n":"ü"}}', '{"eventId":"b"}'])
+    assert json.loads(body) == {
+        "accountId": 7,
+        "events": [{"eventId": "a", "data": {"n": "ü"}}, {"eventId": "b"}],
+    }
