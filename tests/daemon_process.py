@@ -87,6 +87,31 @@ class DaemonProcess:
             time.sleep(0.05)
         raise AssertionError("daemon did not become ready:\n" + self.log())
 
+    async def start_async(self, timeout: float = 30.0) -> DaemonProcess:
+        """Start and wait for readiness without blocking the test's event loop (which
+        may be serving the receivers the daemon delivers to)."""
+        import asyncio
+
+        import aiohttp
+
+        self.start(wait=False)
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                assert self.process is not None
+                if self.process.poll() is not None:
+                    raise AssertionError(
+                        f"daemon exited with {self.process.returncode}:\n" + self.log()
+                    )
+                try:
+                    async with session.get(self.url + "/healthz") as response:
+                        if response.status == 200:
+                            return self
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.05)
+        raise AssertionError("daemon did not become ready:\n" + self.log())
+
     def signal(self, signum: int) -> None:
         assert self.process is not None
         self.process.send_signal(signum)
