@@ -19,6 +19,8 @@ from almhookd.notify import Notifier
 from almhookd.protocols import Clock
 from almhookd.sender import Sender
 from almhookd.store import Store
+from almhookd.targets import TargetPolicy, check_target
+from almhookd.webhooks import NewWebhook, Webhook
 from almhookd.worker import Worker
 
 log = structlog.get_logger("almhookd.dispatcher")
@@ -48,6 +50,13 @@ class Dispatcher:
                 await self.refresh(webhook.id)
         if maintenance:
             self._maintenance = asyncio.create_task(self._maintain(), name="almhookd-maintenance")
+
+    async def add_webhook(self, new: NewWebhook) -> Webhook:
+        """Create a webhook after the target guard accepts its URL, and start its worker."""
+        await check_target(new.target_url, TargetPolicy.from_config(self._config.delivery))
+        webhook = await self._store.create_webhook(new)
+        await self.refresh(webhook.id)
+        return webhook
 
     async def refresh(self, webhook_id: str) -> None:
         """Bring the workers in line with a webhook's stored state after a change."""

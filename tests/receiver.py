@@ -17,6 +17,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     at: float
+    peer: object = None  #: the client's (address, port): the same on a kept-alive connection
 
     @property
     def payload(self) -> Any:

@@ -436,6 +436,49 @@ async def test_the_guard_checks_resolved_names(clock: FakeClock, receiver: Recei
     assert receiver.received == []
 
 
+async def test_creating_a_webhook_applies_the_guard(db_path: Path, clock: FakeClock) -> None:
+    from almhookd.targets import TargetRefused
+    from almhookd.webhooks import NewWebhook
+
+    async with running_engine(db_path, clock, delivery="allow_private_targets = false\n") as engine:
+        for url in ("http://169.254.169.254/", "http://localhost:8787/v1/events"):
+            with pytest.raises(TargetRefused, match="not allowed"):
+                await engine.dispatcher.add_webhook(
+                    NewWebhook(name="metadata", target_url=url, events=frozenset({"CI_STATS"}))
+                )
+        assert await engine.store.list_webhooks() == []
+
+
+async def test_connections_are_kept_alive(engine: Engine, receiver: Receiver) -> None:
+    webhook = await engine.webhook(receiver.url)
+    worker = engine.worker(webhook)
+    for _ in range(3):
+        await engine.ingest(1)
+        await engine.drain(worker)
+    assert len(receiver.received) == 3
+    assert len({r.peer for r in receiver.received}) == 1
+
+
+async def test_a_huge_answer_is_capped_in_the_attempts_log(
+    engine: Engine, receiver: Receiver
+) -> None:
+    async def huge(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=500)
+        await response.prepare(request)
+        for _ in range(64):  # 4 MiB: far more than is read
+            await response.write(b"x" * 65_536)
+        return response
+
+    receiver.respond(huge)
+    webhook = await engine.webhook(receiver.url)
+    worker = engine.worker(webhook)
+    await engine.ingest(1)
+    assert await worker.step() == 5.0
+    [attempt] = await engine.store.attempts(webhook.id)
+    assert attempt["status"] == 500
+    assert attempt["responseBody"] == "x" * 4096
+
+
 # --- crash safety and the running loop ----------------------------------------------
 
 
