@@ -21,6 +21,7 @@ from almhookd.config import Config
 from almhookd.errors import InvalidInput, Problem, StorageClosed, StorageError, StorageFull
 from almhookd.ingest import parse_ingest
 from almhookd.protocols import Clock
+from almhookd.scheduler import BatchScheduler
 from almhookd.store import Store, StoredEvent
 
 log = structlog.get_logger("almhookd.api")
@@ -40,6 +41,7 @@ CONFIG: Final = web.AppKey("config", Config)
 CLOCK: Final = web.AppKey("clock", Clock)
 TOKENS: Final = web.AppKey("tokens", TokenChecker)
 STATE: Final = web.AppKey("state", ServerState)
+SCHEDULER: Final = web.AppKey("scheduler", BatchScheduler)
 
 #: Routes the ingest token may call; the admin token may call every route.
 INGEST_ROUTES: Final = frozenset({"ingest"})
@@ -204,6 +206,25 @@ async def get_event(request: web.Request) -> web.Response:
     return web.json_response(event_document(event))
 
 
+async def batch_flush(request: web.Request) -> web.Response:
+    scheduler = request.app.get(SCHEDULER)
+    if scheduler is None:
+        raise ApiError(503, "unavailable", "the batch scheduler is not running")
+    released = await scheduler.flush()
+    return web.json_response(
+        {
+            "released": sum(released.values()),
+            "webhooks": released,
+            "nextFlushAt": _epoch_ms(scheduler.next_flush_at),
+        },
+        status=202,
+    )
+
+
+def _epoch_ms(seconds: float | None) -> int | None:
+    return None if seconds is None else int(seconds * 1000)
+
+
 async def healthz(request: web.Request) -> web.Response:
     store = request.app[STORE]
     try:
@@ -226,6 +247,7 @@ def create_app(
     clock: Clock,
     tokens: TokenChecker,
     state: ServerState | None = None,
+    scheduler: BatchScheduler | None = None,
 ) -> web.Application:
     app = web.Application(
         middlewares=[error_middleware, auth_middleware],
@@ -236,7 +258,10 @@ def create_app(
     app[CLOCK] = clock
     app[TOKENS] = tokens
     app[STATE] = state or ServerState()
+    if scheduler is not None:
+        app[SCHEDULER] = scheduler
     app.router.add_post("/v1/events", ingest, name="ingest")
     app.router.add_get("/v1/events/{event_id}", get_event, name="get_event")
+    app.router.add_post("/v1/batch/flush", batch_flush, name="batch_flush")
     app.router.add_get("/healthz", healthz, name="healthz")
     return app

@@ -29,6 +29,7 @@ from almhookd.errors import AlmhookdError, ConfigError
 from almhookd.logs import configure_logging
 from almhookd.notify import Notifier
 from almhookd.protocols import Clock
+from almhookd.scheduler import BatchScheduler
 from almhookd.sender import Sender
 from almhookd.store import Store
 
@@ -78,6 +79,11 @@ async def serve(
         store.on_events_committed = dispatcher.wake_all
         await dispatcher.start()
         stack.push_async_callback(dispatcher.stop, config.delivery.read_timeout)
+        scheduler = BatchScheduler(
+            store=store, clock=clock, config=config.batch, wake_workers=dispatcher.wake_all
+        )
+        await scheduler.start()
+        stack.push_async_callback(scheduler.stop)
 
         state = ServerState()
         app = create_app(
@@ -86,6 +92,7 @@ async def serve(
             clock=clock,
             state=state,
             tokens=TokenChecker(admin=admin_token, ingest=config.server.ingest_token),
+            scheduler=scheduler,
         )
         runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_SECONDS

@@ -556,30 +556,35 @@ class Store:
         retained_since_ms: int,
         max_events: int,
         max_bytes: int,
+        max_batch_events: int | None = None,
     ) -> RequestBatch | None:
         """Pack the next due deliveries into a request batch, recorded before sending.
 
-        Events of one account only, in ingest order, at most ``max_events`` and about
-        ``max_bytes`` (one event always fits). Events older than ``retained_since_ms``
-        are left for expiry.
+        In ingest order, events of one account and one kind only: real-time events up to
+        ``max_events``, released non-real-time events up to ``max_batch_events``, and
+        about ``max_bytes`` (one event always fits). Events older than
+        ``retained_since_ms`` are left for expiry.
         """
+        limits = {True: max_events, False: max_batch_events or max_events}
         async with self._transaction(durable=False) as db:
             cursor = await db.execute(
-                "SELECT d.event_seq, e.event_id, e.account_id, e.ingested_at_ms, e.body"
-                " FROM deliveries AS d JOIN events AS e ON e.seq = d.event_seq"
+                "SELECT d.event_seq, e.event_id, e.account_id, e.ingested_at_ms, e.body,"
+                " e.realtime FROM deliveries AS d JOIN events AS e ON e.seq = d.event_seq"
                 " WHERE d.webhook_id = ? AND d.state = 'pending' AND d.due_at_ms IS NOT NULL"
                 " AND d.due_at_ms <= ? AND e.ingested_at_ms >= ?"
                 " ORDER BY d.event_seq LIMIT ?",
-                (webhook_id, now_ms, retained_since_ms, max_events),
+                (webhook_id, now_ms, retained_since_ms, max(limits.values())),
             )
             rows = list(await cursor.fetchall())
             if not rows:
                 return None
-            account_id, size = rows[0][2], 0
+            account_id, realtime, size = rows[0][2], bool(rows[0][5]), 0
             chosen: list[Any] = []
-            for row in rows:
+            for row in rows[: limits[realtime]]:
                 size += len(row[4]) + 1
-                if chosen and (row[2] != account_id or size > max_bytes):
+                if chosen and (
+                    row[2] != account_id or bool(row[5]) != realtime or size > max_bytes
+                ):
                     break
                 chosen.append(row)
             batch_id = "msg_" + uuid.uuid4().hex
@@ -731,6 +736,47 @@ class Store:
                     break
                 removed += count
         return removed
+
+    async def release_held(self, *, now_ms: int) -> dict[str, int]:
+        """The batch flush: every held non-real-time delivery becomes due now.
+
+        Records the flush time in the same transaction, so a restart neither skips nor
+        repeats a flush. Returns the released count per webhook.
+        """
+        async with self._transaction(durable=True) as db:
+            cursor = await db.execute(
+                "SELECT webhook_id, count(*) FROM deliveries"
+                " WHERE state = 'pending' AND due_at_ms IS NULL"
+                " GROUP BY webhook_id ORDER BY webhook_id"
+            )
+            counts = {row[0]: int(row[1]) for row in await cursor.fetchall()}
+            if counts:
+                await db.execute(
+                    "UPDATE deliveries SET due_at_ms = ?"
+                    " WHERE state = 'pending' AND due_at_ms IS NULL",
+                    (now_ms,),
+                )
+            await db.execute(
+                "INSERT INTO daemon_state (key, value) VALUES ('batch.last_flush_ms', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(now_ms),),
+            )
+        return counts
+
+    async def last_flush_ms(self) -> int | None:
+        rows = await self._fetchall(
+            "SELECT value FROM daemon_state WHERE key = 'batch.last_flush_ms'"
+        )
+        return int(rows[0][0]) if rows else None
+
+    async def held_backlog(self, webhook_id: str) -> int:
+        """Non-real-time deliveries of this webhook waiting for the next flush."""
+        rows = await self._fetchall(
+            "SELECT count(*) FROM deliveries WHERE webhook_id = ?"
+            " AND state = 'pending' AND due_at_ms IS NULL",
+            (webhook_id,),
+        )
+        return int(rows[0][0])
 
     async def backlog(self, webhook_id: str) -> int:
         """Deliveries of this webhook not yet delivered nor expired."""

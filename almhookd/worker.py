@@ -132,6 +132,7 @@ class Worker:
                 now_ms=int(now * 1000),
                 retained_since_ms=retained_since_ms,
                 max_events=self._config.delivery.max_events_per_request,
+                max_batch_events=self._config.batch.max_events_per_request,
                 max_bytes=MAX_REQUEST_BYTES,
             )
             if self._batch is None:

@@ -16,7 +16,7 @@ import aiohttp
 from almhookd.store import Store
 from almhookd.webhooks import NewWebhook
 from tests import samples
-from tests.conftest import INGEST_TOKEN, FakeClock
+from tests.conftest import ADMIN_TOKEN, INGEST_TOKEN, FakeClock
 from tests.daemon_process import DaemonProcess, write_config
 from tests.receiver import Receiver
 
@@ -133,3 +133,46 @@ async def test_sigterm_lets_the_request_in_flight_finish(tmp_path: Path) -> None
         assert event.deliveries[0].webhook_id == webhook_id
     finally:
         await store.close()
+
+
+async def test_batch_events_arrive_only_at_flush_times_packed(tmp_path: Path) -> None:
+    receiver = await Receiver().start()
+    config = write_config(
+        tmp_path, extra='[delivery]\nallow_private_targets = true\n[batch]\ninterval = "2s"\n'
+    )
+    await _create_webhook(tmp_path, receiver.url)
+    daemon = DaemonProcess(config)
+    try:
+        await daemon.start_async()
+        async with aiohttp.ClientSession() as session:
+            held: list[str] = []
+            for _ in range(4):
+                ids = [f"b-{next(_ids)}" for _ in range(10)]
+                body = {
+                    "events": [samples.event("COURSE_ENROLLMENT_BATCH", eventId=i) for i in ids]
+                }
+                async with session.post(
+                    daemon.url + "/v1/events", json=body, headers=HEADERS
+                ) as response:
+                    assert response.status == 202
+                held += ids
+            assert await _wait_for(lambda: set(held) <= set(receiver.all_event_ids()), 15)
+            # An admin can flush now, too.
+            async with session.post(
+                daemon.url + "/v1/batch/flush", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            ) as response:
+                assert response.status == 202
+                assert "nextFlushAt" in await response.json()
+            async with session.post(daemon.url + "/v1/batch/flush", headers=HEADERS) as response:
+                assert response.status == 403
+        assert daemon.stop() == 0
+    finally:
+        await receiver.stop()
+    flushes = [e for e in daemon.log_events() if e["event"] == "batch.flush"]
+    released = sum(e["events"] for e in flushes)
+    assert released == 40
+    # Each delivery of held events came after a flush that released them, in payloads
+    # that carry several events: fewer requests than the 4 ingest requests' 40 events.
+    assert len(receiver.received) <= len([e for e in flushes if e["events"]])
+    assert all(len(r.event_ids) > 1 for r in receiver.received)
+    assert sorted(receiver.all_event_ids()) == sorted(held)
