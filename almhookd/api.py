@@ -206,6 +206,42 @@ async def get_event(request: web.Request) -> web.Response:
     return web.json_response(event_document(event))
 
 
+async def status(request: web.Request) -> web.Response:
+    """Per webhook: state, backlog, oldest pending age, failing since, next retry."""
+    store, now = request.app[STORE], request.app[CLOCK]()
+    scheduler = request.app.get(SCHEDULER)
+    webhooks = []
+    for webhook in await store.list_webhooks():
+        backlog = await store.backlog_summary(webhook.id)
+        schedule = webhook.schedule
+        oldest = backlog["oldest"]
+        webhooks.append(
+            {
+                "id": webhook.id,
+                "name": webhook.name,
+                "status": webhook.status,
+                "disabledReason": webhook.disabled_reason,
+                "backlog": {
+                    "realtime": backlog["realtime"],
+                    "batch": backlog["batch"],
+                    "batchHeld": backlog["held"],
+                },
+                "oldestPendingAgeMs": None if oldest is None else max(0, int(now * 1000) - oldest),
+                "lastSuccessAt": _epoch_ms(schedule.last_success_at),
+                "failingSince": _epoch_ms(schedule.failing_since),
+                "consecutiveFailures": schedule.consecutive_failures,
+                "lastError": schedule.last_error,
+                "nextRetryAt": _epoch_ms(schedule.next_attempt_at),
+            }
+        )
+    return web.json_response(
+        {
+            "webhooks": webhooks,
+            "nextFlushAt": _epoch_ms(scheduler.next_flush_at) if scheduler else None,
+        }
+    )
+
+
 async def batch_flush(request: web.Request) -> web.Response:
     scheduler = request.app.get(SCHEDULER)
     if scheduler is None:
@@ -262,6 +298,7 @@ def create_app(
         app[SCHEDULER] = scheduler
     app.router.add_post("/v1/events", ingest, name="ingest")
     app.router.add_get("/v1/events/{event_id}", get_event, name="get_event")
+    app.router.add_get("/v1/status", status, name="status")
     app.router.add_post("/v1/batch/flush", batch_flush, name="batch_flush")
     app.router.add_get("/healthz", healthz, name="healthz")
     return app

@@ -778,6 +778,26 @@ class Store:
         )
         return int(rows[0][0])
 
+    async def backlog_summary(self, webhook_id: str) -> dict[str, int | None]:
+        """Outstanding deliveries of a webhook: real-time, batch (held or released), and
+        the ingest time of the oldest one."""
+        rows = await self._fetchall(
+            "SELECT e.realtime, d.due_at_ms IS NULL, count(*), min(e.ingested_at_ms)"
+            " FROM deliveries AS d JOIN events AS e ON e.seq = d.event_seq"
+            " WHERE d.webhook_id = ? AND d.state IN ('pending', 'sending')"
+            " GROUP BY 1, 2",
+            (webhook_id,),
+        )
+        summary: dict[str, int | None] = {"realtime": 0, "batch": 0, "held": 0, "oldest": None}
+        for realtime, held, count, oldest in rows:
+            key = "realtime" if realtime else "batch"
+            summary[key] = int(summary[key] or 0) + count
+            if held:
+                summary["held"] = count
+            current = summary["oldest"]
+            summary["oldest"] = oldest if current is None else min(current, oldest)
+        return summary
+
     async def backlog(self, webhook_id: str) -> int:
         """Deliveries of this webhook not yet delivered nor expired."""
         rows = await self._fetchall(

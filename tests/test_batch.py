@@ -141,3 +141,41 @@ async def test_batch_events_expire_like_real_time_ones(engine: Engine, receiver:
     assert await engine.dispatcher.expire() == 2
     assert await engine.drain(worker) == 0
     assert receiver.received == []
+
+
+async def test_status_shows_the_batch_backlog_and_the_next_flush(
+    engine: Engine, receiver: Receiver
+) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from almhookd.api import create_app
+    from almhookd.auth import TokenChecker
+    from almhookd.config import Secret
+    from tests.conftest import ADMIN_TOKEN, admin_headers
+
+    webhook = await engine.webhook(receiver.url)
+    scheduler = scheduler_for(engine)
+    await scheduler.start()
+    app = create_app(
+        store=engine.store,
+        config=engine.config,
+        clock=engine.clock,
+        tokens=TokenChecker(admin=Secret(ADMIN_TOKEN), ingest=None),
+        scheduler=scheduler,
+    )
+    try:
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            await engine.ingest(3, name="LEARNER_PROGRESS")
+            await engine.ingest(2, name="CI_STATS")
+            engine.clock.advance(60)
+            response = await client.get("/v1/status", headers=admin_headers())
+            assert response.status == 200
+            body = await response.json()
+    finally:
+        await scheduler.stop()
+    [entry] = body["webhooks"]
+    assert entry["id"] == webhook.id and entry["status"] == "active"
+    assert entry["backlog"] == {"realtime": 2, "batch": 3, "batchHeld": 3}
+    assert entry["oldestPendingAgeMs"] == 60_000
+    assert entry["failingSince"] is None and entry["nextRetryAt"] is None
+    assert body["nextFlushAt"] == int(scheduler.next_flush_at * 1000)  # type: ignore[operator]
