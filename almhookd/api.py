@@ -82,8 +82,10 @@ _HTTP_CODES: Final = {
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Authorisation, then the handler; every error leaves as the JSON error shape."""
     try:
+        _authorise(request)
         return await handler(request)
     except ApiError as error:
         return _error_response(error)
@@ -109,11 +111,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return _error_response(ApiError(error.status, code, error.reason))
 
 
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def _authorise(request: web.Request) -> None:
     route = request.match_info.route.name
     if route in PUBLIC_ROUTES:
-        return await handler(request)
+        return
     role = request.app[TOKENS].role(request.headers.get("Authorization"))
     if role is None:
         raise ApiError(
@@ -124,11 +125,15 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         )
     if role is Role.INGEST and route not in INGEST_ROUTES:
         raise ApiError(403, "forbidden", "the ingest token may only call POST /v1/events")
-    return await handler(request)
 
 
 async def read_json(request: web.Request) -> Any:
     """The request's JSON body, or an :class:`ApiError` saying why it is not one."""
+    return decode_json(await read_text(request))
+
+
+async def read_text(request: web.Request) -> str:
+    """The body of a JSON request as text: content type, size and UTF-8 checked."""
     if request.content_type != "application/json":
         raise ApiError(
             415,
@@ -143,13 +148,20 @@ async def read_json(request: web.Request) -> Any:
     except web.HTTPRequestEntityTooLarge:
         raise ApiError(413, "body_too_large", f"the body is larger than {limit} bytes") from None
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as error:
         raise ApiError(
             400, "malformed_json", f"the body is not valid UTF-8 (byte {error.start})"
         ) from None
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def decode_json(text: str) -> Any:
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_no_constants)
     except json.JSONDecodeError as error:
         raise ApiError(400, "malformed_json", f"the body is not valid JSON: {error}") from None
     except (ValueError, RecursionError) as error:
@@ -160,13 +172,15 @@ async def read_json(request: web.Request) -> Any:
 async def ingest(request: web.Request) -> web.Response:
     if request.app[STATE].draining:
         raise StorageClosed()
-    document = await read_json(request)
+    text = await read_text(request)
     config = request.app[CONFIG]
     events = parse_ingest(
-        document,
+        decode_json(text),
         now_ms=int(request.app[CLOCK]() * 1000),
         default_account_id=config.account.id,
         new_id=lambda: str(uuid.uuid4()),
+        # Strict UTF-8 text holds no surrogates; only a \u escape can make one.
+        check_surrogates="\\u" in text,
     )
     result = await request.app[STORE].append(events)
     return web.json_response(
@@ -286,7 +300,7 @@ def create_app(
     scheduler: BatchScheduler | None = None,
 ) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware],
+        middlewares=[middleware],
         client_max_size=config.server.max_body_bytes,
     )
     app[STORE] = store

@@ -7,12 +7,11 @@ problem is reported with its JSON path.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
+import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from almhookd.catalogue import CATALOGUE, suggest_event_name, validate_data
 from almhookd.errors import InvalidInput, Problem
@@ -23,12 +22,38 @@ EVENT_KEYS: Final = frozenset({"eventId", "eventName", "timestamp", "eventInfo",
 #: Before this many milliseconds since the epoch (1973-03-03) a timestamp is taken to
 #: be in seconds by mistake, one of the public samples' quirks.
 _EARLIEST_MS: Final = 100_000_000_000
+_SURROGATE: Final = "contains an invalid Unicode escape (a lone surrogate)"
+_NOT_FINITE: Final = "contains NaN or Infinity, which JSON cannot carry"
+
+
+def _refuse(value: object) -> object:
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _compact_encoder() -> Callable[[Any], str]:
+    """Compact JSON for decoded JSON values, built once: ``json.dumps`` with options
+    builds an encoder per call, a cost paid once per ingested event here."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython ships the C accelerator
+        return json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+    # No circular-reference markers: values decoded from JSON cannot be circular.
+    chunks = make(
+        None, _refuse, json.encoder.encode_basestring, None, ":", ",", False, False, False
+    )
+    return lambda value: "".join(chunks(value, 0))
+
+
+_encode: Final = _compact_encoder()
+_encode_string: Final = json.encoder.encode_basestring
 _EVENT_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}")
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class NewEvent:
-    """A validated event, with ``body`` the exact JSON object subscribers will receive."""
+class NewEvent(NamedTuple):
+    """A validated event, with ``body`` the exact JSON object subscribers will receive.
+
+    A named tuple rather than a frozen dataclass: one is built per ingested event, and a
+    frozen dataclass pays for each field through ``object.__setattr__``.
+    """
 
     event_id: str
     event_name: str
@@ -39,9 +64,21 @@ class NewEvent:
 
 
 def parse_ingest(
-    document: Any, *, now_ms: int, default_account_id: int, new_id: Callable[[], str]
+    document: Any,
+    *,
+    now_ms: int,
+    default_account_id: int,
+    new_id: Callable[[], str],
+    check_surrogates: bool = True,
 ) -> list[NewEvent]:
-    """Validate an envelope ``{"accountId"?, "events": [...]}`` or a single event."""
+    """Validate an envelope ``{"accountId"?, "events": [...]}`` or a single event.
+
+    ``new_id`` makes the ``eventId`` of events that have none; its ids must match the
+    eventId pattern (letters, digits and ``. _ : -``), as a UUID does.
+
+    ``check_surrogates=False`` skips the search for lone surrogates, which only a JSON
+    ``\\u`` escape can produce: callers that saw none in the raw text may skip it.
+    """
     if not isinstance(document, dict):
         raise InvalidInput(
             [
@@ -74,9 +111,17 @@ def parse_ingest(
         account_id, items, prefixes = default_account_id, [document], [""]
     events = []
     for item, prefix in zip(items, prefixes, strict=True):
-        event = _parse_event(item, prefix, account_id, now_ms, new_id, problems)
-        if event is not None:
+        if _is_valid(item):
+            try:
+                event = _new_event(item, account_id, now_ms, new_id)
+            except ValueError:  # NaN or Infinity, which JSON cannot carry
+                problems.append(Problem(path=_join(prefix, "data"), message=_NOT_FINITE))
+                continue
+            if check_surrogates and not _encodable(event.body):
+                problems.append(Problem(path=_join(prefix, "data"), message=_SURROGATE))
             events.append(event)
+        else:
+            _event_problems(item, prefix, problems)
     if problems:
         raise InvalidInput(problems)
     return events
@@ -94,18 +139,48 @@ def _join(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix else key
 
 
-def _parse_event(
-    item: Any,
-    prefix: str,
-    account_id: int,
-    now_ms: int,
-    new_id: Callable[[], str],
-    problems: list[Problem],
-) -> NewEvent | None:
+def _is_valid(item: Any) -> bool:
+    """The fast path: ``True`` when ``item`` is a valid event. ``_parse_event`` names
+    every problem of one that is not."""
+    if type(item) is not dict or not item.keys() <= EVENT_KEYS:
+        return False
+    name = item.get("eventName")
+    event_type = CATALOGUE.get(name) if type(name) is str else None
+    data = item.get("data")
+    if event_type is None or type(data) is not dict or not event_type.accepts(data):
+        return False
+    event_id = item.get("eventId")
+    if event_id is not None and not (type(event_id) is str and _EVENT_ID.fullmatch(event_id)):
+        return False
+    timestamp = item.get("timestamp")
+    if timestamp is not None and not (type(timestamp) is int and timestamp >= _EARLIEST_MS):
+        return False
+    event_info = item.get("eventInfo")
+    return event_info is None or (type(event_info) is str and len(event_info) <= 256)
+
+
+def _new_event(
+    item: dict[str, Any], account_id: int, now_ms: int, new_id: Callable[[], str]
+) -> NewEvent:
+    name: str = item["eventName"]
+    event_id: str = item.get("eventId") or new_id()
+    timestamp: int = item.get("timestamp") or now_ms
+    event_info = item.get("eventInfo")
+    if event_info is None:
+        event_info = _event_info(event_id, timestamp)
+    # The id (its pattern) and the catalogue name need no escaping; the rest is encoded.
+    body = (
+        f'{{"eventId":"{event_id}","eventName":"{name}","timestamp":{timestamp},'
+        f'"eventInfo":{_encode_string(event_info)},"data":{_encode(item["data"])}}}'
+    )
+    return NewEvent(event_id, name, account_id, timestamp, CATALOGUE[name].realtime, body)
+
+
+def _event_problems(item: Any, prefix: str, problems: list[Problem]) -> None:
+    """Every problem of an event the fast path refused, each with its path."""
     if not isinstance(item, dict):
         problems.append(Problem(path=prefix, message="expected an event object"))
-        return None
-    found = len(problems)
+        return
     problems.extend(
         Problem(path=_join(prefix, key), message="unknown key")
         for key in sorted(set(item) - EVENT_KEYS)
@@ -160,44 +235,17 @@ def _parse_event(
                 message="expected a string of at most 256 characters",
             )
         )
-    if len(problems) > found:
-        return None
 
-    name = str(name)  # checked above
-    event_id = event_id or new_id()
-    timestamp = now_ms if timestamp is None else timestamp
-    body = json.dumps(
-        {
-            "eventId": event_id,
-            "eventName": name,
-            "timestamp": timestamp,
-            "eventInfo": event_info if event_info is not None else _event_info(event_id, timestamp),
-            "data": item["data"],
-        },
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
+
+def _encodable(body: str) -> bool:
     try:
         body.encode("utf-8")
     except UnicodeEncodeError:
-        problems.append(
-            Problem(
-                path=_join(prefix, "data"),
-                message="contains an invalid Unicode escape (a lone surrogate)",
-            )
-        )
-        return None
-    return NewEvent(
-        event_id=event_id,
-        event_name=name,
-        account_id=account_id,
-        timestamp_ms=timestamp,
-        realtime=CATALOGUE[name].realtime,
-        body=body,
-    )
+        return False
+    return True
 
 
 def _event_info(event_id: str, timestamp_ms: int) -> str:
     """An opaque trace string in the platform's shape, stable for a given event id."""
-    digest = int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big")
-    return f"{timestamp_ms}-{digest % 1_000_000:06d}-{(digest >> 20) % 100_000:05d}-0"
+    digest = zlib.crc32(event_id.encode())
+    return f"{timestamp_ms}-{digest % 1_000_000:06d}-{(digest >> 12) % 100_000:05d}-0"

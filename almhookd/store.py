@@ -1,8 +1,10 @@
 """The SQLite outbox: the one module that talks to the database.
 
-Two aiosqlite connections on a WAL database: one writes, one reads (it sees only
-committed data). Every write transaction holds one asyncio lock, so transactions never
-interleave on the writing connection.
+Two connections on a WAL database. Writes go to a stdlib ``sqlite3`` connection owned
+by one dedicated thread: each write transaction is one function run there, start to
+commit, so it costs one hop from the event loop and transactions never interleave.
+Reads go through an aiosqlite connection, which sees only committed data. The reader's
+thread also runs WAL checkpoints, so commits never pay for them.
 
 Ingest goes through a single writer task that commits whatever requests are waiting in
 one transaction (group commit) with ``synchronous=FULL``: a request is acknowledged only
@@ -22,10 +24,11 @@ import os
 import secrets
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import aiosqlite
 import structlog
@@ -45,8 +48,16 @@ log = structlog.get_logger("almhookd.store")
 MAX_GROUP_EVENTS: Final = 20_000
 #: Bytes of a receiver's answer kept in the attempts log.
 RESPONSE_EXCERPT_CHARS: Final = 4096
-#: Rows one pruning statement deletes, so pruning never holds the write lock for long.
+#: Rows one pruning statement deletes, so pruning never holds the writer for long.
 PRUNE_CHUNK: Final = 5_000
+#: How often the reader's thread checkpoints the WAL into the database file.
+CHECKPOINT_INTERVAL: Final = 1.0
+#: The writer checkpoints by itself only past this many WAL pages (a safety net should
+#: the checkpoint task fall behind); the WAL file is truncated back to this size.
+WAL_AUTOCHECKPOINT_PAGES: Final = 50_000
+JOURNAL_SIZE_LIMIT: Final = 64 * 1024 * 1024
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -127,6 +138,48 @@ class _PendingAppend:
     )
 
 
+def _insert_events(
+    db: sqlite3.Connection, group: list[_PendingAppend], now_ms: int
+) -> list[AppendResult]:
+    """The group commit's transaction body (on the writer thread)."""
+    ids = [event.event_id for pending in group for event in pending.events]
+    known = {
+        row[0]
+        for row in db.execute(
+            "SELECT event_id FROM events WHERE event_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(ids),),
+        )
+    }
+    rows: list[tuple[object, ...]] = []
+    results = []
+    for pending in group:
+        accepted = 0
+        for event in pending.events:
+            if event.event_id in known:
+                continue
+            known.add(event.event_id)
+            accepted += 1
+            rows.append(
+                (
+                    event.event_id,
+                    event.event_name,
+                    event.account_id,
+                    event.timestamp_ms,
+                    int(event.realtime),
+                    now_ms,
+                    event.body,
+                )
+            )
+        results.append(AppendResult(accepted=accepted, duplicates=len(pending.events) - accepted))
+    if rows:
+        db.executemany(
+            "INSERT INTO events (event_id, event_name, account_id, timestamp_ms,"
+            " realtime, ingested_at_ms, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+    return results
+
+
 def _storage_error(error: sqlite3.Error, path: Path) -> StorageError:
     if getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
         return StorageFull(f"{path}: database or disk is full")
@@ -146,15 +199,16 @@ def _create_private_file(path: Path) -> None:
 class Store:
     """Durable storage of events and delivery state."""
 
-    def __init__(self, db: aiosqlite.Connection, *, path: Path, clock: Clock) -> None:
-        self._db = db
-        self._reader: aiosqlite.Connection | None = None
+    def __init__(self, *, path: Path, clock: Clock) -> None:
         self.path = path
         self._clock = clock
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="almhookd-writer")
+        self._db: sqlite3.Connection | None = None  # used on the writer thread only
+        self._synchronous = ""
+        self._reader: aiosqlite.Connection | None = None
         self._queue: asyncio.Queue[_PendingAppend | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
-        self._write_lock = asyncio.Lock()
-        self._synchronous = ""
+        self._checkpointer: asyncio.Task[None] | None = None
         self._closing = False
         self._closed = asyncio.Event()
         #: ingest transactions committed by the writer since opening
@@ -169,13 +223,9 @@ class Store:
             _create_private_file(path)
         except OSError as error:
             raise StorageError(f"{path}: cannot create the database: {error.strerror}") from None
+        store = cls(path=path, clock=clock)
         try:
-            db = await aiosqlite.connect(path, isolation_level=None)
-        except sqlite3.Error as error:
-            raise _storage_error(error, path) from None
-        store = cls(db, path=path, clock=clock)
-        try:
-            await store._prepare()
+            await store._run(store._prepare)
             store._reader = await aiosqlite.connect(path, isolation_level=None)
             await store._reader.execute("PRAGMA busy_timeout = 5000")
         except sqlite3.Error as error:
@@ -185,26 +235,30 @@ class Store:
             await store._close_connections()
             raise
         store._writer = asyncio.create_task(store._write_loop(), name="almhookd-store-writer")
+        store._checkpointer = asyncio.create_task(
+            store._checkpoint_loop(), name="almhookd-store-checkpoint"
+        )
         return store
 
-    async def _prepare(self) -> None:
+    # --- the writer thread -------------------------------------------------------------
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    def _prepare(self) -> None:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db = db
         for pragma in (
             "journal_mode = WAL",
-            "synchronous = FULL",
             "foreign_keys = ON",
             "busy_timeout = 5000",
+            f"wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}",
+            f"journal_size_limit = {JOURNAL_SIZE_LIMIT}",
         ):
-            await self._db.execute(f"PRAGMA {pragma}")
-        cursor = await self._db.execute("PRAGMA journal_mode")
-        row = await cursor.fetchone()
-        if row is None or str(row[0]).lower() != "wal":
+            db.execute(f"PRAGMA {pragma}")
+        if str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
             raise StorageError(f"{self.path}: cannot switch the database to WAL mode")
-        await self._migrate()
-
-    async def _migrate(self) -> None:
-        cursor = await self._db.execute("PRAGMA user_version")
-        row = await cursor.fetchone()
-        version = int(row[0]) if row else 0
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
             raise StorageError(
                 f"{self.path}: database schema version {version} is newer than this almhookd "
@@ -213,11 +267,54 @@ class Store:
         for number in range(version + 1, SCHEMA_VERSION + 1):
             # executescript runs the whole migration, version bump included, in one
             # transaction: a crash leaves the database at the old version, never between.
-            await self._db.executescript(
+            db.executescript(
                 f"BEGIN IMMEDIATE;\n{MIGRATIONS[number - 1]}\nPRAGMA user_version = {number};\n"
                 "COMMIT;"
             )
             log.info("store.migrated", path=str(self.path), schema_version=number)
+
+    async def _write(self, work: Callable[[sqlite3.Connection], T], *, durable: bool) -> T:
+        """Run ``work`` as one write transaction on the writer thread.
+
+        ``durable`` commits with ``synchronous=FULL`` (on disk before returning); else
+        ``NORMAL`` (survives a crash of the process, not a power cut).
+        """
+        if self._closing and self._writer is not None and self._writer.done():
+            raise StorageClosed()
+        try:
+            return await self._run(lambda: self._transaction(work, durable))
+        except sqlite3.Error as error:
+            raise _storage_error(error, self.path) from None
+
+    def _transaction(self, work: Callable[[sqlite3.Connection], T], durable: bool) -> T:
+        db = self._db
+        if db is None:
+            raise StorageClosed()
+        wanted = "FULL" if durable else "NORMAL"
+        if self._synchronous != wanted:
+            db.execute(f"PRAGMA synchronous = {wanted}")
+            self._synchronous = wanted
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(db)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            raise
+        return result
+
+    async def _writer_pragma(self, pragma: str) -> Any:
+        """Run ``PRAGMA pragma`` on the writing connection (limits set by tests)."""
+
+        def run() -> Any:
+            if self._db is None:
+                raise StorageClosed()
+            row = self._db.execute(f"PRAGMA {pragma}").fetchone()
+            return row[0] if row else None
+
+        return await self._run(run)
 
     @property
     def schema_version(self) -> int:
@@ -226,26 +323,7 @@ class Store:
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
 
-    @contextlib.asynccontextmanager
-    async def _transaction(self, *, durable: bool) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction; ``durable`` commits with ``synchronous=FULL``."""
-        async with self._write_lock:
-            wanted = "FULL" if durable else "NORMAL"
-            try:
-                if self._synchronous != wanted:
-                    await self._db.execute(f"PRAGMA synchronous = {wanted}")
-                    self._synchronous = wanted
-                await self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._db
-                    await self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:
-                        with contextlib.suppress(sqlite3.Error):
-                            await self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as error:
-                raise _storage_error(error, self.path) from None
+    # --- the reader --------------------------------------------------------------------
 
     @property
     def _read(self) -> aiosqlite.Connection:
@@ -260,6 +338,15 @@ class Store:
         except sqlite3.Error as error:
             raise _storage_error(error, self.path) from None
 
+    async def _checkpoint_loop(self) -> None:
+        """Copy the WAL into the database from the reader's thread, off the commit path."""
+        while not self._closing:
+            await asyncio.sleep(CHECKPOINT_INTERVAL)
+            try:
+                await self._read.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except (sqlite3.Error, StorageClosed, ValueError):
+                continue
+
     # --- ingest ----------------------------------------------------------------------
 
     async def append(self, events: Sequence[NewEvent]) -> AppendResult:
@@ -272,7 +359,8 @@ class Store:
             raise StorageClosed()
         pending = _PendingAppend(events=events)
         self._queue.put_nowait(pending)
-        return await asyncio.shield(pending.done)
+        # The writer answers even when the caller is cancelled; ``done()`` is checked.
+        return await pending.done
 
     async def _write_loop(self) -> None:
         stop = False
@@ -291,13 +379,12 @@ class Store:
             await self._commit_group(group)
 
     async def _commit_group(self, group: list[_PendingAppend]) -> None:
+        now_ms = self._now_ms()
         try:
-            results = await self._insert_events(group)
-        except Exception as error:
+            results = await self._write(lambda db: _insert_events(db, group, now_ms), durable=True)
+        except Exception as error:  # every waiter must hear of the failure
             failure = (
-                _storage_error(error, self.path)
-                if isinstance(error, sqlite3.Error)
-                else error
+                error
                 if isinstance(error, StorageError)
                 else StorageError(f"{self.path}: {type(error).__name__}: {error}")
             )
@@ -313,71 +400,27 @@ class Store:
         if self.on_events_committed is not None and any(r.accepted for r in results):
             self.on_events_committed()
 
-    async def _insert_events(self, group: list[_PendingAppend]) -> list[AppendResult]:
-        now_ms = self._now_ms()
-        ids = [event.event_id for pending in group for event in pending.events]
-        async with self._transaction(durable=True) as db:
-            cursor = await db.execute(
-                "SELECT event_id FROM events WHERE event_id IN (SELECT value FROM json_each(?))",
-                (json.dumps(ids),),
-            )
-            known = {row[0] for row in await cursor.fetchall()}
-            rows: list[tuple[object, ...]] = []
-            results = []
-            for pending in group:
-                accepted = 0
-                for event in pending.events:
-                    if event.event_id in known:
-                        continue
-                    known.add(event.event_id)
-                    accepted += 1
-                    rows.append(
-                        (
-                            event.event_id,
-                            event.event_name,
-                            event.account_id,
-                            event.timestamp_ms,
-                            int(event.realtime),
-                            now_ms,
-                            event.body,
-                        )
-                    )
-                results.append(
-                    AppendResult(accepted=accepted, duplicates=len(pending.events) - accepted)
-                )
-            if rows:
-                await db.executemany(
-                    "INSERT INTO events (event_id, event_name, account_id, timestamp_ms,"
-                    " realtime, ingested_at_ms, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
-        return results
-
     # --- reads -----------------------------------------------------------------------
 
     async def get_event(self, event_id: str) -> StoredEvent | None:
-        try:
-            cursor = await self._db.execute(
-                "SELECT seq, event_id, event_name, account_id, timestamp_ms, realtime,"
-                " ingested_at_ms, body FROM events WHERE event_id = ?",
-                (event_id,),
+        rows = await self._fetchall(
+            "SELECT seq, event_id, event_name, account_id, timestamp_ms, realtime,"
+            " ingested_at_ms, body FROM events WHERE event_id = ?",
+            (event_id,),
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        deliveries = tuple(
+            DeliveryState(
+                webhook_id=d[0], state=d[1], attempts=d[2], batch_id=d[3], delivered_at_ms=d[4]
             )
-            row = await cursor.fetchone()
-            if row is None:
-                return None
-            cursor = await self._db.execute(
+            for d in await self._fetchall(
                 "SELECT webhook_id, state, attempts, batch_id, delivered_at_ms FROM deliveries"
                 " WHERE event_seq = ? ORDER BY webhook_id",
                 (row[0],),
             )
-            deliveries = tuple(
-                DeliveryState(
-                    webhook_id=d[0], state=d[1], attempts=d[2], batch_id=d[3], delivered_at_ms=d[4]
-                )
-                for d in await cursor.fetchall()
-            )
-        except sqlite3.Error as error:
-            raise _storage_error(error, self.path) from None
+        )
         return StoredEvent(
             seq=row[0],
             event_id=row[1],
@@ -408,8 +451,9 @@ class Store:
         """Store a webhook; a ``signature`` webhook gets its first signing secret."""
         webhook_id = "wh_" + secrets.token_hex(8)
         now_ms = self._now_ms()
-        async with self._transaction(durable=True) as db:
-            await db.execute(
+
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(
                 "INSERT INTO webhooks (id, name, description, target_url, auth_type,"
                 " auth_username, auth_password, contact_email, status, created_at_ms,"
                 " updated_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -427,16 +471,18 @@ class Store:
                     now_ms,
                 ),
             )
-            await db.executemany(
+            db.executemany(
                 "INSERT INTO webhook_events (event_name, webhook_id) VALUES (?, ?)",
                 [(name, webhook_id) for name in sorted(new.events)],
             )
             if new.auth_type == "signature":
-                await db.execute(
+                db.execute(
                     "INSERT INTO signing_secrets (webhook_id, secret, created_at_ms)"
                     " VALUES (?, ?, ?)",
                     (webhook_id, generate_secret(), now_ms),
                 )
+
+        await self._write(work, durable=True)
         webhook = await self.get_webhook(webhook_id)
         if webhook is None:  # pragma: no cover - just committed
             raise StorageError(f"webhook {webhook_id} vanished after creation")
@@ -494,59 +540,65 @@ class Store:
 
         Re-enabling clears the failure schedule, so delivery resumes at once.
         """
-        async with self._transaction(durable=True) as db:
-            await db.execute(
+        now_ms = self._now_ms()
+
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(
                 "UPDATE webhooks SET status = ?, disabled_reason = ?, updated_at_ms = ?"
                 " WHERE id = ?",
-                (status, reason, self._now_ms(), webhook_id),
+                (status, reason, now_ms, webhook_id),
             )
             if status == "active":
-                await db.execute(
+                db.execute(
                     "UPDATE webhooks SET consecutive_failures = 0, failing_since_ms = NULL,"
                     " next_attempt_at_ms = NULL, last_reminder_at_ms = NULL WHERE id = ?",
                     (webhook_id,),
                 )
 
+        await self._write(work, durable=True)
+
     async def delete_webhook(self, webhook_id: str) -> bool:
-        async with self._transaction(durable=True) as db:
-            cursor = await db.execute("DELETE FROM webhooks WHERE id = ?", (webhook_id,))
-            return cursor.rowcount > 0
+        def work(db: sqlite3.Connection) -> bool:
+            return db.execute("DELETE FROM webhooks WHERE id = ?", (webhook_id,)).rowcount > 0
+
+        return await self._write(work, durable=True)
 
     # --- delivery --------------------------------------------------------------------
 
     async def in_flight_batch(self, webhook_id: str) -> RequestBatch | None:
         """The batch recorded as being sent (after a crash: to send again, same id)."""
-        rows = await self._fetchall(
-            "SELECT id, created_at_ms, attempts FROM request_batches"
-            " WHERE webhook_id = ? AND state = 'sending' ORDER BY created_at_ms LIMIT 1",
-            (webhook_id,),
-        )
-        if not rows:
-            return None
-        batch_id, created_at_ms, attempts = rows[0]
-        events = await self._fetchall(
-            "SELECT d.event_seq, e.event_id, e.account_id, e.ingested_at_ms, e.body"
-            " FROM deliveries AS d JOIN events AS e ON e.seq = d.event_seq"
-            " WHERE d.batch_id = ? AND d.state = 'sending' ORDER BY d.event_seq",
-            (batch_id,),
-        )
-        if not events:
-            async with self._transaction(durable=False) as db:
-                await db.execute(
-                    "UPDATE request_batches SET state = 'expired' WHERE id = ?", (batch_id,)
-                )
-            return None
-        return RequestBatch(
-            id=batch_id,
-            webhook_id=webhook_id,
-            account_id=events[0][2],
-            event_seqs=tuple(e[0] for e in events),
-            event_ids=tuple(e[1] for e in events),
-            body=_payload(events[0][2], [e[4] for e in events]),
-            oldest_ingested_at_ms=min(e[3] for e in events),
-            created_at_ms=created_at_ms,
-            attempts=attempts,
-        )
+
+        def work(db: sqlite3.Connection) -> RequestBatch | None:
+            found = db.execute(
+                "SELECT id, created_at_ms, attempts FROM request_batches"
+                " WHERE webhook_id = ? AND state = 'sending' ORDER BY created_at_ms LIMIT 1",
+                (webhook_id,),
+            ).fetchone()
+            if found is None:
+                return None
+            batch_id, created_at_ms, attempts = found
+            events = db.execute(
+                "SELECT d.event_seq, e.event_id, e.account_id, e.ingested_at_ms, e.body"
+                " FROM deliveries AS d JOIN events AS e ON e.seq = d.event_seq"
+                " WHERE d.batch_id = ? AND d.state = 'sending' ORDER BY d.event_seq",
+                (batch_id,),
+            ).fetchall()
+            if not events:
+                db.execute("UPDATE request_batches SET state = 'expired' WHERE id = ?", (batch_id,))
+                return None
+            return RequestBatch(
+                id=batch_id,
+                webhook_id=webhook_id,
+                account_id=events[0][2],
+                event_seqs=tuple(e[0] for e in events),
+                event_ids=tuple(e[1] for e in events),
+                body=_payload(events[0][2], [e[4] for e in events]),
+                oldest_ingested_at_ms=min(e[3] for e in events),
+                created_at_ms=created_at_ms,
+                attempts=attempts,
+            )
+
+        return await self._write(work, durable=False)
 
     async def claim_batch(
         self,
@@ -566,16 +618,17 @@ class Store:
         ``retained_since_ms`` are left for expiry.
         """
         limits = {True: max_events, False: max_batch_events or max_events}
-        async with self._transaction(durable=False) as db:
-            cursor = await db.execute(
+        batch_id = "msg_" + uuid.uuid4().hex
+
+        def work(db: sqlite3.Connection) -> RequestBatch | None:
+            rows = db.execute(
                 "SELECT d.event_seq, e.event_id, e.account_id, e.ingested_at_ms, e.body,"
                 " e.realtime FROM deliveries AS d JOIN events AS e ON e.seq = d.event_seq"
                 " WHERE d.webhook_id = ? AND d.state = 'pending' AND d.due_at_ms IS NOT NULL"
                 " AND d.due_at_ms <= ? AND e.ingested_at_ms >= ?"
                 " ORDER BY d.event_seq LIMIT ?",
                 (webhook_id, now_ms, retained_since_ms, max(limits.values())),
-            )
-            rows = list(await cursor.fetchall())
+            ).fetchall()
             if not rows:
                 return None
             account_id, realtime, size = rows[0][2], bool(rows[0][5]), 0
@@ -587,28 +640,29 @@ class Store:
                 ):
                     break
                 chosen.append(row)
-            batch_id = "msg_" + uuid.uuid4().hex
             seqs = [row[0] for row in chosen]
-            await db.execute(
+            db.execute(
                 "INSERT INTO request_batches (id, webhook_id, created_at_ms, state)"
                 " VALUES (?, ?, ?, 'sending')",
                 (batch_id, webhook_id, now_ms),
             )
-            await db.execute(
+            db.execute(
                 "UPDATE deliveries SET state = 'sending', batch_id = ? WHERE webhook_id = ?"
                 " AND event_seq IN (SELECT value FROM json_each(?))",
                 (batch_id, webhook_id, json.dumps(seqs)),
             )
-        return RequestBatch(
-            id=batch_id,
-            webhook_id=webhook_id,
-            account_id=account_id,
-            event_seqs=tuple(seqs),
-            event_ids=tuple(row[1] for row in chosen),
-            body=_payload(account_id, [row[4] for row in chosen]),
-            oldest_ingested_at_ms=min(row[3] for row in chosen),
-            created_at_ms=now_ms,
-        )
+            return RequestBatch(
+                id=batch_id,
+                webhook_id=webhook_id,
+                account_id=account_id,
+                event_seqs=tuple(seqs),
+                event_ids=tuple(row[1] for row in chosen),
+                body=_payload(account_id, [row[4] for row in chosen]),
+                oldest_ingested_at_ms=min(row[3] for row in chosen),
+                created_at_ms=now_ms,
+            )
+
+        return await self._write(work, durable=False)
 
     async def record_attempt(
         self,
@@ -621,8 +675,9 @@ class Store:
     ) -> None:
         """Log an attempt; on success mark the batch delivered; store the new schedule."""
         now_ms = self._now_ms()
-        async with self._transaction(durable=False) as db:
-            await db.execute(
+
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(
                 "INSERT INTO attempts (webhook_id, batch_id, started_at_ms, duration_ms,"
                 " event_count, status, error, response_body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -637,49 +692,47 @@ class Store:
                 ),
             )
             if outcome.ok:
-                await db.execute(
+                db.execute(
                     "UPDATE request_batches SET state = 'delivered', attempts = attempts + 1"
                     " WHERE id = ?",
                     (batch.id,),
                 )
-                await db.execute(
+                db.execute(
                     "UPDATE deliveries SET state = 'delivered', delivered_at_ms = ?,"
                     " attempts = attempts + 1 WHERE batch_id = ? AND state = 'sending'",
                     (now_ms, batch.id),
                 )
             else:
-                await db.execute(
+                db.execute(
                     "UPDATE request_batches SET attempts = attempts + 1 WHERE id = ?", (batch.id,)
                 )
-                await db.execute(
+                db.execute(
                     "UPDATE deliveries SET attempts = attempts + 1"
                     " WHERE batch_id = ? AND state = 'sending'",
                     (batch.id,),
                 )
-            await self._save_schedule(db, batch.webhook_id, schedule)
+            db.execute(
+                "UPDATE webhooks SET consecutive_failures = ?, failing_since_ms = ?,"
+                " next_attempt_at_ms = ?, last_success_at_ms = ?, last_error = ?,"
+                " last_reminder_at_ms = ? WHERE id = ?",
+                (
+                    schedule.consecutive_failures,
+                    _ms(schedule.failing_since),
+                    _ms(schedule.next_attempt_at),
+                    _ms(schedule.last_success_at),
+                    schedule.last_error,
+                    _ms(schedule.last_reminder_at),
+                    batch.webhook_id,
+                ),
+            )
             if disable_reason is not None:
-                await db.execute(
+                db.execute(
                     "UPDATE webhooks SET status = 'disabled', disabled_reason = ?,"
                     " updated_at_ms = ? WHERE id = ?",
                     (disable_reason, now_ms, batch.webhook_id),
                 )
 
-    @staticmethod
-    async def _save_schedule(db: aiosqlite.Connection, webhook_id: str, schedule: Schedule) -> None:
-        await db.execute(
-            "UPDATE webhooks SET consecutive_failures = ?, failing_since_ms = ?,"
-            " next_attempt_at_ms = ?, last_success_at_ms = ?, last_error = ?,"
-            " last_reminder_at_ms = ? WHERE id = ?",
-            (
-                schedule.consecutive_failures,
-                _ms(schedule.failing_since),
-                _ms(schedule.next_attempt_at),
-                _ms(schedule.last_success_at),
-                schedule.last_error,
-                _ms(schedule.last_reminder_at),
-                webhook_id,
-            ),
-        )
+        await self._write(work, durable=False)
 
     async def expire(self, *, retained_since_ms: int) -> list[ExpiredCount]:
         """Mark undelivered events older than the retention as expired, per webhook.
@@ -687,33 +740,38 @@ class Store:
         A batch in flight that holds an expired event is dissolved: its other events go
         back to pending, to be packed again under a new id.
         """
-        async with self._transaction(durable=False) as db:
-            cursor = await db.execute(
-                "SELECT d.webhook_id, count(*) FROM events AS e"
-                " JOIN deliveries AS d ON d.event_seq = e.seq"
-                " WHERE e.ingested_at_ms < ? AND d.state IN ('pending', 'sending')"
-                " GROUP BY d.webhook_id ORDER BY d.webhook_id",
-                (retained_since_ms,),
-            )
-            counts = [ExpiredCount(webhook_id=r[0], events=r[1]) for r in await cursor.fetchall()]
+
+        def work(db: sqlite3.Connection) -> list[ExpiredCount]:
+            counts = [
+                ExpiredCount(webhook_id=row[0], events=row[1])
+                for row in db.execute(
+                    "SELECT d.webhook_id, count(*) FROM events AS e"
+                    " JOIN deliveries AS d ON d.event_seq = e.seq"
+                    " WHERE e.ingested_at_ms < ? AND d.state IN ('pending', 'sending')"
+                    " GROUP BY d.webhook_id ORDER BY d.webhook_id",
+                    (retained_since_ms,),
+                )
+            ]
             if not counts:
                 return []
-            await db.execute(
+            db.execute(
                 "UPDATE deliveries SET state = 'expired' WHERE state IN ('pending', 'sending')"
                 " AND event_seq IN (SELECT seq FROM events WHERE ingested_at_ms < ?)",
                 (retained_since_ms,),
             )
-            await db.execute(
+            db.execute(
                 "UPDATE request_batches SET state = 'expired' WHERE state = 'sending' AND id IN"
                 " (SELECT batch_id FROM deliveries WHERE state = 'expired'"
                 " AND batch_id IS NOT NULL)"
             )
-            await db.execute(
+            db.execute(
                 "UPDATE deliveries SET state = 'pending', batch_id = NULL"
                 " WHERE state = 'sending' AND batch_id IN"
                 " (SELECT id FROM request_batches WHERE state = 'expired')"
             )
-        return counts
+            return counts
+
+        return await self._write(work, durable=False)
 
     async def prune(self, *, retained_since_ms: int) -> int:
         """Delete events, batches and attempts older than the retention (after expiry)."""
@@ -726,14 +784,12 @@ class Store:
             "DELETE FROM attempts WHERE id IN (SELECT id FROM attempts"
             " WHERE started_at_ms < ? ORDER BY id LIMIT {chunk})",
         ):
-            while True:
-                async with self._transaction(durable=False) as db:
-                    cursor = await db.execute(
-                        statement.format(chunk=PRUNE_CHUNK), (retained_since_ms,)
-                    )
-                    count = cursor.rowcount
-                if count <= 0:
-                    break
+            sql = statement.format(chunk=PRUNE_CHUNK)
+
+            def delete_chunk(db: sqlite3.Connection, sql: str = sql) -> int:
+                return int(db.execute(sql, (retained_since_ms,)).rowcount)
+
+            while (count := await self._write(delete_chunk, durable=False)) > 0:
                 removed += count
         return removed
 
@@ -743,25 +799,30 @@ class Store:
         Records the flush time in the same transaction, so a restart neither skips nor
         repeats a flush. Returns the released count per webhook.
         """
-        async with self._transaction(durable=True) as db:
-            cursor = await db.execute(
-                "SELECT webhook_id, count(*) FROM deliveries"
-                " WHERE state = 'pending' AND due_at_ms IS NULL"
-                " GROUP BY webhook_id ORDER BY webhook_id"
-            )
-            counts = {row[0]: int(row[1]) for row in await cursor.fetchall()}
+
+        def work(db: sqlite3.Connection) -> dict[str, int]:
+            counts = {
+                row[0]: int(row[1])
+                for row in db.execute(
+                    "SELECT webhook_id, count(*) FROM deliveries"
+                    " WHERE state = 'pending' AND due_at_ms IS NULL"
+                    " GROUP BY webhook_id ORDER BY webhook_id"
+                )
+            }
             if counts:
-                await db.execute(
+                db.execute(
                     "UPDATE deliveries SET due_at_ms = ?"
                     " WHERE state = 'pending' AND due_at_ms IS NULL",
                     (now_ms,),
                 )
-            await db.execute(
+            db.execute(
                 "INSERT INTO daemon_state (key, value) VALUES ('batch.last_flush_ms', ?)"
                 " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (str(now_ms),),
             )
-        return counts
+            return counts
+
+        return await self._write(work, durable=True)
 
     async def last_flush_ms(self) -> int | None:
         rows = await self._fetchall(
@@ -834,16 +895,28 @@ class Store:
             return
         self._closing = True
         try:
+            if self._checkpointer is not None:
+                self._checkpointer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._checkpointer
             if self._writer is not None:
                 self._queue.put_nowait(None)
                 await self._writer
-            async with self._write_lock:
-                await self._close_connections()
+            await self._close_connections()
         finally:
             self._closed.set()
 
     async def _close_connections(self) -> None:
-        for connection in (self._reader, self._db):
-            if connection is not None:
-                with contextlib.suppress(sqlite3.Error, ValueError):
-                    await connection.close()
+        if self._reader is not None:
+            with contextlib.suppress(sqlite3.Error, ValueError):
+                await self._reader.close()
+            self._reader = None
+
+        def close_writer() -> None:
+            if self._db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.close()
+                self._db = None
+
+        await self._run(close_writer)
+        self._executor.shutdown(wait=True)

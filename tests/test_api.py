@@ -193,10 +193,8 @@ async def test_503_while_draining(client: Client, store: Store) -> None:
 
 
 async def test_507_when_storage_is_full(client: Client, store: Store) -> None:
-    cursor = await store._db.execute("PRAGMA page_count")
-    row = await cursor.fetchone()
-    assert row is not None
-    await store._db.execute(f"PRAGMA max_page_count = {row[0]}")
+    pages = await store._writer_pragma("page_count")
+    await store._writer_pragma(f"max_page_count = {pages}")
     padded = [samples.event() for _ in range(10)]
     for event in padded:
         event["data"]["padding"] = "x" * 3000
@@ -212,3 +210,16 @@ async def test_200_concurrent_requests_share_commits(client: Client, store: Stor
     assert [status for status, _ in results] == [202] * 200
     assert await store.count_events() == 200
     assert store.commits < 100, f"{store.commits} commits for 200 concurrent requests"
+
+
+async def test_400_for_nan_and_infinity(client: Client, store: Store) -> None:
+    raw = json.dumps(samples.event()).replace('"userId": 4279332', '"userId": NaN').encode()
+    for body in (raw, raw.replace(b"NaN", b"-Infinity")):
+        response = await client.post(
+            "/v1/events",
+            data=body,
+            headers={**ingest_headers(), "Content-Type": "application/json"},
+        )
+        assert response.status == 400
+        assert "not valid JSON" in (await response.json())["error"]["message"]
+    assert await store.count_events() == 0

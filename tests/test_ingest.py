@@ -150,3 +150,9 @@ def test_a_lone_surrogate_is_rejected() -> None:
 def test_the_batch_variant_of_an_event_is_not_real_time() -> None:
     [batch] = _parse(samples.event("COURSE_ENROLLMENT_BATCH"))
     assert batch.realtime is False
+
+
+def test_nan_and_infinity_are_refused() -> None:
+    document = samples.event()
+    document["data"]["score"] = float("nan")
+    assert ("data", "contains NaN or Infinity, which JSON cannot carry") in _problems(document)

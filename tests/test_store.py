@@ -50,8 +50,7 @@ async def test_the_database_is_private_wal_and_migrated(store: Store, db_path: P
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     # synchronous is per connection: FULL (2) on the store's own.
-    cursor = await store._db.execute("PRAGMA synchronous")
-    assert (await cursor.fetchone()) == (2,)
+    assert await store._writer_pragma("synchronous") == 2
 
 
 async def test_an_existing_file_is_tightened_to_0600(db_path: Path, clock: FakeClock) -> None:
@@ -136,15 +135,13 @@ async def test_close_commits_what_is_queued_and_is_idempotent(
 
 async def test_a_full_database_stores_nothing_of_the_group(store: Store, db_path: Path) -> None:
     await store.append(make_events(2))
-    cursor = await store._db.execute("PRAGMA page_count")
-    row = await cursor.fetchone()
-    assert row is not None
-    await store._db.execute(f"PRAGMA max_page_count = {row[0] + 2}")
+    pages = await store._writer_pragma("page_count")
+    await store._writer_pragma(f"max_page_count = {pages + 2}")
     with pytest.raises(StorageFull, match="full"):
         await store.append(make_events(50, padding="x" * 4000))
     assert await store.count_events() == 2
     # The writer survives the failure and goes on with the next request.
-    await store._db.execute("PRAGMA max_page_count = 1073741823")
+    await store._writer_pragma("max_page_count = 1073741823")
     assert (await store.append(make_events(1))).accepted == 1
     await store.check()
 
