@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -26,9 +27,9 @@ import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NamedTuple, TypeVar
 
 import aiosqlite
 import structlog
@@ -130,27 +131,65 @@ _SELECT_WEBHOOKS: Final = (
 )
 
 
-@dataclass(kw_only=True, slots=True)
-class _PendingAppend:
+class _PendingAppend(NamedTuple):
+    """One ``append`` call waiting for the group commit."""
+
     events: Sequence[NewEvent]
-    done: asyncio.Future[AppendResult] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+    done: asyncio.Future[AppendResult]
+
+
+def event_key(event_id: str) -> int:
+    """The 64-bit key under which an event id is indexed (stable across processes)."""
+    digest = hashlib.blake2b(event_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+#: Rows per multi-row INSERT: one SQLite call (and one GIL hand-over) per chunk.
+INSERT_CHUNK: Final = 200
+
+
+def _insert_many(
+    db: sqlite3.Connection, head: str, placeholders: str, rows: Sequence[Sequence[object]]
+) -> None:
+    """Insert ``rows`` with multi-row ``VALUES`` lists rather than ``executemany``.
+
+    ``executemany`` gives up the GIL inside every row's step and must win it back from
+    the busy event loop each time; chunks of rows make that a few hand-overs per commit.
+    """
+    for start in range(0, len(rows), INSERT_CHUNK):
+        chunk = rows[start : start + INSERT_CHUNK]
+        db.execute(
+            head + ", ".join([placeholders] * len(chunk)),
+            [value for row in chunk for value in row],
+        )
 
 
 def _insert_events(
     db: sqlite3.Connection, group: list[_PendingAppend], now_ms: int
 ) -> list[AppendResult]:
-    """The group commit's transaction body (on the writer thread)."""
-    ids = [event.event_id for pending in group for event in pending.events]
+    """The group commit's transaction body (on the writer thread).
+
+    Stores the new events and, in the same transaction, fans them out: every active
+    webhook subscribed to an event's name gets a pending delivery, real-time events due
+    at once, non-real-time ones held (``due_at_ms`` NULL) for the batch scheduler.
+    """
+    keys = {event.event_id: event_key(event.event_id) for p in group for event in p.events}
     known = {
         row[0]
         for row in db.execute(
-            "SELECT event_id FROM events WHERE event_id IN (SELECT value FROM json_each(?))",
-            (json.dumps(ids),),
+            "SELECT event_id FROM events WHERE event_key IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(keys.values())),),
         )
     }
+    subscribers: dict[str, list[str]] = {}
+    for event_name, webhook_id in db.execute(
+        "SELECT s.event_name, s.webhook_id FROM webhook_events AS s"
+        " JOIN webhooks AS w ON w.id = s.webhook_id WHERE w.status = 'active'"
+    ):
+        subscribers.setdefault(event_name, []).append(webhook_id)
+    seq = db.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
     rows: list[tuple[object, ...]] = []
+    deliveries: list[tuple[str, int, int | None]] = []
     results = []
     for pending in group:
         accepted = 0
@@ -159,8 +198,11 @@ def _insert_events(
                 continue
             known.add(event.event_id)
             accepted += 1
+            seq += 1
             rows.append(
                 (
+                    seq,
+                    keys[event.event_id],
                     event.event_id,
                     event.event_name,
                     event.account_id,
@@ -170,13 +212,24 @@ def _insert_events(
                     event.body,
                 )
             )
+            due = now_ms if event.realtime else None
+            deliveries.extend(
+                (webhook, seq, due) for webhook in subscribers.get(event.event_name, ())
+            )
         results.append(AppendResult(accepted=accepted, duplicates=len(pending.events) - accepted))
-    if rows:
-        db.executemany(
-            "INSERT INTO events (event_id, event_name, account_id, timestamp_ms,"
-            " realtime, ingested_at_ms, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
+    _insert_many(
+        db,
+        "INSERT INTO events (seq, event_key, event_id, event_name, account_id,"
+        " timestamp_ms, realtime, ingested_at_ms, body) VALUES ",
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    _insert_many(
+        db,
+        "INSERT INTO deliveries (webhook_id, event_seq, state, due_at_ms) VALUES ",
+        "(?, ?, 'pending', ?)",
+        deliveries,
+    )
     return results
 
 
@@ -357,7 +410,7 @@ class Store:
         """
         if self._closing:
             raise StorageClosed()
-        pending = _PendingAppend(events=events)
+        pending = _PendingAppend(events, asyncio.get_running_loop().create_future())
         self._queue.put_nowait(pending)
         # The writer answers even when the caller is cancelled; ``done()`` is checked.
         return await pending.done
@@ -405,8 +458,8 @@ class Store:
     async def get_event(self, event_id: str) -> StoredEvent | None:
         rows = await self._fetchall(
             "SELECT seq, event_id, event_name, account_id, timestamp_ms, realtime,"
-            " ingested_at_ms, body FROM events WHERE event_id = ?",
-            (event_id,),
+            " ingested_at_ms, body FROM events WHERE event_key = ? AND event_id = ?",
+            (event_key(event_id), event_id),
         )
         if not rows:
             return None

@@ -156,3 +156,18 @@ async def test_get_event_returns_the_stored_body(store: Store, clock: FakeClock)
     assert stored.ingested_at_ms == int(clock() * 1000)
     assert stored.deliveries == ()
     assert await store.get_event("missing") is None
+
+
+async def test_colliding_event_keys_are_told_apart_by_the_id(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import almhookd.store
+
+    monkeypatch.setattr(almhookd.store, "event_key", lambda event_id: 42)
+    first, second = make_events(2)
+    assert (await store.append([first])).accepted == 1
+    result = await store.append([second, first])
+    assert (result.accepted, result.duplicates) == (1, 1)
+    for event in (first, second):
+        stored = await store.get_event(event.event_id)
+        assert stored is not None and stored.event_id == event.event_id
