@@ -18,10 +18,12 @@ from aiohttp import web
 from almhookd import __version__
 from almhookd.auth import Role, TokenChecker
 from almhookd.config import Config
+from almhookd.dispatcher import Dispatcher
 from almhookd.errors import InvalidInput, Problem, StorageClosed, StorageError, StorageFull
 from almhookd.ingest import parse_ingest
 from almhookd.protocols import Clock
 from almhookd.scheduler import BatchScheduler
+from almhookd.sender import Sender
 from almhookd.store import Store, StoredEvent
 
 log = structlog.get_logger("almhookd.api")
@@ -42,6 +44,8 @@ CLOCK: Final = web.AppKey("clock", Clock)
 TOKENS: Final = web.AppKey("tokens", TokenChecker)
 STATE: Final = web.AppKey("state", ServerState)
 SCHEDULER: Final = web.AppKey("scheduler", BatchScheduler)
+DISPATCHER: Final = web.AppKey("dispatcher", Dispatcher)
+SENDER: Final = web.AppKey("sender", Sender)
 
 #: Routes the ingest token may call; the admin token may call every route.
 INGEST_ROUTES: Final = frozenset({"ingest"})
@@ -244,17 +248,17 @@ async def status(request: web.Request) -> web.Response:
                     "batchHeld": backlog["held"],
                 },
                 "oldestPendingAgeMs": None if oldest is None else max(0, int(now * 1000) - oldest),
-                "lastSuccessAt": _epoch_ms(schedule.last_success_at),
-                "failingSince": _epoch_ms(schedule.failing_since),
+                "lastSuccessAt": epoch_ms(schedule.last_success_at),
+                "failingSince": epoch_ms(schedule.failing_since),
                 "consecutiveFailures": schedule.consecutive_failures,
                 "lastError": schedule.last_error,
-                "nextRetryAt": _epoch_ms(schedule.next_attempt_at),
+                "nextRetryAt": epoch_ms(schedule.next_attempt_at),
             }
         )
     return web.json_response(
         {
             "webhooks": webhooks,
-            "nextFlushAt": _epoch_ms(scheduler.next_flush_at) if scheduler else None,
+            "nextFlushAt": epoch_ms(scheduler.next_flush_at) if scheduler else None,
         }
     )
 
@@ -268,13 +272,14 @@ async def batch_flush(request: web.Request) -> web.Response:
         {
             "released": sum(released.values()),
             "webhooks": released,
-            "nextFlushAt": _epoch_ms(scheduler.next_flush_at),
+            "nextFlushAt": epoch_ms(scheduler.next_flush_at),
         },
         status=202,
     )
 
 
-def _epoch_ms(seconds: float | None) -> int | None:
+def epoch_ms(seconds: float | None) -> int | None:
+    """Epoch seconds (internal) → epoch milliseconds (the API's unit)."""
     return None if seconds is None else int(seconds * 1000)
 
 
@@ -301,6 +306,8 @@ def create_app(
     tokens: TokenChecker,
     state: ServerState | None = None,
     scheduler: BatchScheduler | None = None,
+    dispatcher: Dispatcher | None = None,
+    sender: Sender | None = None,
 ) -> web.Application:
     app = web.Application(
         middlewares=[middleware],
@@ -313,6 +320,13 @@ def create_app(
     app[STATE] = state or ServerState()
     if scheduler is not None:
         app[SCHEDULER] = scheduler
+    if dispatcher is not None and sender is not None:
+        app[DISPATCHER] = dispatcher
+        app[SENDER] = sender
+        # Imported here: the admin module builds on this one's keys and helpers.
+        from almhookd import admin
+
+        admin.add_routes(app)
     app.router.add_post("/v1/events", ingest, name="ingest")
     app.router.add_get("/v1/events/{event_id}", get_event, name="get_event")
     app.router.add_get("/v1/status", status, name="status")

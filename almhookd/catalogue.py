@@ -260,3 +260,25 @@ def validate_data(event_name: str, data: Any, path: str) -> list[Problem]:
         if wrong:
             problems.append(Problem(path=f"{path}.{key}", message=wrong))
     return problems
+
+
+_SAMPLE_VALUES: Final[Mapping[str, Any]] = {
+    "userId": 4279332,
+    "loId": "course:7374992",
+    "loInstanceId": "course:7374992_10250977",
+    "loType": "course",
+    "enrollmentSource": "ADMIN_ENROLL",
+    "dateEnrolled": 1727414643,
+    "dateCompleted": 1727500000,
+    "dateStarted": 1727414643,
+    "hasPassed": True,
+    "progressPercent": 40,
+    "waitlistCount": 0,
+    "enrollmentCount": 12,
+    "seatLimit": 20,
+}
+
+
+def sample_data(event_name: str) -> dict[str, Any]:
+    """A valid ``data`` object for ``event_name``, for test deliveries."""
+    return {key: _SAMPLE_VALUES[key] for key in CATALOGUE[event_name].fields}

@@ -98,6 +98,7 @@ class DeliveryConfig:
     max_webhooks: int = 5
     allow_private_targets: bool = False
     allowed_networks: tuple[IPNetwork, ...] = ()
+    secret_rotation_grace: float = 86_400.0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -336,6 +337,7 @@ _SCHEMA: Final[dict[str, tuple[type[Any], dict[str, tuple[str, Parser]]]]] = {
             "max_webhooks": ("max_webhooks", _integer(1, 1000)),
             "allow_private_targets": ("allow_private_targets", _boolean),
             "allowed_networks": ("allowed_networks", _networks),
+            "secret_rotation_grace": ("secret_rotation_grace", _duration(0.0)),
         },
     ),
     "batch": (

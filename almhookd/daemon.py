@@ -93,6 +93,8 @@ async def serve(
             state=state,
             tokens=TokenChecker(admin=admin_token, ingest=config.server.ingest_token),
             scheduler=scheduler,
+            dispatcher=dispatcher,
+            sender=sender,
         )
         runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_SECONDS

@@ -20,7 +20,7 @@ from almhookd.protocols import Clock
 from almhookd.sender import Sender
 from almhookd.store import Store
 from almhookd.targets import TargetPolicy, check_target
-from almhookd.webhooks import NewWebhook, Webhook
+from almhookd.webhooks import NewWebhook, SigningSecret, Webhook, WebhookChanges
 from almhookd.worker import Worker
 
 log = structlog.get_logger("almhookd.dispatcher")
@@ -57,6 +57,44 @@ class Dispatcher:
         webhook = await self._store.create_webhook(new)
         await self.refresh(webhook.id)
         return webhook
+
+    async def update_webhook(self, webhook_id: str, changes: WebhookChanges) -> bool:
+        """Apply a change; it takes effect on the running worker at once."""
+        if changes.target_url is not None:
+            await check_target(changes.target_url, TargetPolicy.from_config(self._config.delivery))
+        found = await self._store.update_webhook(webhook_id, changes)
+        if found:
+            await self.refresh(webhook_id)
+        return found
+
+    async def delete_webhook(self, webhook_id: str) -> bool:
+        """Stop the webhook's worker, then delete it with its pending deliveries."""
+        worker = self.workers.pop(webhook_id, None)
+        if worker is not None:
+            await worker.stop(self._config.delivery.read_timeout)
+        return await self._store.delete_webhook(webhook_id)
+
+    async def rotate_secret(self, webhook_id: str) -> SigningSecret:
+        grace_ms = int(self._config.delivery.secret_rotation_grace * 1000)
+        secret = await self._store.rotate_secret(webhook_id, grace_ms=grace_ms)
+        await self.refresh(webhook_id)
+        return secret
+
+    async def replay(
+        self, webhook_id: str, *, event_ids: list[str] | None, since_ms: int | None
+    ) -> int:
+        now = self._clock()
+        queued = await self._store.replay(
+            webhook_id,
+            event_ids=event_ids,
+            since_ms=since_ms,
+            retained_since_ms=int((now - self._config.storage.retention) * 1000),
+            now_ms=int(now * 1000),
+        )
+        worker = self.workers.get(webhook_id)
+        if worker is not None:
+            worker.wake()
+        return queued
 
     async def refresh(self, webhook_id: str) -> None:
         """Bring the workers in line with a webhook's stored state after a change."""

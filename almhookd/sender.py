@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Mapping
 from typing import Final
 
 import aiohttp
@@ -85,7 +86,14 @@ class Sender:
             headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
         return headers
 
-    async def send(self, webhook: Webhook, *, message_id: str, body: bytes) -> Outcome:
+    async def send(
+        self,
+        webhook: Webhook,
+        *,
+        message_id: str,
+        body: bytes,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> Outcome:
         """POST ``body``; any failure becomes an unsuccessful :class:`Outcome`."""
         if self._session is None:
             raise AlmhookdError("the sender is not started")
@@ -96,6 +104,7 @@ class Sender:
             if literal is not None:  # aiohttp skips the resolver for IP literals
                 check_addresses(host, [str(literal)], self._policy)
             headers = self.headers(webhook, message_id=message_id, body=body, timestamp=timestamp)
+            headers.update(extra_headers or {})
             async with self._session.post(
                 webhook.target_url, data=body, headers=headers, allow_redirects=False
             ) as response:

@@ -41,7 +41,7 @@ from almhookd.migrations import MIGRATIONS, SCHEMA_VERSION
 from almhookd.policy import Outcome, Schedule
 from almhookd.protocols import Clock
 from almhookd.signing import generate_secret
-from almhookd.webhooks import NewWebhook, SigningSecret, Webhook
+from almhookd.webhooks import NewWebhook, SigningSecret, Webhook, WebhookChanges
 
 log = structlog.get_logger("almhookd.store")
 
@@ -616,6 +616,200 @@ class Store:
 
         return await self._write(work, durable=True)
 
+    async def count_webhooks(self) -> int:
+        rows = await self._fetchall("SELECT count(*) FROM webhooks")
+        return int(rows[0][0])
+
+    async def name_taken(self, name: str, *, except_id: str | None = None) -> str | None:
+        """The id of another webhook with this name, if any."""
+        rows = await self._fetchall(
+            "SELECT id FROM webhooks WHERE name = ? AND id != ?", (name, except_id or "")
+        )
+        return str(rows[0][0]) if rows else None
+
+    async def update_webhook(self, webhook_id: str, changes: WebhookChanges) -> bool:
+        """Apply a ``PATCH``; returns ``False`` when there is no such webhook.
+
+        ``active: false`` archives (``inactive``); ``active: true`` re-enables an archived
+        or disabled webhook and clears its failure schedule. Switching to signature auth
+        makes a secret when the webhook has none.
+        """
+        now_ms = self._now_ms()
+
+        def work(db: sqlite3.Connection) -> bool:
+            if db.execute("SELECT 1 FROM webhooks WHERE id = ?", (webhook_id,)).fetchone() is None:
+                return False
+            columns: dict[str, object] = {"updated_at_ms": now_ms}
+            for column, value in (
+                ("name", changes.name),
+                ("description", changes.description),
+                ("target_url", changes.target_url),
+                ("contact_email", changes.contact_email),
+            ):
+                if value is not None:
+                    columns[column] = value
+            if changes.auth_type is not None:
+                columns["auth_type"] = changes.auth_type
+                basic = changes.auth_type == "basic"
+                columns["auth_username"] = changes.auth_username if basic else None
+                password = (
+                    changes.auth_password.reveal() if basic and changes.auth_password else None
+                )
+                columns["auth_password"] = password
+            if changes.active is not None:
+                columns["status"] = "active" if changes.active else "inactive"
+                columns["disabled_reason"] = None
+                if changes.active:
+                    columns.update(
+                        consecutive_failures=0,
+                        failing_since_ms=None,
+                        next_attempt_at_ms=None,
+                        last_reminder_at_ms=None,
+                    )
+            assignments = ", ".join(f"{column} = ?" for column in columns)
+            db.execute(
+                f"UPDATE webhooks SET {assignments} WHERE id = ?",  # noqa: S608 - fixed names
+                [*columns.values(), webhook_id],
+            )
+            if changes.events is not None:
+                db.execute("DELETE FROM webhook_events WHERE webhook_id = ?", (webhook_id,))
+                db.executemany(
+                    "INSERT INTO webhook_events (event_name, webhook_id) VALUES (?, ?)",
+                    [(name, webhook_id) for name in sorted(changes.events)],
+                )
+            if changes.auth_type == "signature":
+                has_secret = db.execute(
+                    "SELECT 1 FROM signing_secrets WHERE webhook_id = ? AND expires_at_ms IS NULL",
+                    (webhook_id,),
+                ).fetchone()
+                if has_secret is None:
+                    db.execute(
+                        "INSERT INTO signing_secrets (webhook_id, secret, created_at_ms)"
+                        " VALUES (?, ?, ?)",
+                        (webhook_id, generate_secret(), now_ms),
+                    )
+            return True
+
+        return await self._write(work, durable=True)
+
+    async def rotate_secret(self, webhook_id: str, *, grace_ms: int) -> SigningSecret:
+        """A new signing secret; the ones in force keep signing for ``grace_ms``."""
+        now_ms = self._now_ms()
+        secret = generate_secret()
+
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(
+                "UPDATE signing_secrets SET expires_at_ms = ? WHERE webhook_id = ?"
+                " AND (expires_at_ms IS NULL OR expires_at_ms > ?)",
+                (now_ms + grace_ms, webhook_id, now_ms + grace_ms),
+            )
+            # A second rotation within a millisecond must still get its own row.
+            created = max(
+                now_ms,
+                1
+                + (
+                    db.execute(
+                        "SELECT coalesce(max(created_at_ms), 0) FROM signing_secrets"
+                        " WHERE webhook_id = ?",
+                        (webhook_id,),
+                    ).fetchone()[0]
+                ),
+            )
+            db.execute(
+                "INSERT INTO signing_secrets (webhook_id, secret, created_at_ms) VALUES (?, ?, ?)",
+                (webhook_id, secret, created),
+            )
+            db.execute(
+                "DELETE FROM signing_secrets WHERE webhook_id = ? AND expires_at_ms <= ?",
+                (webhook_id, now_ms),
+            )
+
+        await self._write(work, durable=True)
+        return SigningSecret(secret=Secret(secret), created_at_ms=now_ms)
+
+    async def deliveries(
+        self, webhook_id: str, *, state: str | None, limit: int, after_seq: int
+    ) -> list[dict[str, Any]]:
+        """Per-event delivery state in ingest order, after the cursor ``after_seq``."""
+        rows = await self._fetchall(
+            "SELECT d.event_seq, e.event_id, e.event_name, e.ingested_at_ms, d.state,"
+            " d.attempts, d.batch_id, d.delivered_at_ms, d.due_at_ms"
+            " FROM deliveries AS d JOIN events AS e ON e.seq = d.event_seq"
+            " WHERE d.webhook_id = ? AND d.event_seq > ? AND (? IS NULL OR d.state = ?)"
+            " ORDER BY d.event_seq LIMIT ?",
+            (webhook_id, after_seq, state, state, limit),
+        )
+        keys = (
+            "seq",
+            "eventId",
+            "eventName",
+            "ingestedAt",
+            "state",
+            "attempts",
+            "batchId",
+            "deliveredAt",
+            "dueAt",
+        )
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    async def replay(
+        self,
+        webhook_id: str,
+        *,
+        event_ids: Sequence[str] | None = None,
+        since_ms: int | None = None,
+        retained_since_ms: int,
+        now_ms: int,
+    ) -> int:
+        """Queue retained events again for one webhook (by ids, or ingested since a time).
+
+        Events of names the webhook subscribes to only; ones in a request being sent now
+        are left alone. Returns how many deliveries were queued.
+        """
+        if event_ids is not None:
+            selection = (
+                "SELECT e.seq FROM events AS e WHERE e.event_key IN"
+                " (SELECT value FROM json_each(?)) AND e.event_id IN"
+                " (SELECT value FROM json_each(?))"
+            )
+            parameters: list[object] = [
+                json.dumps([event_key(i) for i in event_ids]),
+                json.dumps(list(event_ids)),
+            ]
+        else:
+            selection = "SELECT e.seq FROM events AS e WHERE e.ingested_at_ms >= ?"
+            parameters = [since_ms or 0]
+        subscribed = (
+            " AND e.ingested_at_ms >= ? AND e.event_name IN"
+            " (SELECT event_name FROM webhook_events WHERE webhook_id = ?)"
+        )
+
+        def work(db: sqlite3.Connection) -> int:
+            seqs = [
+                row[0]
+                for row in db.execute(
+                    selection + subscribed,
+                    [*parameters, retained_since_ms, webhook_id],
+                )
+            ]
+            queued = 0
+            for seq in seqs:
+                updated = db.execute(
+                    "UPDATE deliveries SET state = 'pending', due_at_ms = ?, batch_id = NULL"
+                    " WHERE webhook_id = ? AND event_seq = ? AND state != 'sending'",
+                    (now_ms, webhook_id, seq),
+                ).rowcount
+                if not updated:
+                    updated = db.execute(
+                        "INSERT OR IGNORE INTO deliveries (webhook_id, event_seq, state, due_at_ms)"
+                        " VALUES (?, ?, 'pending', ?)",
+                        (webhook_id, seq, now_ms),
+                    ).rowcount
+                queued += updated
+            return queued
+
+        return await self._write(work, durable=True)
+
     # --- delivery --------------------------------------------------------------------
 
     async def in_flight_batch(self, webhook_id: str) -> RequestBatch | None:
@@ -921,11 +1115,15 @@ class Store:
         )
         return int(rows[0][0])
 
-    async def attempts(self, webhook_id: str, *, limit: int = 100) -> list[dict[str, Any]]:
+    async def attempts(
+        self, webhook_id: str, *, limit: int = 100, before_id: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The request log, newest first, before the cursor ``before_id``."""
         rows = await self._fetchall(
             "SELECT id, batch_id, started_at_ms, duration_ms, event_count, status, error,"
-            " response_body FROM attempts WHERE webhook_id = ? ORDER BY id DESC LIMIT ?",
-            (webhook_id, limit),
+            " response_body FROM attempts WHERE webhook_id = ? AND id < ?"
+            " ORDER BY id DESC LIMIT ?",
+            (webhook_id, before_id if before_id is not None else 2**63 - 1, limit),
         )
         keys = (
             "id",

@@ -1,12 +1,16 @@
-"""Webhooks (subscriptions) as values. Pure."""
+"""Webhooks (subscriptions) as values, and validation of what admins send. Pure."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
+from almhookd.catalogue import CATALOGUE, suggest_event_name
 from almhookd.config import Secret
+from almhookd.errors import InvalidInput, Problem
 from almhookd.policy import Schedule
+from almhookd.targets import TargetRefused, check_url
 
 AUTH_TYPES: Final = ("none", "basic", "signature")
 STATUSES: Final = ("active", "inactive", "disabled")
@@ -63,3 +67,163 @@ class Webhook:
         """Newest first, as the signature header lists them."""
         valid = [s for s in self.secrets if s.in_force(now_ms)]
         return [s.secret.reveal() for s in sorted(valid, key=lambda s: -s.created_at_ms)]
+
+
+# --- validation of admin input (pure) ----------------------------------------------
+
+_CREATE_KEYS: Final = frozenset(
+    {"name", "description", "targetUrl", "auth", "events", "active", "contactEmail"}
+)
+_AUTH_KEYS: Final = frozenset({"type", "username", "password"})
+_EMAIL: Final = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+MAX_NAME: Final = 100
+MAX_DESCRIPTION: Final = 1000
+MAX_URL: Final = 2000
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WebhookChanges:
+    """The fields a ``PATCH`` sets; ``None`` leaves a field as it is."""
+
+    name: str | None = None
+    description: str | None = None
+    target_url: str | None = None
+    auth_type: str | None = None
+    auth_username: str | None = None
+    auth_password: Secret | None = None
+    events: frozenset[str] | None = None
+    active: bool | None = None
+    contact_email: str | None = None
+
+
+def parse_new_webhook(body: Any) -> NewWebhook:
+    """A create body → :class:`NewWebhook`, or :class:`InvalidInput` naming every problem."""
+    changes = _parse(body, partial=False)
+    return NewWebhook(
+        name=changes.name or "",
+        description=changes.description or "",
+        target_url=changes.target_url or "",
+        auth_type=changes.auth_type or "none",
+        auth_username=changes.auth_username,
+        auth_password=changes.auth_password,
+        events=changes.events or frozenset(),
+        active=True if changes.active is None else changes.active,
+        contact_email=changes.contact_email or "",
+    )
+
+
+def parse_webhook_changes(body: Any, current: Webhook) -> WebhookChanges:
+    """A ``PATCH`` body → :class:`WebhookChanges`; ``auth`` is checked against the
+    webhook's current credentials, so a basic webhook keeps its password unless sent."""
+    return _parse(body, partial=True, current=current)
+
+
+def _parse(body: Any, *, partial: bool, current: Webhook | None = None) -> WebhookChanges:
+    if not isinstance(body, dict):
+        raise InvalidInput([Problem(path="", message="expected a JSON object")])
+    problems = [
+        Problem(path=key, message="unknown key") for key in sorted(set(body) - _CREATE_KEYS)
+    ]
+    values: dict[str, Any] = {}
+
+    def text(key: str, limit: int, *, required: bool) -> None:
+        if key not in body:
+            if required and not partial:
+                problems.append(Problem(path=key, message="required"))
+            return
+        value = body[key]
+        if not isinstance(value, str):
+            problems.append(Problem(path=key, message="expected a string"))
+        elif required and not value.strip():
+            problems.append(Problem(path=key, message="must not be empty"))
+        elif len(value) > limit:
+            problems.append(Problem(path=key, message=f"at most {limit} characters"))
+        else:
+            values[key] = value.strip() if key != "description" else value
+
+    text("name", MAX_NAME, required=True)
+    text("description", MAX_DESCRIPTION, required=False)
+    text("targetUrl", MAX_URL, required=True)
+    text("contactEmail", 254, required=False)
+    if values.get("contactEmail") and not _EMAIL.fullmatch(values["contactEmail"]):
+        problems.append(Problem(path="contactEmail", message="not an e-mail address"))
+    if "targetUrl" in values:
+        try:
+            check_url(values["targetUrl"])
+        except TargetRefused as error:
+            problems.append(Problem(path="targetUrl", message=error.message))
+    if "active" in body:
+        if isinstance(body["active"], bool):
+            values["active"] = body["active"]
+        else:
+            problems.append(Problem(path="active", message="expected true or false"))
+    if "events" in body or not partial:
+        events = body.get("events")
+        if not isinstance(events, list) or not events:
+            problems.append(
+                Problem(path="events", message="expected a non-empty array of event names")
+            )
+        else:
+            for index, name in enumerate(events):
+                if not isinstance(name, str) or name not in CATALOGUE:
+                    hint = suggest_event_name(name) if isinstance(name, str) else None
+                    problems.append(
+                        Problem(
+                            path=f"events[{index}]",
+                            message=f"unknown event {name!r}"
+                            + (f" (did you mean {hint}?)" if hint else ""),
+                        )
+                    )
+            values["events"] = frozenset(e for e in events if isinstance(e, str))
+    auth: dict[str, Any] = {}
+    if "auth" in body:
+        raw = body["auth"]
+        if not isinstance(raw, dict):
+            problems.append(Problem(path="auth", message="expected an object"))
+        else:
+            problems.extend(
+                Problem(path=f"auth.{key}", message="unknown key")
+                for key in sorted(set(raw) - _AUTH_KEYS)
+            )
+            auth_type = raw.get("type")
+            if auth_type not in AUTH_TYPES:
+                problems.append(
+                    Problem(path="auth.type", message=f"must be one of {', '.join(AUTH_TYPES)}")
+                )
+            elif auth_type == "basic":
+                username = raw.get("username", current.auth_username if current else None)
+                password = raw.get("password")
+                if not isinstance(username, str) or not username or ":" in username:
+                    problems.append(
+                        Problem(path="auth.username", message="required for basic auth (no ':')")
+                    )
+                if password is None and current is not None and current.auth_password is not None:
+                    auth["password"] = current.auth_password
+                elif not isinstance(password, str) or not password:
+                    problems.append(
+                        Problem(path="auth.password", message="required for basic auth")
+                    )
+                else:
+                    auth["password"] = Secret(password)
+                auth["username"] = username
+            elif auth_type == "signature" and ("username" in raw or "password" in raw):
+                problems.append(
+                    Problem(
+                        path="auth",
+                        message="signature auth takes no username or password (it is generated)",
+                    )
+                )
+            auth["type"] = auth_type
+    if problems:
+        raise InvalidInput(problems)
+    return WebhookChanges(
+        name=values.get("name"),
+        description=values.get("description"),
+        target_url=values.get("targetUrl"),
+        auth_type=auth.get("type"),
+        auth_username=auth.get("username"),
+        auth_password=auth.get("password"),
+        events=values.get("events"),
+        active=values.get("active"),
+        contact_email=values.get("contactEmail"),
+    )

@@ -1,0 +1,351 @@
+"""The admin API for webhooks: CRUD, test deliveries, secrets, inspection, replay.
+
+Handlers stay thin: validation is in :mod:`almhookd.webhooks` (pure), effects go
+through the :class:`~almhookd.dispatcher.Dispatcher`, so a change reaches the running
+worker at once. Passwords and secrets are never echoed, except a signing secret by its
+own download route.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any, Final
+
+from aiohttp import web
+
+from almhookd.api import (
+    CLOCK,
+    CONFIG,
+    DISPATCHER,
+    SENDER,
+    STORE,
+    ApiError,
+    epoch_ms,
+    read_json,
+)
+from almhookd.catalogue import CATALOGUE, sample_data
+from almhookd.config import Secret
+from almhookd.errors import InvalidInput, Problem
+from almhookd.signing import SCHEME, generate_secret
+from almhookd.targets import TargetPolicy, TargetRefused, check_target
+from almhookd.webhooks import (
+    NewWebhook,
+    SigningSecret,
+    Webhook,
+    parse_new_webhook,
+    parse_webhook_changes,
+)
+
+DELIVERY_STATES: Final = ("pending", "sending", "delivered", "expired")
+MAX_PAGE: Final = 1000
+TEST_HEADER: Final = "almhookd-test"
+RESPONSE_PREVIEW: Final = 1024
+
+
+async def webhook_document(request: web.Request, webhook: Webhook) -> dict[str, Any]:
+    store, now = request.app[STORE], request.app[CLOCK]()
+    backlog = await store.backlog_summary(webhook.id)
+    schedule = webhook.schedule
+    auth: dict[str, Any] = {"type": webhook.auth_type}
+    if webhook.auth_type == "basic":
+        auth.update(username=webhook.auth_username, passwordSet=webhook.auth_password is not None)
+    oldest = backlog["oldest"]
+    return {
+        "id": webhook.id,
+        "name": webhook.name,
+        "description": webhook.description,
+        "targetUrl": webhook.target_url,
+        "auth": auth,
+        "events": sorted(webhook.events),
+        "active": webhook.status == "active",
+        "status": webhook.status,
+        "disabledReason": webhook.disabled_reason,
+        "contactEmail": webhook.contact_email,
+        "createdAt": webhook.created_at_ms,
+        "updatedAt": webhook.updated_at_ms,
+        "backlog": {
+            "realtime": backlog["realtime"],
+            "batch": backlog["batch"],
+            "batchHeld": backlog["held"],
+        },
+        "oldestPendingAgeMs": None if oldest is None else max(0, int(now * 1000) - oldest),
+        "lastSuccessAt": epoch_ms(schedule.last_success_at),
+        "failingSince": epoch_ms(schedule.failing_since),
+        "consecutiveFailures": schedule.consecutive_failures,
+        "lastError": schedule.last_error,
+        "nextRetryAt": epoch_ms(schedule.next_attempt_at),
+    }
+
+
+async def _webhook(request: web.Request) -> Webhook:
+    webhook_id = request.match_info["webhook_id"]
+    webhook = await request.app[STORE].get_webhook(webhook_id)
+    if webhook is None:
+        raise ApiError(404, "not_found", f"no webhook with id {webhook_id!r}")
+    return webhook
+
+
+async def _check_target(request: web.Request, url: str) -> None:
+    try:
+        await check_target(url, TargetPolicy.from_config(request.app[CONFIG].delivery))
+    except TargetRefused as error:
+        raise InvalidInput([Problem(path="targetUrl", message=error.message)]) from None
+
+
+async def _check_name(request: web.Request, name: str | None, except_id: str | None) -> None:
+    if name is None:
+        return
+    taken = await request.app[STORE].name_taken(name, except_id=except_id)
+    if taken is not None:
+        raise InvalidInput([Problem(path="name", message=f"already used by webhook {taken}")])
+
+
+async def list_webhooks(request: web.Request) -> web.Response:
+    webhooks = await request.app[STORE].list_webhooks()
+    return web.json_response(
+        {"webhooks": [await webhook_document(request, webhook) for webhook in webhooks]}
+    )
+
+
+async def create_webhook(request: web.Request) -> web.Response:
+    new = parse_new_webhook(await read_json(request))
+    limit = request.app[CONFIG].delivery.max_webhooks
+    if await request.app[STORE].count_webhooks() >= limit:
+        raise ApiError(
+            409,
+            "limit_reached",
+            f"at most {limit} webhooks can exist (delivery.max_webhooks); delete one first",
+        )
+    await _check_name(request, new.name, None)
+    await _check_target(request, new.target_url)
+    webhook = await request.app[DISPATCHER].add_webhook(new)
+    return web.json_response(await webhook_document(request, webhook), status=201)
+
+
+async def get_webhook(request: web.Request) -> web.Response:
+    return web.json_response(await webhook_document(request, await _webhook(request)))
+
+
+async def patch_webhook(request: web.Request) -> web.Response:
+    webhook = await _webhook(request)
+    changes = parse_webhook_changes(await read_json(request), webhook)
+    await _check_name(request, changes.name, webhook.id)
+    if changes.target_url is not None:
+        await _check_target(request, changes.target_url)
+    await request.app[DISPATCHER].update_webhook(webhook.id, changes)
+    return web.json_response(await webhook_document(request, await _webhook(request)))
+
+
+async def delete_webhook(request: web.Request) -> web.Response:
+    webhook = await _webhook(request)
+    await request.app[DISPATCHER].delete_webhook(webhook.id)
+    return web.Response(status=204)
+
+
+def _test_body(webhook: Webhook, account_id: int, now_ms: int) -> bytes:
+    names = sorted(webhook.events, key=lambda n: (not CATALOGUE[n].realtime, n))
+    name = names[0] if names else "COURSE_ENROLLMENT"
+    event_id = f"test-{uuid.uuid4()}"
+    return json.dumps(
+        {
+            "accountId": account_id,
+            "events": [
+                {
+                    "eventId": event_id,
+                    "eventName": name,
+                    "timestamp": now_ms,
+                    "eventInfo": f"{now_ms}-test",
+                    "data": sample_data(name),
+                }
+            ],
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+async def _send_test(request: web.Request, webhook: Webhook) -> dict[str, Any]:
+    config, now = request.app[CONFIG], request.app[CLOCK]()
+    outcome = await request.app[SENDER].send(
+        webhook,
+        message_id=f"msg_test_{uuid.uuid4().hex}",
+        body=_test_body(webhook, config.account.id, int(now * 1000)),
+        extra_headers={TEST_HEADER: "true"},
+    )
+    return {
+        "ok": outcome.ok,
+        "status": outcome.status,
+        "durationMs": outcome.duration_ms,
+        "error": outcome.error,
+        "responseBody": outcome.response_body[:RESPONSE_PREVIEW],
+    }
+
+
+async def test_webhook(request: web.Request) -> web.Response:
+    """One out-of-band test delivery, signed like a real one, not retried."""
+    return web.json_response(await _send_test(request, await _webhook(request)))
+
+
+async def test_draft(request: web.Request) -> web.Response:
+    """The same for an unsaved webhook (a create body), as the platform's "Test and Save".
+
+    A signature draft is signed with a throw-away secret, returned as ``signingSecret``;
+    the saved webhook gets its own.
+    """
+    new: NewWebhook = parse_new_webhook(await read_json(request))
+    await _check_target(request, new.target_url)
+    now_ms = int(request.app[CLOCK]() * 1000)
+    draft_secret = generate_secret() if new.auth_type == "signature" else None
+    draft = Webhook(
+        id="draft",
+        name=new.name,
+        description=new.description,
+        target_url=new.target_url,
+        auth_type=new.auth_type,
+        auth_username=new.auth_username,
+        auth_password=new.auth_password,
+        events=new.events,
+        status="active",
+        disabled_reason=None,
+        contact_email=new.contact_email,
+        created_at_ms=now_ms,
+        updated_at_ms=now_ms,
+        secrets=(SigningSecret(secret=Secret(draft_secret), created_at_ms=now_ms),)
+        if draft_secret
+        else (),
+    )
+    answer = await _send_test(request, draft)
+    if draft_secret:
+        answer["signingSecret"] = draft_secret
+    return web.json_response(answer)
+
+
+def _secret_document(webhook: Webhook, now_ms: int) -> dict[str, Any]:
+    in_force = sorted(
+        (s for s in webhook.secrets if s.in_force(now_ms)), key=lambda s: -s.created_at_ms
+    )
+    if webhook.auth_type != "signature" or not in_force:
+        raise ApiError(409, "no_secret", f"webhook {webhook.id} does not use signature auth")
+    return {
+        "webhookId": webhook.id,
+        "secret": in_force[0].secret.reveal(),
+        "scheme": SCHEME,
+        "algorithm": "HMAC-SHA256",
+        "headers": {
+            "id": "webhook-id",
+            "timestamp": "webhook-timestamp",
+            "signature": "webhook-signature",
+        },
+        "signedContent": "{webhook-id}.{webhook-timestamp}.{body}",
+        "createdAt": in_force[0].created_at_ms,
+        "previousSecretsValidUntil": [s.expires_at_ms for s in in_force[1:]],
+    }
+
+
+async def get_secret(request: web.Request) -> web.Response:
+    webhook = await _webhook(request)
+    document = _secret_document(webhook, int(request.app[CLOCK]() * 1000))
+    return web.json_response(
+        document,
+        headers={
+            "Content-Disposition": f'attachment; filename="{webhook.id}-secret.json"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+async def rotate_secret(request: web.Request) -> web.Response:
+    webhook = await _webhook(request)
+    if webhook.auth_type != "signature":
+        raise ApiError(409, "no_secret", f"webhook {webhook.id} does not use signature auth")
+    await request.app[DISPATCHER].rotate_secret(webhook.id)
+    rotated = await _webhook(request)
+    document = _secret_document(rotated, int(request.app[CLOCK]() * 1000))
+    document["graceSeconds"] = request.app[CONFIG].delivery.secret_rotation_grace
+    return web.json_response(document, headers={"Cache-Control": "no-store"})
+
+
+def _page_params(request: web.Request) -> tuple[int, int | None]:
+    try:
+        limit = int(request.query.get("limit", "100"))
+        cursor = int(request.query["cursor"]) if request.query.get("cursor") else None
+    except ValueError:
+        raise ApiError(400, "bad_request", "limit and cursor must be integers") from None
+    if not 1 <= limit <= MAX_PAGE:
+        raise ApiError(400, "bad_request", f"limit must be between 1 and {MAX_PAGE}")
+    return limit, cursor
+
+
+async def list_deliveries(request: web.Request) -> web.Response:
+    webhook = await _webhook(request)
+    limit, cursor = _page_params(request)
+    state = request.query.get("state") or None
+    if state is not None and state not in DELIVERY_STATES:
+        raise ApiError(400, "bad_request", f"state must be one of {', '.join(DELIVERY_STATES)}")
+    rows = await request.app[STORE].deliveries(
+        webhook.id, state=state, limit=limit, after_seq=cursor or 0
+    )
+    next_cursor = str(rows[-1]["seq"]) if len(rows) == limit else None
+    for row in rows:
+        del row["seq"]
+    return web.json_response({"deliveries": rows, "nextCursor": next_cursor})
+
+
+async def list_attempts(request: web.Request) -> web.Response:
+    webhook = await _webhook(request)
+    limit, cursor = _page_params(request)
+    rows = await request.app[STORE].attempts(webhook.id, limit=limit, before_id=cursor)
+    next_cursor = str(rows[-1]["id"]) if len(rows) == limit else None
+    return web.json_response({"attempts": rows, "nextCursor": next_cursor})
+
+
+async def replay(request: web.Request) -> web.Response:
+    webhook = await _webhook(request)
+    body = await read_json(request)
+    problems: list[Problem] = []
+    event_ids = since = None
+    if not isinstance(body, dict) or ("eventIds" in body) == ("since" in body):
+        raise InvalidInput([Problem(path="", message='give "eventIds": [...] or "since": ms')])
+    problems.extend(
+        Problem(path=k, message="unknown key") for k in sorted(set(body) - {"eventIds", "since"})
+    )
+    if "eventIds" in body:
+        event_ids = body["eventIds"]
+        if (
+            not isinstance(event_ids, list)
+            or not event_ids
+            or len(event_ids) > 10_000
+            or not all(isinstance(i, str) for i in event_ids)
+        ):
+            problems.append(
+                Problem(path="eventIds", message="expected 1 to 10000 event ids as strings")
+            )
+    else:
+        since = body["since"]
+        if isinstance(since, bool) or not isinstance(since, int) or since < 0:
+            problems.append(Problem(path="since", message="expected epoch milliseconds"))
+    if problems:
+        raise InvalidInput(problems)
+    queued = await request.app[DISPATCHER].replay(webhook.id, event_ids=event_ids, since_ms=since)
+    return web.json_response({"queued": queued}, status=202)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/webhooks", list_webhooks, name="webhooks_list")
+    app.router.add_post("/v1/webhooks", create_webhook, name="webhooks_create")
+    app.router.add_post("/v1/webhooks/test", test_draft, name="webhooks_test_draft")
+    app.router.add_get("/v1/webhooks/{webhook_id}", get_webhook, name="webhooks_get")
+    app.router.add_patch("/v1/webhooks/{webhook_id}", patch_webhook, name="webhooks_patch")
+    app.router.add_delete("/v1/webhooks/{webhook_id}", delete_webhook, name="webhooks_delete")
+    app.router.add_post("/v1/webhooks/{webhook_id}/test", test_webhook, name="webhooks_test")
+    app.router.add_get("/v1/webhooks/{webhook_id}/secret", get_secret, name="webhooks_secret")
+    app.router.add_post(
+        "/v1/webhooks/{webhook_id}/secret/rotate", rotate_secret, name="webhooks_rotate"
+    )
+    app.router.add_get(
+        "/v1/webhooks/{webhook_id}/deliveries", list_deliveries, name="webhooks_deliveries"
+    )
+    app.router.add_get(
+        "/v1/webhooks/{webhook_id}/attempts", list_attempts, name="webhooks_attempts"
+    )
+    app.router.add_post("/v1/webhooks/{webhook_id}/replay", replay, name="webhooks_replay")

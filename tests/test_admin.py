@@ -1,0 +1,374 @@
+"""The admin API against the whole daemon running in-process, with real receivers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import samples
+from tests.conftest import INGEST_TOKEN
+from tests.receiver import Receiver
+from tests.running import Running, daemon_config, running_daemon
+from tests.verifier import verify
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    started = await Receiver().start()
+    yield started
+    await started.stop()
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path) -> AsyncIterator[Running]:
+    async with running_daemon(daemon_config(tmp_path)) as running:
+        yield running
+
+
+def create_body(url: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "name": fields.pop("name", "LMS sync"),
+        "targetUrl": url,
+        "events": fields.pop("events", ["COURSE_ENROLLMENT", "COURSE_COMPLETED"]),
+        **fields,
+    }
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def ingest(daemon: Running, *events: dict[str, Any]) -> list[str]:
+    status, body, _ = await daemon.call(
+        "POST", "/v1/events", {"events": list(events)}, token=INGEST_TOKEN
+    )
+    assert status == 202, body
+    return list(body["eventIds"])
+
+
+# --- CRUD ---------------------------------------------------------------------------
+
+
+async def test_create_read_list_update_delete(daemon: Running, receiver: Receiver) -> None:
+    status, created, _ = await daemon.call(
+        "POST",
+        "/v1/webhooks",
+        create_body(
+            receiver.url,
+            description="to the HR system",
+            contactEmail="lms@example.org",
+            auth={"type": "basic", "username": "lms", "password": "s3cret-pass"},
+        ),
+    )
+    assert status == 201, created
+    assert created["id"].startswith("wh_")
+    assert created["status"] == "active" and created["active"] is True
+    assert created["auth"] == {"type": "basic", "username": "lms", "passwordSet": True}
+    assert "s3cret-pass" not in str(created)
+    assert created["events"] == ["COURSE_COMPLETED", "COURSE_ENROLLMENT"]
+    assert created["backlog"] == {"realtime": 0, "batch": 0, "batchHeld": 0}
+    for key in ("createdAt", "updatedAt", "contactEmail", "description", "targetUrl"):
+        assert key in created
+
+    status, listed, _ = await daemon.call("GET", "/v1/webhooks")
+    assert status == 200 and [w["id"] for w in listed["webhooks"]] == [created["id"]]
+    status, fetched, _ = await daemon.call("GET", f"/v1/webhooks/{created['id']}")
+    assert status == 200 and fetched["name"] == "LMS sync"
+
+    status, patched, _ = await daemon.call(
+        "PATCH",
+        f"/v1/webhooks/{created['id']}",
+        {"name": "LMS sync 2", "events": ["CI_STATS"], "auth": {"type": "signature"}},
+    )
+    assert status == 200, patched
+    assert patched["name"] == "LMS sync 2" and patched["events"] == ["CI_STATS"]
+    assert patched["auth"] == {"type": "signature"}
+    assert patched["updatedAt"] >= created["updatedAt"]
+
+    status, _, _ = await daemon.call("DELETE", f"/v1/webhooks/{created['id']}")
+    assert status == 204
+    status, body, _ = await daemon.call("GET", f"/v1/webhooks/{created['id']}")
+    assert status == 404 and body["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    ("body", "path", "message"),
+    [
+        ({"targetUrl": "http://127.0.0.1:9/", "events": ["CI_STATS"]}, "name", "required"),
+        (create_body("ftp://127.0.0.1/"), "targetUrl", "http:// or https://"),
+        (create_body("http://127.0.0.1:9/", events=[]), "events", "non-empty"),
+        (
+            create_body("http://127.0.0.1:9/", events=["COURSE_ENROLMENT"]),
+            "events[0]",
+            "did you mean COURSE_ENROLLMENT",
+        ),
+        (
+            create_body("http://127.0.0.1:9/", auth={"type": "basic", "username": "u"}),
+            "auth.password",
+            "required",
+        ),
+        (create_body("http://127.0.0.1:9/", auth={"type": "token"}), "auth.type", "one of"),
+        (create_body("http://127.0.0.1:9/", contactEmail="nobody"), "contactEmail", "e-mail"),
+        (create_body("http://127.0.0.1:9/", colour="red"), "colour", "unknown key"),
+        (create_body("http://169.254.169.254/latest/"), "targetUrl", "not allowed"),
+        (create_body("http://10.0.0.1/hook"), "targetUrl", "not allowed"),
+    ],
+)
+async def test_validation_errors_name_the_field(
+    daemon: Running, body: dict[str, Any], path: str, message: str
+) -> None:
+    status, answer, _ = await daemon.call("POST", "/v1/webhooks", body)
+    assert status == 422, answer
+    details = answer["error"]["details"]
+    assert any(d["path"] == path and message in d["message"] for d in details), details
+    assert (await daemon.call("GET", "/v1/webhooks"))[1]["webhooks"] == []
+
+
+async def test_names_are_unique(daemon: Running, receiver: Receiver) -> None:
+    assert (await daemon.call("POST", "/v1/webhooks", create_body(receiver.url)))[0] == 201
+    status, answer, _ = await daemon.call("POST", "/v1/webhooks", create_body(receiver.url))
+    assert status == 422
+    assert answer["error"]["details"][0]["path"] == "name"
+
+
+async def test_the_sixth_webhook_is_a_409(daemon: Running, receiver: Receiver) -> None:
+    for number in range(5):
+        status, _, _ = await daemon.call(
+            "POST", "/v1/webhooks", create_body(receiver.url, name=f"hook {number}")
+        )
+        assert status == 201
+    status, answer, _ = await daemon.call(
+        "POST", "/v1/webhooks", create_body(receiver.url, name="hook 6")
+    )
+    assert status == 409 and answer["error"]["code"] == "limit_reached"
+    assert "at most 5 webhooks" in answer["error"]["message"]
+
+
+# --- effects on delivery ------------------------------------------------------------
+
+
+async def test_archive_stops_deliveries_and_reenable_resumes(
+    daemon: Running, receiver: Receiver
+) -> None:
+    _, hook, _ = await daemon.call("POST", "/v1/webhooks", create_body(receiver.url))
+    [first] = await ingest(daemon, samples.event())
+    await until(lambda: receiver.all_event_ids() == [first])
+
+    status, archived, _ = await daemon.call(
+        "PATCH", f"/v1/webhooks/{hook['id']}", {"active": False}
+    )
+    assert status == 200 and archived["status"] == "inactive" and not archived["active"]
+    [second] = await ingest(daemon, samples.event())
+    await asyncio.sleep(0.3)
+    assert receiver.all_event_ids() == [first]
+    assert archived["backlog"]["realtime"] == 0
+
+    status, enabled, _ = await daemon.call("PATCH", f"/v1/webhooks/{hook['id']}", {"active": True})
+    assert status == 200 and enabled["status"] == "active"
+    [third] = await ingest(daemon, samples.event())
+    await until(lambda: receiver.all_event_ids() == [first, third])
+    # Replaying the event ingested while archived delivers it under a new webhook-id.
+    status, replayed, _ = await daemon.call(
+        "POST", f"/v1/webhooks/{hook['id']}/replay", {"eventIds": [second, first]}
+    )
+    assert status == 202 and replayed == {"queued": 2}
+    await until(lambda: len(receiver.all_event_ids()) == 4)
+    assert receiver.received[-1].event_ids == [first, second]
+    ids = [r.headers["webhook-id"] for r in receiver.received]
+    assert len(set(ids)) == len(ids)
+
+
+async def test_a_new_target_applies_to_the_next_request(
+    daemon: Running, receiver: Receiver
+) -> None:
+    other = await Receiver().start()
+    try:
+        _, hook, _ = await daemon.call("POST", "/v1/webhooks", create_body(receiver.url))
+        await ingest(daemon, samples.event())
+        await until(lambda: len(receiver.received) == 1)
+        await daemon.call("PATCH", f"/v1/webhooks/{hook['id']}", {"targetUrl": other.url})
+        [moved] = await ingest(daemon, samples.event())
+        await until(lambda: other.all_event_ids() == [moved])
+        assert len(receiver.received) == 1
+    finally:
+        await other.stop()
+
+
+async def test_deleting_removes_pending_deliveries(daemon: Running) -> None:
+    _, hook, _ = await daemon.call(
+        "POST", "/v1/webhooks", create_body("http://127.0.0.1:9/nothing-listens")
+    )
+    [event_id] = await ingest(daemon, samples.event())
+    assert (await daemon.call("DELETE", f"/v1/webhooks/{hook['id']}"))[0] == 204
+    status, event, _ = await daemon.call("GET", f"/v1/events/{event_id}")
+    assert status == 200 and event["deliveries"] == []
+
+
+# --- test deliveries and secrets ----------------------------------------------------
+
+
+async def test_test_delivery_to_a_live_and_a_dead_receiver(
+    daemon: Running, receiver: Receiver
+) -> None:
+    _, hook, _ = await daemon.call(
+        "POST", "/v1/webhooks", create_body(receiver.url, auth={"type": "signature"})
+    )
+    _, secret, _ = await daemon.call("GET", f"/v1/webhooks/{hook['id']}/secret")
+    status, result, _ = await daemon.call("POST", f"/v1/webhooks/{hook['id']}/test")
+    assert status == 200
+    assert result["ok"] is True and result["status"] == 202 and result["error"] is None
+    assert result["responseBody"] == "answer 202" and result["durationMs"] >= 0
+    [request] = receiver.received
+    assert request.headers["almhookd-test"] == "true"
+    assert verify(secret["secret"], request.headers, request.body)
+    assert request.payload["events"][0]["eventName"] == "COURSE_COMPLETED"  # first subscribed
+    assert request.payload["events"][0]["eventId"].startswith("test-")
+    # Out of band: nothing was queued or logged as a delivery.
+    assert (await daemon.call("GET", f"/v1/webhooks/{hook['id']}/attempts"))[1]["attempts"] == []
+
+    receiver.respond(500)
+    status, result, _ = await daemon.call("POST", f"/v1/webhooks/{hook['id']}/test")
+    assert status == 200 and result["ok"] is False and result["status"] == 500
+    _, dead, _ = await daemon.call(
+        "POST", "/v1/webhooks", create_body("http://127.0.0.1:9/", name="dead")
+    )
+    status, result, _ = await daemon.call("POST", f"/v1/webhooks/{dead['id']}/test")
+    assert result["ok"] is False and result["status"] is None
+    assert "cannot connect" in result["error"]
+
+
+async def test_a_draft_can_be_tested_before_saving(daemon: Running, receiver: Receiver) -> None:
+    status, result, _ = await daemon.call(
+        "POST",
+        "/v1/webhooks/test",
+        create_body(receiver.url, auth={"type": "signature"}, events=["LEARNER_PROGRESS"]),
+    )
+    assert status == 200 and result["ok"] is True
+    [request] = receiver.received
+    assert verify(result["signingSecret"], request.headers, request.body)
+    assert request.payload["events"][0]["eventName"] == "LEARNER_PROGRESS"
+    assert (await daemon.call("GET", "/v1/webhooks"))[1]["webhooks"] == []
+    status, answer, _ = await daemon.call(
+        "POST", "/v1/webhooks/test", create_body("http://10.1.2.3/")
+    )
+    assert status == 422 and answer["error"]["details"][0]["path"] == "targetUrl"
+
+
+async def test_secret_download_and_rotation_with_a_grace_period(
+    daemon: Running, receiver: Receiver
+) -> None:
+    _, hook, _ = await daemon.call(
+        "POST", "/v1/webhooks", create_body(receiver.url, auth={"type": "signature"})
+    )
+    status, old, headers = await daemon.call("GET", f"/v1/webhooks/{hook['id']}/secret")
+    assert status == 200
+    assert headers["Content-Disposition"].startswith("attachment;")
+    assert old["webhookId"] == hook["id"] and old["secret"].startswith("whsec_")
+    assert old["headers"]["signature"] == "webhook-signature"
+    assert old["secret"] not in str((await daemon.call("GET", f"/v1/webhooks/{hook['id']}"))[1])
+
+    status, new, _ = await daemon.call("POST", f"/v1/webhooks/{hook['id']}/secret/rotate")
+    assert status == 200 and new["secret"] != old["secret"]
+    assert new["graceSeconds"] == 86_400 and len(new["previousSecretsValidUntil"]) == 1
+    [event_id] = await ingest(daemon, samples.event())
+    await until(lambda: receiver.all_event_ids() == [event_id])
+    [request] = receiver.received
+    assert len(request.headers["webhook-signature"].split(" ")) == 2
+    for secret in (old["secret"], new["secret"]):  # a receiver holding either verifies
+        assert verify(secret, request.headers, request.body)
+
+    _, plain, _ = await daemon.call("POST", "/v1/webhooks", create_body(receiver.url, name="plain"))
+    assert (await daemon.call("GET", f"/v1/webhooks/{plain['id']}/secret"))[0] == 409
+
+
+# --- inspection ---------------------------------------------------------------------
+
+
+async def test_deliveries_and_attempts_are_paginated(daemon: Running, receiver: Receiver) -> None:
+    _, hook, _ = await daemon.call("POST", "/v1/webhooks", create_body(receiver.url))
+    ids = await ingest(daemon, *(samples.event() for _ in range(5)))
+    await until(lambda: len(receiver.all_event_ids()) == 5)
+    await asyncio.sleep(0.05)  # the delivered mark is committed after the answer
+    seen: list[str] = []
+    cursor = None
+    while True:
+        query = "?state=delivered&limit=2" + (f"&cursor={cursor}" if cursor else "")
+        status, page, _ = await daemon.call("GET", f"/v1/webhooks/{hook['id']}/deliveries{query}")
+        assert status == 200
+        seen += [d["eventId"] for d in page["deliveries"]]
+        assert all(d["state"] == "delivered" for d in page["deliveries"])
+        cursor = page["nextCursor"]
+        if cursor is None:
+            break
+    assert seen == ids
+    status, attempts, _ = await daemon.call("GET", f"/v1/webhooks/{hook['id']}/attempts")
+    assert status == 200 and attempts["attempts"][0]["status"] == 202
+    assert sum(a["eventCount"] for a in attempts["attempts"]) == 5
+    for bad in ("?state=lost", "?limit=0", "?cursor=abc"):
+        status, _, _ = await daemon.call("GET", f"/v1/webhooks/{hook['id']}/deliveries{bad}")
+        assert status == 400
+
+
+async def test_replay_since_a_time(daemon: Running, receiver: Receiver) -> None:
+    _, hook, _ = await daemon.call("POST", "/v1/webhooks", create_body(receiver.url))
+    ids = await ingest(daemon, samples.event(), samples.event())
+    await until(lambda: len(receiver.all_event_ids()) == 2)
+    await asyncio.sleep(0.05)
+    status, answer, _ = await daemon.call("POST", f"/v1/webhooks/{hook['id']}/replay", {"since": 0})
+    assert status == 202 and answer == {"queued": 2}
+    await until(lambda: len(receiver.all_event_ids()) == 4)
+    assert receiver.all_event_ids() == ids + ids
+    bad_bodies: list[dict[str, Any]] = [
+        {},
+        {"since": -1},
+        {"eventIds": []},
+        {"since": 0, "eventIds": ["x"]},
+    ]
+    for bad in bad_bodies:
+        assert (await daemon.call("POST", f"/v1/webhooks/{hook['id']}/replay", bad))[0] == 422
+
+
+async def test_status_lists_every_webhook(daemon: Running, receiver: Receiver) -> None:
+    await daemon.call("POST", "/v1/webhooks", create_body(receiver.url))
+    status, body, _ = await daemon.call("GET", "/v1/status")
+    assert status == 200
+    [entry] = body["webhooks"]
+    assert entry["name"] == "LMS sync" and entry["status"] == "active"
+    assert isinstance(body["nextFlushAt"], int)
+
+
+# --- authorisation on every admin route ---------------------------------------------
+
+ADMIN_ROUTES = [
+    ("GET", "/v1/webhooks"),
+    ("POST", "/v1/webhooks"),
+    ("POST", "/v1/webhooks/test"),
+    ("GET", "/v1/webhooks/wh_x"),
+    ("PATCH", "/v1/webhooks/wh_x"),
+    ("DELETE", "/v1/webhooks/wh_x"),
+    ("POST", "/v1/webhooks/wh_x/test"),
+    ("GET", "/v1/webhooks/wh_x/secret"),
+    ("POST", "/v1/webhooks/wh_x/secret/rotate"),
+    ("GET", "/v1/webhooks/wh_x/deliveries"),
+    ("GET", "/v1/webhooks/wh_x/attempts"),
+    ("POST", "/v1/webhooks/wh_x/replay"),
+    ("GET", "/v1/status"),
+    ("POST", "/v1/batch/flush"),
+    ("GET", "/v1/events/some-id"),
+]
+
+
+async def test_every_admin_route_needs_the_admin_token(daemon: Running) -> None:
+    for method, path in ADMIN_ROUTES:
+        for token, expected in ((None, 401), ("wrong-token-0123456789", 401), (INGEST_TOKEN, 403)):
+            status, body, _ = await daemon.call(method, path, {}, token=token)
+            assert status == expected, (method, path, token, body)
+            assert body["error"]["code"] in ("unauthorized", "forbidden")
