@@ -14,6 +14,7 @@ from typing import Any, Final
 
 import structlog
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from almhookd import __version__
 from almhookd.auth import Role, TokenChecker
@@ -21,6 +22,7 @@ from almhookd.config import Config
 from almhookd.dispatcher import Dispatcher
 from almhookd.errors import InvalidInput, Problem, StorageClosed, StorageError, StorageFull
 from almhookd.ingest import parse_ingest
+from almhookd.metrics import Metrics
 from almhookd.protocols import Clock
 from almhookd.scheduler import BatchScheduler
 from almhookd.sender import Sender
@@ -46,6 +48,7 @@ STATE: Final = web.AppKey("state", ServerState)
 SCHEDULER: Final = web.AppKey("scheduler", BatchScheduler)
 DISPATCHER: Final = web.AppKey("dispatcher", Dispatcher)
 SENDER: Final = web.AppKey("sender", Sender)
+METRICS: Final = web.AppKey("metrics", Metrics)
 
 #: Routes the ingest token may call; the admin token may call every route.
 INGEST_ROUTES: Final = frozenset({"ingest"})
@@ -191,6 +194,11 @@ async def ingest(request: web.Request) -> web.Response:
         check_surrogates="\\u" in text,
     )
     result = await request.app[STORE].append(events)
+    metrics = request.app[METRICS]
+    for name in result.accepted_names:
+        metrics.events_ingested.labels(name).inc()
+    if result.duplicates:
+        metrics.events_duplicate.inc(result.duplicates)
     # Event ids match a pattern that needs no JSON escaping: format, don't encode.
     ids = ",".join(f'"{event.event_id}"' for event in events)
     return web.Response(
@@ -263,6 +271,27 @@ async def status(request: web.Request) -> web.Response:
     )
 
 
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    """Prometheus text format; state gauges are read from the store now."""
+    store, metrics, now_ms = request.app[STORE], request.app[METRICS], request.app[CLOCK]() * 1000
+    by_status = dict.fromkeys(("active", "inactive", "disabled"), 0)
+    metrics.backlog.clear()
+    metrics.oldest_pending_age.clear()
+    for webhook in await store.list_webhooks():
+        by_status[webhook.status] += 1
+        backlog = await store.backlog_summary(webhook.id)
+        metrics.backlog.labels(webhook.id, "realtime").set(backlog["realtime"] or 0)
+        metrics.backlog.labels(webhook.id, "batch").set(backlog["batch"] or 0)
+        oldest = backlog["oldest"]
+        age = 0.0 if oldest is None else max(0.0, (now_ms - oldest) / 1000)
+        metrics.oldest_pending_age.labels(webhook.id).set(age)
+    for name, count in by_status.items():
+        metrics.webhooks.labels(name).set(count)
+    return web.Response(
+        body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
 async def batch_flush(request: web.Request) -> web.Response:
     scheduler = request.app.get(SCHEDULER)
     if scheduler is None:
@@ -308,6 +337,7 @@ def create_app(
     scheduler: BatchScheduler | None = None,
     dispatcher: Dispatcher | None = None,
     sender: Sender | None = None,
+    metrics: Metrics | None = None,
 ) -> web.Application:
     app = web.Application(
         middlewares=[middleware],
@@ -318,6 +348,7 @@ def create_app(
     app[CLOCK] = clock
     app[TOKENS] = tokens
     app[STATE] = state or ServerState()
+    app[METRICS] = metrics or Metrics()
     if scheduler is not None:
         app[SCHEDULER] = scheduler
     if dispatcher is not None and sender is not None:
@@ -330,6 +361,7 @@ def create_app(
     app.router.add_post("/v1/events", ingest, name="ingest")
     app.router.add_get("/v1/events/{event_id}", get_event, name="get_event")
     app.router.add_get("/v1/status", status, name="status")
+    app.router.add_get("/metrics", metrics_endpoint, name="metrics")
     app.router.add_post("/v1/batch/flush", batch_flush, name="batch_flush")
     app.router.add_get("/healthz", healthz, name="healthz")
     return app

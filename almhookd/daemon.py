@@ -27,6 +27,7 @@ from almhookd.config import Config, ListenAddress
 from almhookd.dispatcher import Dispatcher
 from almhookd.errors import AlmhookdError, ConfigError
 from almhookd.logs import configure_logging
+from almhookd.metrics import Metrics
 from almhookd.notify import Notifier
 from almhookd.protocols import Clock
 from almhookd.scheduler import BatchScheduler
@@ -71,10 +72,16 @@ async def serve(
         sender = Sender(config.delivery, clock=clock)
         await sender.start()
         stack.push_async_callback(sender.close)
-        notifier = Notifier(config.notify)
+        metrics = Metrics()
+        notifier = Notifier(config.notify, metrics)
         stack.push_async_callback(notifier.close)
         dispatcher = Dispatcher(
-            store=store, sender=sender, notifier=notifier, clock=clock, config=config
+            store=store,
+            sender=sender,
+            notifier=notifier,
+            clock=clock,
+            config=config,
+            metrics=metrics,
         )
         store.on_events_committed = dispatcher.wake_all
         await dispatcher.start()
@@ -95,6 +102,7 @@ async def serve(
             scheduler=scheduler,
             dispatcher=dispatcher,
             sender=sender,
+            metrics=metrics,
         )
         runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_SECONDS

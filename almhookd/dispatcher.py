@@ -15,6 +15,7 @@ import structlog
 
 from almhookd.config import Config
 from almhookd.errors import StorageError
+from almhookd.metrics import Metrics
 from almhookd.notify import Notifier
 from almhookd.protocols import Clock
 from almhookd.sender import Sender
@@ -30,9 +31,17 @@ MAINTENANCE_INTERVAL: Final = 60.0
 
 class Dispatcher:
     def __init__(
-        self, *, store: Store, sender: Sender, notifier: Notifier, clock: Clock, config: Config
+        self,
+        *,
+        store: Store,
+        sender: Sender,
+        notifier: Notifier,
+        clock: Clock,
+        config: Config,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
+        self.metrics = metrics or Metrics()
         self._sender = sender
         self._notifier = notifier
         self._clock = clock
@@ -115,6 +124,7 @@ class Dispatcher:
                 config=self._config,
                 expire=self.expire,
                 on_disabled=self._disabled,
+                metrics=self.metrics,
             )
             self.workers[webhook_id] = worker
             worker.start()
@@ -123,6 +133,7 @@ class Dispatcher:
 
     def _disabled(self, webhook_id: str) -> None:
         self.disabled_webhooks += 1
+        self.metrics.webhooks_disabled.inc()
         self.workers.pop(webhook_id, None)
 
     def wake_all(self) -> None:
@@ -143,6 +154,9 @@ class Dispatcher:
             )
         expired = sum(count.events for count in counts)
         self.expired_events += expired
+        for count in counts:
+            self.metrics.deliveries.labels(count.webhook_id, "expired").inc(count.events)
+        self.metrics.expired_events.inc(expired)
         return expired
 
     async def maintain_once(self) -> None:

@@ -18,6 +18,7 @@ from typing import Final
 import structlog
 
 from almhookd.config import NotifyConfig
+from almhookd.metrics import Metrics
 
 log = structlog.get_logger("almhookd.notify")
 
@@ -71,8 +72,9 @@ def reminder_message(reminder: Reminder, config: NotifyConfig) -> EmailMessage:
 class Notifier:
     """Sends reminders in the background; ``close()`` waits briefly for those under way."""
 
-    def __init__(self, config: NotifyConfig) -> None:
+    def __init__(self, config: NotifyConfig, metrics: Metrics | None = None) -> None:
         self.config = config
+        self._metrics = metrics or Metrics()
         self._tasks: set[asyncio.Task[None]] = set()
         #: reminders handed over (sent, or logged when no SMTP host is set)
         self.sent = 0
@@ -92,6 +94,7 @@ class Notifier:
             "backlog": reminder.backlog,
         }
         if not self.config.smtp_host or not to:
+            self._metrics.reminders.labels("logged").inc()
             log.warning(
                 "notify.reminder_logged", **fields, reason="no smtp_host" if to else "no recipient"
             )
@@ -102,9 +105,11 @@ class Notifier:
             await asyncio.to_thread(self._send, message)
         except (OSError, smtplib.SMTPException) as error:
             self.failed += 1
+            self._metrics.reminders.labels("failed").inc()
             log.error("notify.reminder_failed", **fields, error=_describe(error))
             return
         self.sent += 1
+        self._metrics.reminders.labels("sent").inc()
         log.info("notify.reminder_sent", **fields)
 
     def _send(self, message: EmailMessage) -> None:

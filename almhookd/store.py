@@ -65,6 +65,7 @@ T = TypeVar("T")
 class AppendResult:
     accepted: int
     duplicates: int
+    accepted_names: tuple[str, ...] = ()  #: the eventName of each accepted event
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -99,9 +100,13 @@ class RequestBatch:
     event_seqs: tuple[int, ...]
     event_ids: tuple[str, ...]
     body: bytes
-    oldest_ingested_at_ms: int
+    ingested_at_ms: tuple[int, ...]
     created_at_ms: int
     attempts: int = 0
+
+    @property
+    def oldest_ingested_at_ms(self) -> int:
+        return min(self.ingested_at_ms)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -192,12 +197,12 @@ def _insert_events(
     deliveries: list[tuple[str, int, int | None]] = []
     results = []
     for pending in group:
-        accepted = 0
+        names: list[str] = []
         for event in pending.events:
             if event.event_id in known:
                 continue
             known.add(event.event_id)
-            accepted += 1
+            names.append(event.event_name)
             seq += 1
             rows.append(
                 (
@@ -216,7 +221,13 @@ def _insert_events(
             deliveries.extend(
                 (webhook, seq, due) for webhook in subscribers.get(event.event_name, ())
             )
-        results.append(AppendResult(accepted=accepted, duplicates=len(pending.events) - accepted))
+        results.append(
+            AppendResult(
+                accepted=len(names),
+                duplicates=len(pending.events) - len(names),
+                accepted_names=tuple(names),
+            )
+        )
     _insert_many(
         db,
         "INSERT INTO events (seq, event_key, event_id, event_name, account_id,"
@@ -840,7 +851,7 @@ class Store:
                 event_seqs=tuple(e[0] for e in events),
                 event_ids=tuple(e[1] for e in events),
                 body=_payload(events[0][2], [e[4] for e in events]),
-                oldest_ingested_at_ms=min(e[3] for e in events),
+                ingested_at_ms=tuple(e[3] for e in events),
                 created_at_ms=created_at_ms,
                 attempts=attempts,
             )
@@ -905,7 +916,7 @@ class Store:
                 event_seqs=tuple(seqs),
                 event_ids=tuple(row[1] for row in chosen),
                 body=_payload(account_id, [row[4] for row in chosen]),
-                oldest_ingested_at_ms=min(row[3] for row in chosen),
+                ingested_at_ms=tuple(row[3] for row in chosen),
                 created_at_ms=now_ms,
             )
 

@@ -19,6 +19,7 @@ import structlog
 
 from almhookd.config import Config
 from almhookd.errors import StorageError
+from almhookd.metrics import Metrics, status_class
 from almhookd.notify import Notifier, Reminder
 from almhookd.policy import RetryPolicy, after_failure, after_success, disables_at
 from almhookd.protocols import Clock
@@ -47,6 +48,7 @@ class Worker:
         expire: Callable[[], Awaitable[object]],
         on_disabled: Callable[[str], None] | None = None,
         jitter: Callable[[], float] = random.random,
+        metrics: Metrics | None = None,
     ) -> None:
         self.webhook = webhook
         self._store = store
@@ -58,6 +60,7 @@ class Worker:
         self._expire = expire
         self._on_disabled = on_disabled
         self._jitter = jitter
+        self._metrics = metrics or Metrics()
         self._batch: RequestBatch | None = None
         self._batch_loaded = False
         self._wake = asyncio.Event()
@@ -141,6 +144,7 @@ class Worker:
         started_ms = int(self._clock() * 1000)
         outcome = await self._sender.send(webhook, message_id=batch.id, body=batch.body)
         now = self._clock()
+        self._metrics.attempts.labels(webhook.id, status_class(outcome.status)).inc()
         fields = {
             "webhook_id": webhook.id,
             "batch_id": batch.id,
@@ -155,6 +159,9 @@ class Worker:
             )
             self.webhook = replace(self.webhook, schedule=schedule)
             self._batch = None
+            self._metrics.deliveries.labels(webhook.id, "delivered").inc(len(batch.event_seqs))
+            for ingested_at_ms in batch.ingested_at_ms:
+                self._metrics.delivery_latency.observe(max(0.0, now - ingested_at_ms / 1000))
             log.info("delivery.succeeded", **fields)
             return 0.0
         decision = after_failure(

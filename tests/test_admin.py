@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests import samples
-from tests.conftest import INGEST_TOKEN
+from tests.conftest import ADMIN_TOKEN, INGEST_TOKEN
 from tests.receiver import Receiver
 from tests.running import Running, daemon_config, running_daemon
 from tests.verifier import verify
@@ -372,3 +372,37 @@ async def test_every_admin_route_needs_the_admin_token(daemon: Running) -> None:
             status, body, _ = await daemon.call(method, path, {}, token=token)
             assert status == expected, (method, path, token, body)
             assert body["error"]["code"] in ("unauthorized", "forbidden")
+
+
+async def test_metrics_in_the_prometheus_text_format(daemon: Running, receiver: Receiver) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    _, hook, _ = await daemon.call("POST", "/v1/webhooks", create_body(receiver.url))
+    ids = await ingest(daemon, samples.event(), samples.event(), samples.event("CI_STATS"))
+    await ingest(daemon, samples.event(eventId=ids[0]))  # a duplicate
+    await until(lambda: len(receiver.all_event_ids()) == 2)  # CI_STATS is not subscribed
+    await asyncio.sleep(0.05)
+    async with daemon.session.get(
+        daemon.url + "/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    ) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain")
+        text = await response.text()
+    samples_by_name: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples_by_name[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+
+    def value(name: str, **labels: str) -> float:
+        return samples_by_name[(name, tuple(sorted(labels.items())))]
+
+    assert value("almhookd_events_ingested_total", event_name="COURSE_ENROLLMENT") == 2
+    assert value("almhookd_events_ingested_total", event_name="CI_STATS") == 1
+    assert value("almhookd_events_duplicate_total") == 1
+    assert value("almhookd_deliveries_total", webhook_id=hook["id"], outcome="delivered") == 2
+    assert value("almhookd_attempts_total", webhook_id=hook["id"], status_class="2xx") >= 1
+    assert value("almhookd_delivery_latency_seconds_count") == 2
+    assert value("almhookd_backlog_events", webhook_id=hook["id"], kind="realtime") == 0
+    assert value("almhookd_oldest_pending_age_seconds", webhook_id=hook["id"]) == 0
+    assert value("almhookd_webhooks", status="active") == 1
+    assert value("almhookd_expired_events_total") == 0
