@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from almhookd import __version__
+from almhookd import commands as commands_module
 from almhookd.auth import read_generated_token
 from almhookd.config import Config, load_config, parse_listen, render_config
 from almhookd.errors import AlmhookdError, ConfigError
@@ -72,11 +73,33 @@ def _parser() -> argparse.ArgumentParser:
     emit.add_argument("--event-id", metavar="ID", help="eventId (default: a new UUID)")
     emit.add_argument("--timestamp", type=int, metavar="MS", help="epoch milliseconds")
     emit.add_argument("--file", metavar="FILE", help="JSON file to send as is ('-': stdin)")
-    emit.add_argument("--url", help="daemon URL (default: $ALMHOOKD_URL, else from the config)")
-    emit.add_argument(
+    with_endpoint(emit)
+    commands_module.add_parsers(commands, with_client)
+    return parser
+
+
+def with_endpoint(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--url", help="daemon URL (default: $ALMHOOKD_URL, else from the config)")
+    sub.add_argument(
         "--token", help="bearer token (default: $ALMHOOKD_ADMIN_TOKEN, else from the config)"
     )
-    return parser
+
+
+def with_client(sub: argparse.ArgumentParser) -> None:
+    """Flags of every client command: where the daemon is and which token to use."""
+    sub.add_argument(
+        "--config",
+        type=Path,
+        metavar="PATH",
+        help="configuration file (default: $ALMHOOKD_CONFIG, else /etc/almhookd/config.toml)",
+    )
+    sub.add_argument(
+        "--database",
+        type=Path,
+        metavar="PATH",
+        help="the daemon's database (where a generated admin token lies)",
+    )
+    with_endpoint(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -93,6 +116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "emit":
             return _emit(args, os.environ)
+        if args.command in ("webhooks", "status"):
+            endpoint = resolve_endpoint(args, os.environ, prefer_ingest=False)
+            return commands_module.run(
+                args, lambda method, path, body: _call(endpoint, method, path, body)
+            )
     except ConfigError as error:
         print(f"almhookd: {error.message}", file=sys.stderr)
         return EXIT_CONFIG
@@ -178,6 +206,13 @@ def request_json(
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
         raise CommandFailed(f"cannot reach almhookd at {endpoint.url}: {reason}") from None
+
+
+def _call(endpoint: Endpoint, method: str, path: str, body: Any) -> Any:
+    status, answer = request_json(endpoint, method, path, body)
+    if not 200 <= status < 300:
+        raise CommandFailed(_api_error_message(status, answer))
+    return answer
 
 
 def _api_error_message(status: int, body: Any) -> str:

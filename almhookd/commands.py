@@ -1,0 +1,355 @@
+"""The admin client commands: ``almhookd webhooks …`` and ``almhookd status``.
+
+Human-friendly tables by default, ``--json`` for scripts. API errors are shown as the
+API's message (with per-field details) and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+EXIT_OK = 0
+
+
+def add_parsers(commands: Any, with_client: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Add ``webhooks`` and ``status`` to the top-level sub-parsers."""
+    webhooks = commands.add_parser("webhooks", help="manage webhooks on a running daemon")
+    actions = webhooks.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def action(name: str, help_text: str, *, webhook_id: bool = True) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = actions.add_parser(name, help=help_text)
+        with_client(sub)
+        sub.add_argument("--json", action="store_true", help="print the API's JSON")
+        if webhook_id:
+            sub.add_argument("webhook_id", metavar="WEBHOOK", help="the webhook's id or name")
+        return sub
+
+    action("list", "list webhooks", webhook_id=False)
+    action("show", "show one webhook")
+    add = action("add", "create a webhook", webhook_id=False)
+    _webhook_flags(add, creating=True)
+    edit = action("edit", "change a webhook (only the flags given)")
+    _webhook_flags(edit, creating=False)
+    action("delete", "delete a webhook and its pending deliveries")
+    action("test", "send one test delivery now (not retried)")
+    secret = action("secret", "download the signing secret as JSON")
+    secret.add_argument("--output", metavar="FILE", help="write it to FILE (mode 0600)")
+    action("rotate-secret", "make a new signing secret (the old one signs for a grace period)")
+    deliveries = action("deliveries", "per-event delivery state")
+    deliveries.add_argument("--state", choices=("pending", "sending", "delivered", "expired"))
+    deliveries.add_argument("--limit", type=int, default=50)
+    attempts = action("attempts", "the request log, newest first")
+    attempts.add_argument("--limit", type=int, default=20)
+    replay = action("replay", "queue retained events again (new webhook-id)")
+    group = replay.add_mutually_exclusive_group(required=True)
+    group.add_argument("--event-id", action="append", dest="event_ids", metavar="ID")
+    group.add_argument("--since", type=int, metavar="MS", help="epoch milliseconds")
+
+    status = commands.add_parser("status", help="one-screen overview of the daemon")
+    with_client(status)
+    status.add_argument("--json", action="store_true", help="print the API's JSON")
+
+
+def _webhook_flags(sub: argparse.ArgumentParser, *, creating: bool) -> None:
+    """Flags named after the JSON fields of a webhook."""
+    sub.add_argument("--name", required=creating)
+    sub.add_argument("--target-url", required=creating, metavar="URL")
+    sub.add_argument(
+        "--events",
+        action="append",
+        required=creating,
+        metavar="NAMES",
+        help="event names, comma-separated or the flag repeated",
+    )
+    sub.add_argument("--description")
+    sub.add_argument("--contact-email", metavar="EMAIL")
+    sub.add_argument("--auth-type", choices=("none", "basic", "signature"))
+    sub.add_argument("--auth-username", metavar="USER", help="for --auth-type basic")
+    sub.add_argument(
+        "--auth-password-file",
+        type=Path,
+        metavar="FILE",
+        help="for --auth-type basic: read the password from FILE",
+    )
+    sub.add_argument(
+        "--auth-password",
+        metavar="PASSWORD",
+        help="for --auth-type basic (visible to other local users; prefer "
+        "--auth-password-file or $ALMHOOKD_WEBHOOK_PASSWORD)",
+    )
+    state = sub.add_mutually_exclusive_group()
+    state.add_argument("--active", dest="active", action="store_const", const=True)
+    state.add_argument(
+        "--inactive",
+        dest="active",
+        action="store_const",
+        const=False,
+        help="archive: nothing is delivered",
+    )
+
+
+def webhook_body(args: argparse.Namespace) -> dict[str, Any]:
+    """The create/patch body the flags describe (only the flags given)."""
+    body: dict[str, Any] = {}
+    if args.events is not None:
+        body["events"] = [n.strip() for item in args.events for n in item.split(",") if n.strip()]
+    for flag, key in (
+        ("name", "name"),
+        ("target_url", "targetUrl"),
+        ("description", "description"),
+        ("contact_email", "contactEmail"),
+        ("active", "active"),
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            body[key] = value
+    if args.auth_type is not None:
+        auth: dict[str, Any] = {"type": args.auth_type}
+        if args.auth_type == "basic":
+            password = args.auth_password or os.environ.get("ALMHOOKD_WEBHOOK_PASSWORD")
+            if args.auth_password_file is not None:
+                password = args.auth_password_file.read_text(encoding="utf-8").strip()
+            if args.auth_username is not None:
+                auth["username"] = args.auth_username
+            if password:
+                auth["password"] = password
+        body["auth"] = auth
+    return body
+
+
+# --- formatting (pure) --------------------------------------------------------------
+
+
+def when(ms: int | None, *, now_ms: int | None = None) -> str:
+    if ms is None:
+        return "-"
+    text = datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    if now_ms is not None:
+        text += f" ({age(now_ms - ms)} ago)" if ms <= now_ms else f" (in {age(ms - now_ms)})"
+    return text
+
+
+def age(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    seconds = max(0, ms) // 1000
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(h) for h in headers], *[["-" if c is None else str(c) for c in r] for r in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    )
+
+
+def backlog_text(webhook: dict[str, Any]) -> str:
+    backlog = webhook["backlog"]
+    text = f"{backlog['realtime']}+{backlog['batch']}"
+    return text + (f" ({backlog['batchHeld']} held)" if backlog["batchHeld"] else "")
+
+
+def webhooks_table(webhooks: Sequence[dict[str, Any]], now_ms: int) -> str:
+    if not webhooks:
+        return "no webhooks (create one with: almhookd webhooks add --name … --url … --event …)"
+    return table(
+        ("ID", "NAME", "STATUS", "EVENTS", "BACKLOG", "LAST SUCCESS", "TARGET"),
+        [
+            (
+                w["id"],
+                w["name"],
+                w["status"],
+                len(w["events"]),
+                backlog_text(w),
+                when(w["lastSuccessAt"], now_ms=now_ms),
+                w["targetUrl"],
+            )
+            for w in webhooks
+        ],
+    )
+
+
+def webhook_details(webhook: dict[str, Any], now_ms: int) -> str:
+    auth = webhook["auth"]["type"] + (
+        f" ({webhook['auth'].get('username')})" if webhook["auth"]["type"] == "basic" else ""
+    )
+    lines = [
+        ("id", webhook["id"]),
+        ("name", webhook["name"]),
+        ("description", webhook["description"] or "-"),
+        ("target", webhook["targetUrl"]),
+        ("auth", auth),
+        (
+            "status",
+            webhook["status"]
+            + (f": {webhook['disabledReason']}" if webhook["disabledReason"] else ""),
+        ),
+        ("events", ", ".join(webhook["events"])),
+        ("contact", webhook["contactEmail"] or "-"),
+        ("backlog", f"{backlog_text(webhook)} (real-time+batch)"),
+        ("oldest pending", age(webhook["oldestPendingAgeMs"])),
+        ("last success", when(webhook["lastSuccessAt"], now_ms=now_ms)),
+        ("failing since", when(webhook["failingSince"], now_ms=now_ms)),
+        ("last error", webhook["lastError"] or "-"),
+        ("next retry", when(webhook["nextRetryAt"], now_ms=now_ms)),
+    ]
+    width = max(len(k) for k, _ in lines)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in lines)
+
+
+def status_screen(status: dict[str, Any], now_ms: int) -> str:
+    rows = [
+        (
+            w["name"],
+            w["status"],
+            backlog_text(w),
+            age(w["oldestPendingAgeMs"]),
+            when(w["lastSuccessAt"], now_ms=now_ms),
+            when(w["nextRetryAt"], now_ms=now_ms),
+            (w["lastError"] or "-")[:40],
+        )
+        for w in status["webhooks"]
+    ]
+    lines = [
+        f"almhookd: {len(rows)} webhook(s); next batch flush "
+        f"{when(status.get('nextFlushAt'), now_ms=now_ms)}"
+    ]
+    if rows:
+        lines.append(
+            table(
+                (
+                    "WEBHOOK",
+                    "STATE",
+                    "BACKLOG",
+                    "OLDEST",
+                    "LAST SUCCESS",
+                    "NEXT RETRY",
+                    "LAST ERROR",
+                ),
+                rows,
+            )
+        )
+    return "\n".join(lines)
+
+
+# --- running the commands -----------------------------------------------------------
+
+
+def _resolve(reference: str, call: Callable[[str, str, Any], Any]) -> str:
+    """A webhook id, or the id of the webhook with this name."""
+    if reference.startswith("wh_"):
+        return reference
+    for webhook in call("GET", "/v1/webhooks", None)["webhooks"]:
+        if webhook["name"] == reference:
+            return str(webhook["id"])
+    raise LookupError(f"no webhook named {reference!r}")
+
+
+def run(args: argparse.Namespace, call: Callable[[str, str, Any], Any]) -> int:
+    """Run a client command; ``call(method, path, body)`` returns the API's JSON or raises."""
+    now_ms = int(time.time() * 1000)
+    if args.command == "status":
+        body = call("GET", "/v1/status", None)
+        print(json.dumps(body, indent=2) if args.json else status_screen(body, now_ms))
+        return EXIT_OK
+    path = "/v1/webhooks"
+    if getattr(args, "webhook_id", None):
+        path += "/" + quote(_resolve(args.webhook_id, call), safe="")
+    action = args.action
+    if action == "list":
+        body = call("GET", path, None)
+        print(json.dumps(body, indent=2) if args.json else webhooks_table(body["webhooks"], now_ms))
+    elif action in ("show", "add", "edit"):
+        method = {"show": "GET", "add": "POST", "edit": "PATCH"}[action]
+        payload = None if action == "show" else webhook_body(args)
+        body = call(method, path, payload)
+        print(json.dumps(body, indent=2) if args.json else webhook_details(body, now_ms))
+    elif action == "delete":
+        call("DELETE", path, None)
+        print(f"deleted {args.webhook_id}")
+    elif action == "test":
+        body = call("POST", path + "/test", None)
+        if args.json:
+            print(json.dumps(body, indent=2))
+        else:
+            outcome = f"HTTP {body['status']}" if body["status"] is not None else body["error"]
+            print(f"{'ok' if body['ok'] else 'FAILED'}: {outcome} in {body['durationMs']} ms")
+            if body["responseBody"]:
+                print(body["responseBody"])
+        return EXIT_OK if body["ok"] else 1
+    elif action in ("secret", "rotate-secret"):
+        body = call(
+            "GET" if action == "secret" else "POST",
+            path + ("/secret" if action == "secret" else "/secret/rotate"),
+            None,
+        )
+        text = json.dumps(body, indent=2)
+        if getattr(args, "output", None):
+            descriptor = os.open(args.output, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+                file.write(text + "\n")
+            print(f"secret written to {args.output}")
+        else:
+            print(text)
+    elif action == "deliveries":
+        query = urlencode({k: v for k, v in (("state", args.state), ("limit", args.limit)) if v})
+        body = call("GET", f"{path}/deliveries?{query}", None)
+        print(
+            json.dumps(body, indent=2)
+            if args.json
+            else table(
+                ("EVENT ID", "EVENT", "STATE", "ATTEMPTS", "DELIVERED", "BATCH"),
+                [
+                    (
+                        d["eventId"],
+                        d["eventName"],
+                        d["state"],
+                        d["attempts"],
+                        when(d["deliveredAt"]),
+                        d["batchId"],
+                    )
+                    for d in body["deliveries"]
+                ],
+            )
+        )
+    elif action == "attempts":
+        body = call("GET", f"{path}/attempts?limit={args.limit}", None)
+        print(
+            json.dumps(body, indent=2)
+            if args.json
+            else table(
+                ("TIME", "EVENTS", "STATUS", "MS", "ERROR", "BATCH"),
+                [
+                    (
+                        when(a["startedAt"]),
+                        a["eventCount"],
+                        a["status"],
+                        a["durationMs"],
+                        a["error"],
+                        a["batchId"],
+                    )
+                    for a in body["attempts"]
+                ],
+            )
+        )
+    elif action == "replay":
+        payload = {"eventIds": args.event_ids} if args.event_ids else {"since": args.since}
+        body = call("POST", path + "/replay", payload)
+        print(json.dumps(body) if args.json else f"queued {body['queued']} deliveries again")
+    else:  # pragma: no cover - argparse allows no other action
+        print(f"unknown action {action}", file=sys.stderr)
+        return 2
+    return EXIT_OK
