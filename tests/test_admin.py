@@ -406,3 +406,20 @@ async def test_metrics_in_the_prometheus_text_format(daemon: Running, receiver: 
     assert value("almhookd_oldest_pending_age_seconds", webhook_id=hook["id"]) == 0
     assert value("almhookd_webhooks", status="active") == 1
     assert value("almhookd_expired_events_total") == 0
+
+
+async def test_an_event_shows_its_state_per_webhook(daemon: Running, receiver: Receiver) -> None:
+    _, live, _ = await daemon.call("POST", "/v1/webhooks", create_body(receiver.url))
+    _, dead, _ = await daemon.call(
+        "POST", "/v1/webhooks", create_body("http://127.0.0.1:9/", name="dead")
+    )
+    [event_id] = await ingest(daemon, samples.event())
+    await until(lambda: receiver.all_event_ids() == [event_id])
+    await asyncio.sleep(0.05)
+    status, event, _ = await daemon.call("GET", f"/v1/events/{event_id}")
+    assert status == 200
+    states = {d["webhookId"]: d for d in event["deliveries"]}
+    assert states[live["id"]]["state"] == "delivered"
+    assert states[live["id"]]["deliveredAt"] is not None
+    assert states[dead["id"]]["state"] in ("pending", "sending")
+    assert states[dead["id"]]["attempts"] >= 1
