@@ -16,9 +16,9 @@ from aiohttp import web
 
 from almhookd.api import (
     CLOCK,
-    CONFIG,
     DISPATCHER,
     SENDER,
+    STATE,
     STORE,
     ApiError,
     epoch_ms,
@@ -88,7 +88,7 @@ async def _webhook(request: web.Request) -> Webhook:
 
 async def _check_target(request: web.Request, url: str) -> None:
     try:
-        await check_target(url, TargetPolicy.from_config(request.app[CONFIG].delivery))
+        await check_target(url, TargetPolicy.from_config(request.app[STATE].config.delivery))
     except TargetRefused as error:
         raise InvalidInput([Problem(path="targetUrl", message=error.message)]) from None
 
@@ -110,7 +110,7 @@ async def list_webhooks(request: web.Request) -> web.Response:
 
 async def create_webhook(request: web.Request) -> web.Response:
     new = parse_new_webhook(await read_json(request))
-    limit = request.app[CONFIG].delivery.max_webhooks
+    limit = request.app[STATE].config.delivery.max_webhooks
     if await request.app[STORE].count_webhooks() >= limit:
         raise ApiError(
             409,
@@ -165,7 +165,7 @@ def _test_body(webhook: Webhook, account_id: int, now_ms: int) -> bytes:
 
 
 async def _send_test(request: web.Request, webhook: Webhook) -> dict[str, Any]:
-    config, now = request.app[CONFIG], request.app[CLOCK]()
+    config, now = request.app[STATE].config, request.app[CLOCK]()
     outcome = await request.app[SENDER].send(
         webhook,
         message_id=f"msg_test_{uuid.uuid4().hex}",
@@ -261,7 +261,7 @@ async def rotate_secret(request: web.Request) -> web.Response:
     await request.app[DISPATCHER].rotate_secret(webhook.id)
     rotated = await _webhook(request)
     document = _secret_document(rotated, int(request.app[CLOCK]() * 1000))
-    document["graceSeconds"] = request.app[CONFIG].delivery.secret_rotation_grace
+    document["graceSeconds"] = request.app[STATE].config.delivery.secret_rotation_grace
     return web.json_response(document, headers={"Cache-Control": "no-store"})
 
 

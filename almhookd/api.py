@@ -35,15 +35,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @dataclass(kw_only=True, slots=True)
 class ServerState:
-    """What the running server shares with the daemon that owns it."""
+    """What the running server shares with the daemon that owns it; the daemon swaps
+    ``config`` and ``tokens`` on a reload."""
 
+    config: Config
+    tokens: TokenChecker
     draining: bool = False
 
 
 STORE: Final = web.AppKey("store", Store)
-CONFIG: Final = web.AppKey("config", Config)
 CLOCK: Final = web.AppKey("clock", Clock)
-TOKENS: Final = web.AppKey("tokens", TokenChecker)
 STATE: Final = web.AppKey("state", ServerState)
 SCHEDULER: Final = web.AppKey("scheduler", BatchScheduler)
 DISPATCHER: Final = web.AppKey("dispatcher", Dispatcher)
@@ -122,7 +123,7 @@ def _authorise(request: web.Request) -> None:
     route = request.match_info.route.name
     if route in PUBLIC_ROUTES:
         return
-    role = request.app[TOKENS].role(request.headers.get("Authorization"))
+    role = request.app[STATE].tokens.role(request.headers.get("Authorization"))
     if role is None:
         raise ApiError(
             401,
@@ -147,7 +148,7 @@ async def read_text(request: web.Request) -> str:
             "unsupported_media_type",
             f"expected Content-Type: application/json, got {request.content_type or 'none'}",
         )
-    limit = request.app[CONFIG].server.max_body_bytes
+    limit = request.app[STATE].config.server.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, "body_too_large", f"the body is larger than {limit} bytes")
     try:
@@ -184,7 +185,7 @@ async def ingest(request: web.Request) -> web.Response:
     if request.app[STATE].draining:
         raise StorageClosed()
     text = await read_text(request)
-    config = request.app[CONFIG]
+    config = request.app[STATE].config
     events = parse_ingest(
         decode_json(text),
         now_ms=int(request.app[CLOCK]() * 1000),
@@ -344,10 +345,8 @@ def create_app(
         client_max_size=config.server.max_body_bytes,
     )
     app[STORE] = store
-    app[CONFIG] = config
     app[CLOCK] = clock
-    app[TOKENS] = tokens
-    app[STATE] = state or ServerState()
+    app[STATE] = state or ServerState(config=config, tokens=tokens)
     app[METRICS] = metrics or Metrics()
     if scheduler is not None:
         app[SCHEDULER] = scheduler

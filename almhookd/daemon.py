@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from typing import Final
 
 import structlog
@@ -23,7 +24,7 @@ from aiohttp import web
 from almhookd import __version__
 from almhookd.api import ServerState, create_app
 from almhookd.auth import TokenChecker, ensure_admin_token
-from almhookd.config import Config, ListenAddress
+from almhookd.config import Config, ListenAddress, load_config
 from almhookd.dispatcher import Dispatcher
 from almhookd.errors import AlmhookdError, ConfigError
 from almhookd.logs import configure_logging
@@ -31,6 +32,7 @@ from almhookd.metrics import Metrics
 from almhookd.notify import Notifier
 from almhookd.protocols import Clock
 from almhookd.scheduler import BatchScheduler
+from almhookd.sdnotify import SystemdNotifier
 from almhookd.sender import Sender
 from almhookd.store import Store
 
@@ -52,6 +54,8 @@ async def serve(
     shutdown_trigger: ShutdownTrigger,
     clock: Clock = time.time,
     on_ready: Callable[[list[ListenAddress]], None] | None = None,
+    reload_trigger: ShutdownTrigger | None = None,
+    systemd: SystemdNotifier | None = None,
 ) -> None:
     """Run the daemon until ``shutdown_trigger`` returns, then stop cleanly.
 
@@ -92,13 +96,14 @@ async def serve(
         await scheduler.start()
         stack.push_async_callback(scheduler.stop)
 
-        state = ServerState()
+        tokens = TokenChecker(admin=admin_token, ingest=config.server.ingest_token)
+        state = ServerState(config=config, tokens=tokens)
         app = create_app(
             store=store,
             config=config,
             clock=clock,
             state=state,
-            tokens=TokenChecker(admin=admin_token, ingest=config.server.ingest_token),
+            tokens=tokens,
             scheduler=scheduler,
             dispatcher=dispatcher,
             sender=sender,
@@ -127,12 +132,123 @@ async def serve(
             schema_version=store.schema_version,
             webhooks=len(dispatcher.workers),
         )
+        systemd = systemd or SystemdNotifier({})
+        parts = _Parts(
+            store=store,
+            sender=sender,
+            notifier=notifier,
+            dispatcher=dispatcher,
+            scheduler=scheduler,
+            state=state,
+            systemd=systemd,
+        )
+        systemd.ready(await parts.status_line())
+        background = [asyncio.create_task(parts.report_status(), name="almhookd-status")]
+        if systemd.watchdog_interval:
+            background.append(
+                asyncio.create_task(
+                    parts.watchdog(systemd.watchdog_interval), name="almhookd-watchdog"
+                )
+            )
+        if reload_trigger is not None:
+            background.append(
+                asyncio.create_task(parts.reloads(reload_trigger), name="almhookd-reload")
+            )
         if on_ready is not None:
             on_ready(bound)
-        await shutdown_trigger()
+        try:
+            await shutdown_trigger()
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
         log.info("daemon.stopping")
+        systemd.stopping()
         state.draining = True
     log.info("daemon.stopped")
+
+
+#: How often the systemd STATUS line is refreshed.
+STATUS_INTERVAL_SECONDS: Final = 10.0
+
+
+@dataclass(kw_only=True, slots=True)
+class _Parts:
+    """The running daemon's parts, for the status line, the watchdog and reloads."""
+
+    store: Store
+    sender: Sender
+    notifier: Notifier
+    dispatcher: Dispatcher
+    scheduler: BatchScheduler
+    state: ServerState
+    systemd: SystemdNotifier
+
+    async def status_line(self) -> str:
+        webhooks = await self.store.list_webhooks()
+        backlog = sum([await self.store.backlog(w.id) for w in webhooks])
+        active = sum(1 for w in webhooks if w.active)
+        return f"{len(webhooks)} webhooks ({active} active), backlog {backlog}"
+
+    async def report_status(self) -> None:
+        while self.systemd.enabled:
+            await asyncio.sleep(STATUS_INTERVAL_SECONDS)
+            with contextlib.suppress(AlmhookdError):
+                self.systemd.status(await self.status_line())
+
+    async def watchdog(self, interval: float) -> None:
+        """``WATCHDOG=1`` every half interval, only while the loop, the store writer and
+        the workers make progress: a wedged store lets systemd's watchdog fire."""
+        while True:
+            await asyncio.sleep(interval / 2)
+            try:
+                await asyncio.wait_for(self.store.ping(), timeout=interval / 2)
+            except (TimeoutError, AlmhookdError) as error:
+                log.error("watchdog.store_not_responding", error=str(error) or "timed out")
+                continue
+            if not self.dispatcher.healthy():
+                log.error("watchdog.worker_stopped")
+                continue
+            self.systemd.watchdog()
+
+    async def reloads(self, trigger: ShutdownTrigger) -> None:
+        while True:
+            await trigger()
+            await self.reload()
+
+    async def reload(self) -> None:
+        """Re-read the configuration file; keep the running one if the new one is bad."""
+        current = self.state.config
+        self.systemd.reloading()
+        try:
+            new = load_config(current.source) if current.source else current
+        except ConfigError as error:
+            log.error("daemon.reload_failed", error=error.message, kept="the running configuration")
+            self.systemd.ready(await self.status_line())
+            return
+        # The listener and the database stay as started: changing them needs a restart.
+        if new.server.listen != current.server.listen:
+            log.warning("daemon.reload_needs_restart", key="server.listen")
+        new = replace(
+            new,
+            server=replace(new.server, listen=current.server.listen),
+            storage=replace(new.storage, path=current.storage.path),
+        )
+        configure_logging(level=new.log.level, format=new.log.format)
+        admin_token, _ = ensure_admin_token(new)
+        self.state.tokens = TokenChecker(admin=admin_token, ingest=new.server.ingest_token)
+        self.state.config = new
+        self.notifier.config = new.notify
+        self.sender.reconfigure(new.delivery)
+        self.dispatcher.reconfigure(new)
+        self.scheduler.reconfigure(new.batch)
+        changed = [
+            name
+            for name in ("server", "storage", "account", "delivery", "batch", "notify", "log")
+            if getattr(new, name) != getattr(current, name)
+        ]
+        log.info("daemon.reloaded", changed=changed)
+        self.systemd.ready(await self.status_line())
 
 
 def _address(sockname: object) -> ListenAddress:
@@ -142,12 +258,22 @@ def _address(sockname: object) -> ListenAddress:
 
 
 def run(config: Config) -> int:
-    """``almhookd run``: serve until SIGTERM or SIGINT; a second signal exits at once."""
+    """``almhookd run``: serve until SIGTERM or SIGINT (a second one exits at once);
+    SIGHUP reloads the configuration file."""
     configure_logging(level=config.log.level, format=config.log.format)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
+        reload_requested = asyncio.Event()
+
+        async def next_reload() -> None:
+            await reload_requested.wait()
+            reload_requested.clear()
+
+        def on_hangup() -> None:
+            log.info("daemon.signal", signal="SIGHUP")
+            reload_requested.set()
 
         def on_signal(signum: int) -> None:
             if stop.is_set():
@@ -158,7 +284,14 @@ def run(config: Config) -> int:
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, on_signal, signum)
-        await serve(config, shutdown_trigger=stop.wait)
+        loop.add_signal_handler(signal.SIGHUP, on_hangup)
+        systemd = SystemdNotifier()
+        try:
+            await serve(
+                config, shutdown_trigger=stop.wait, reload_trigger=next_reload, systemd=systemd
+            )
+        finally:
+            systemd.close()
 
     try:
         uvloop.run(main())

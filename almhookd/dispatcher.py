@@ -136,6 +136,16 @@ class Dispatcher:
         self.metrics.webhooks_disabled.inc()
         self.workers.pop(webhook_id, None)
 
+    def reconfigure(self, config: Config) -> None:
+        """New limits, timeouts and retry settings for every worker (a reload)."""
+        self._config = config
+        for worker in self.workers.values():
+            worker.reconfigure(config)
+
+    def healthy(self) -> bool:
+        """Every worker's loop is running (none died of an unexpected error)."""
+        return all(worker.running for worker in self.workers.values())
+
     def wake_all(self) -> None:
         for worker in self.workers.values():
             worker.wake()

@@ -1,14 +1,18 @@
 """structlog set-up: JSON lines for journald and machines, a console format on a TTY.
 
 The standard library's loggers (aiohttp, asyncio) are routed through the same
-processors, so every line of the daemon has one shape.
+processors, so every line of the daemon has one shape. Under journald (its
+``JOURNAL_STREAM`` names our stdout) each line starts with the syslog priority,
+``<3>`` to ``<7>``, so ``journalctl -p warning`` selects by level.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
-from typing import Any, TextIO
+from collections.abc import Callable, Mapping
+from typing import Any, Final, TextIO
 
 import structlog
 
@@ -20,15 +24,53 @@ _LEVELS = {
 }
 
 
+#: syslog priorities of sd-daemon(3) by log level.
+PRIORITIES: Final = {"critical": 2, "error": 3, "exception": 3, "warning": 4, "info": 6, "debug": 7}
+
+Renderer = Callable[[Any, str, Any], Any]
+
+
+class JournalPrefix:
+    """Wraps a renderer: ``<priority>`` before each line for journald."""
+
+    def __init__(self, inner: Renderer) -> None:
+        self._inner = inner
+
+    def __call__(self, logger: Any, method: str, event_dict: Any) -> str:
+        priority = PRIORITIES.get(str(event_dict.get("level", method)), 6)
+        return f"<{priority}>{self._inner(logger, method, event_dict)}"
+
+
+def under_journald(stream: TextIO, environ: Mapping[str, str]) -> bool:
+    """Whether ``stream`` is the journal stream systemd connected (``JOURNAL_STREAM``)."""
+    expected = environ.get("JOURNAL_STREAM", "")
+    if not expected:
+        return False
+    try:
+        status = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return expected == f"{status.st_dev}:{status.st_ino}"
+
+
 def configure_logging(
-    *, level: str = "info", format: str = "auto", stream: TextIO | None = None
+    *,
+    level: str = "info",
+    format: str = "auto",
+    stream: TextIO | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> None:
+    """Set up (or, on a reload, set up again) the whole logging pipeline."""
     stream = stream or sys.stdout
+    environ = os.environ if environ is None else environ
     use_json = format == "json" or (format == "auto" and not stream.isatty())
     timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
     renderer: list[Any]
     if use_json:
-        renderer = [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+        json_renderer: Renderer = structlog.processors.JSONRenderer()
+        if under_journald(stream, environ):
+            json_renderer = JournalPrefix(json_renderer)
+        renderer = [structlog.processors.dict_tracebacks, json_renderer]
     else:
         renderer = [structlog.dev.ConsoleRenderer(colors=stream.isatty())]
     structlog.configure(

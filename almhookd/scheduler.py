@@ -63,6 +63,14 @@ class BatchScheduler:
         self.next_flush_at = next_flush(self._previous, now=self._clock(), schedule=self._schedule)
         self._task = asyncio.create_task(self._run(), name="almhookd-batch-scheduler")
 
+    def reconfigure(self, config: BatchConfig) -> None:
+        """A new schedule, effective from the last flush (a reload)."""
+        self._schedule = FlushSchedule(
+            interval=config.interval, at=config.at, zone=self._schedule.zone
+        )
+        self.next_flush_at = next_flush(self._previous, now=self._clock(), schedule=self._schedule)
+        self._trigger.set()
+
     async def flush(self) -> dict[str, int]:
         """Release every held non-real-time delivery now; returns counts per webhook."""
         async with self._lock:

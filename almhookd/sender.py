@@ -44,21 +44,35 @@ class Sender:
         self._clock = clock
         self._policy = TargetPolicy.from_config(config)
         self._session: aiohttp.ClientSession | None = None
+        self._resolver: GuardedResolver | None = None
 
     async def start(self) -> None:
+        resolver = GuardedResolver(self._policy)
         connector = aiohttp.TCPConnector(
-            resolver=GuardedResolver(self._policy), limit=0, keepalive_timeout=30, ttl_dns_cache=10
+            resolver=resolver, limit=0, keepalive_timeout=30, ttl_dns_cache=10
         )
+        self._resolver = resolver
         self._session = aiohttp.ClientSession(
             connector=connector,
-            timeout=aiohttp.ClientTimeout(
-                total=self._config.connect_timeout + self._config.read_timeout,
-                sock_connect=self._config.connect_timeout,
-                sock_read=self._config.read_timeout,
-            ),
             headers={"User-Agent": USER_AGENT},
             auto_decompress=True,
             raise_for_status=False,
+        )
+
+    def reconfigure(self, config: DeliveryConfig) -> None:
+        """New timeouts and target rules apply to the next request (a reload)."""
+        self._config = config
+        self._policy = TargetPolicy.from_config(config)
+        if self._resolver is not None:
+            self._resolver.policy = self._policy
+
+    def _timeout(self) -> aiohttp.ClientTimeout:
+        # The whole request must finish within connect + read: a receiver that drips its
+        # answer byte by byte cannot hold a worker for longer.
+        return aiohttp.ClientTimeout(
+            total=self._config.connect_timeout + self._config.read_timeout,
+            sock_connect=self._config.connect_timeout,
+            sock_read=self._config.read_timeout,
         )
 
     async def close(self) -> None:
@@ -106,7 +120,11 @@ class Sender:
             headers = self.headers(webhook, message_id=message_id, body=body, timestamp=timestamp)
             headers.update(extra_headers or {})
             async with self._session.post(
-                webhook.target_url, data=body, headers=headers, allow_redirects=False
+                webhook.target_url,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                timeout=self._timeout(),
             ) as response:
                 raw = await response.content.read(MAX_RESPONSE_READ)
                 excerpt = raw[:RESPONSE_EXCERPT].decode("utf-8", errors="replace")

@@ -380,6 +380,11 @@ class Store:
 
         return await self._run(run)
 
+    async def ping(self) -> None:
+        """An empty write transaction: proves the writer thread and the write lock are
+        available (the watchdog's test that the store is not wedged)."""
+        await self._write(lambda db: None, durable=False)
+
     @property
     def schema_version(self) -> int:
         return SCHEMA_VERSION

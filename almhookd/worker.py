@@ -73,6 +73,14 @@ class Worker:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"almhookd-worker-{self.webhook.id}")
 
+    def reconfigure(self, config: Config) -> None:
+        self._config = config
+        self._policy = RetryPolicy.from_config(config)
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
     def wake(self) -> None:
         self._wake.set()
 
