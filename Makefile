@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench clean install
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,3 +34,24 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+
+## install: the package in a venv under $(PREFIX), the config under /etc/almhookd, the
+## unit under /etc/systemd/system (see docs/INSTALL.md). Run as root. Idempotent: an
+## existing config or credential is never overwritten, so it is also the upgrade.
+PREFIX ?= /opt/almhookd
+DESTDIR ?=
+install:
+	$(PYTHON) -m venv $(DESTDIR)$(PREFIX)
+	$(DESTDIR)$(PREFIX)/bin/pip install --quiet --upgrade pip
+	$(DESTDIR)$(PREFIX)/bin/pip install --quiet --upgrade .
+	install -d -m 0755 $(DESTDIR)/etc/almhookd
+	install -d -m 0700 $(DESTDIR)/etc/almhookd/credentials
+	test -e $(DESTDIR)/etc/almhookd/config.toml || \
+		install -m 0644 config.example.toml $(DESTDIR)/etc/almhookd/config.toml
+	test -e $(DESTDIR)/etc/almhookd/credentials/admin_token || \
+		(umask 077; $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(32))' \
+			> $(DESTDIR)/etc/almhookd/credentials/admin_token)
+	install -d $(DESTDIR)$(PREFIX)/share/doc
+	install -m 0644 README.md docs/INSTALL.md $(DESTDIR)$(PREFIX)/share/doc/
+	install -D -m 0644 systemd/almhookd.service $(DESTDIR)/etc/systemd/system/almhookd.service
+	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi

@@ -444,7 +444,8 @@ def _parse_section(
 def _resolve_secret(
     section: str, key: str, table: dict[str, Any], where: str, base: Path, env: Mapping[str, str]
 ) -> Secret | None:
-    """A secret comes from its key, else from ``KEY_file``, else from its environment var."""
+    """A secret comes from its key, else from ``KEY_file``, else from a systemd credential
+    named like the key, else from its environment variable."""
     inline, file_key = table.get(key, ""), f"{key}_file"
     file_name = table.get(file_key, "")
     if not isinstance(inline, str):
@@ -468,6 +469,14 @@ def _resolve_secret(
         return Secret(value)
     if inline:
         return Secret(inline)
+    credentials = env.get("CREDENTIALS_DIRECTORY", "")
+    if credentials:  # systemd's LoadCredential=: one file per secret, named by its key
+        try:
+            value = (Path(credentials) / key).read_text(encoding="utf-8").strip()
+        except OSError:
+            value = ""
+        if value:
+            return Secret(value)
     from_env = env.get(_SECRET_KEYS[(section, key)], "")
     return Secret(from_env) if from_env else None
 

@@ -58,12 +58,13 @@ class DaemonProcess:
         self.log_path = config_path.with_suffix(".log")
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, *, wait: bool = True) -> DaemonProcess:
+    def start(self, *, wait: bool = True, env: dict[str, str] | None = None) -> DaemonProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "almhookd", "run", "--config", str(self.config_path)],
             stdout=log,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
         )
         log.close()
         if wait:

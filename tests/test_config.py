@@ -270,3 +270,18 @@ def test_rendering_masks_every_secret() -> None:
     again = parse_config(text.replace('"********"', '""'), env={})
     assert isinstance(again, Config)
     assert again.delivery == config.delivery and again.batch == config.batch
+
+
+def test_secrets_come_from_systemd_credentials(tmp_path: Path) -> None:
+    (tmp_path / "admin_token").write_text("credential-token-0123456789\n")
+    (tmp_path / "smtp_password").write_text("mail-secret\n")
+    config = parse_config(
+        "",
+        env={
+            "CREDENTIALS_DIRECTORY": str(tmp_path),
+            "ALMHOOKD_ADMIN_TOKEN": "env-token-0123456789",
+        },
+    )
+    assert config.server.admin_token == Secret("credential-token-0123456789")
+    assert config.notify.smtp_password == Secret("mail-secret")
+    assert config.server.ingest_token is None
