@@ -19,7 +19,7 @@ from typing import Any, Final
 from almhookd import __version__
 from almhookd import commands as commands_module
 from almhookd.auth import read_generated_token
-from almhookd.config import Config, load_config, parse_listen, render_config
+from almhookd.config import Config, load_config, parse_duration, parse_listen, render_config
 from almhookd.errors import AlmhookdError, ConfigError
 
 EXIT_OK: Final = 0
@@ -75,7 +75,50 @@ def _parser() -> argparse.ArgumentParser:
     emit.add_argument("--file", metavar="FILE", help="JSON file to send as is ('-': stdin)")
     with_endpoint(emit)
     commands_module.add_parsers(commands, with_client)
+
+    listen = commands.add_parser(
+        "listen", help="run a receiver that verifies and prints what almhookd sends"
+    )
+    listen.add_argument("--host", default="127.0.0.1")
+    listen.add_argument("--port", type=int, default=8000)
+    listen.add_argument(
+        "--secret",
+        action="append",
+        default=[],
+        metavar="whsec_…",
+        help="signing secret to verify with (repeat during a rotation)",
+    )
+    listen.add_argument(
+        "--secret-file",
+        type=Path,
+        metavar="FILE",
+        help="the JSON that 'almhookd webhooks secret' downloads",
+    )
+    listen.add_argument("--basic", metavar="USER:PASS", help="expect these Basic credentials")
+    listen.add_argument("--status", type=int, default=202, help="answer with this status")
+    listen.add_argument(
+        "--delay",
+        type=_duration_arg,
+        default=0.0,
+        metavar="DURATION",
+        help='wait this long before answering, e.g. "6s"',
+    )
+    listen.add_argument(
+        "--tolerance",
+        type=_duration_arg,
+        default=300.0,
+        metavar="DURATION",
+        help="accepted age of webhook-timestamp (default 5m)",
+    )
+    listen.add_argument("--json", action="store_true", help="one JSON line per event")
     return parser
+
+
+def _duration_arg(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def with_endpoint(sub: argparse.ArgumentParser) -> None:
@@ -116,6 +159,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "emit":
             return _emit(args, os.environ)
+        if args.command == "listen":
+            from almhookd.listen import options_from, run_listener
+
+            secrets = list(args.secret)
+            if args.secret_file is not None:
+                try:
+                    secrets.append(json.loads(args.secret_file.read_text())["secret"])
+                except (OSError, ValueError, KeyError) as error:
+                    raise CommandFailed(
+                        f"cannot read a secret from {args.secret_file}: {error}"
+                    ) from None
+            try:
+                return run_listener(options_from(args, secrets))
+            except ValueError as error:
+                print(f"almhookd listen: {error}", file=sys.stderr)
+                return EXIT_USAGE
         if args.command in ("webhooks", "status"):
             endpoint = resolve_endpoint(args, os.environ, prefer_ingest=False)
             return commands_module.run(

@@ -1,0 +1,228 @@
+"""``almhookd listen``: a receiver for trying things out and for support cases.
+
+It verifies each request, prints it and its events readably (or as JSON lines), marks
+bad signatures, duplicates, stale and superseded events and records it thinks are
+missing an enrolment, and can answer with a chosen status or delay to rehearse
+failures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TextIO
+
+import uvloop
+from aiohttp import web
+
+from almhookd.receiver import (
+    COMPLETIONS,
+    ENROLMENTS,
+    PROGRESS,
+    OrderingGuard,
+    VerificationFailed,
+    parse_payload,
+    verify_basic,
+    verify_signature,
+)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ListenOptions:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    secrets: tuple[str, ...] = ()
+    basic: tuple[str, str] | None = None
+    status: int = 202
+    delay: float = 0.0
+    json_lines: bool = False
+    tolerance: float = 300.0
+
+
+class Listener:
+    def __init__(self, options: ListenOptions, out: TextIO = sys.stdout) -> None:
+        self.options = options
+        self.out = out
+        self.guard = OrderingGuard()
+        self.enrolled: set[tuple[Any, Any]] = set()
+        self.bodies_by_id: dict[str, bytes] = {}
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        headers = dict(request.headers)
+        message_id = headers.get("webhook-id", "-")
+        check = "none"
+        try:
+            if self.options.secrets:
+                check = "signature"
+                verify_signature(
+                    self.options.secrets, request.headers, body, tolerance=self.options.tolerance
+                )
+            if self.options.basic is not None:
+                check = "basic"
+                verify_basic(
+                    request.headers, username=self.options.basic[0], password=self.options.basic[1]
+                )
+            verdict = "ok"
+        except VerificationFailed as error:
+            verdict = f"BAD ({error.message})"
+        resent = message_id in self.bodies_by_id
+        if resent and self.bodies_by_id[message_id] != body:
+            verdict += "; this webhook-id came before with another body"
+        self.bodies_by_id[message_id] = body
+        try:
+            payload = parse_payload(body)
+        except VerificationFailed as error:
+            self._report_request(request, message_id, check, verdict, resent, error.message)
+            return web.Response(status=400, text=error.message)
+        self._report_request(
+            request,
+            message_id,
+            check,
+            verdict,
+            resent,
+            None,
+            count=len(payload.events),
+            test="almhookd-test" in headers,
+        )
+        for event in payload.events:
+            decision = self.guard.decide(event)
+            notes = []
+            record = event.record
+            if record is not None:
+                if event.event_name in ENROLMENTS:
+                    self.enrolled.add(record)
+                elif (
+                    event.event_name in COMPLETIONS or event.event_name == PROGRESS
+                ) and record not in self.enrolled:
+                    notes.append("no enrolment seen for this learner: missing?")
+            self._report_event(
+                event, decision.action.value, decision.reason, notes, message_id, verdict
+            )
+        if self.options.delay:
+            await asyncio.sleep(self.options.delay)
+        return web.Response(status=self.options.status, text="")
+
+    def _report_request(
+        self,
+        request: web.Request,
+        message_id: str,
+        check: str,
+        verdict: str,
+        resent: bool,
+        error: str | None,
+        count: int = 0,
+        test: bool = False,
+    ) -> None:
+        if self.options.json_lines:
+            if error:
+                self._print(json.dumps({"request": message_id, "error": error}))
+            return
+        now = datetime.now().strftime("%H:%M:%S")
+        line = (
+            f"{now} {request.method} {request.path}  webhook-id {message_id}  "
+            f"{check} {verdict}  {count} event(s)"
+        )
+        if resent:
+            line += "  (sent again: same webhook-id)"
+        if test:
+            line += "  [test delivery]"
+        self._print(line + (f"  error: {error}" if error else ""))
+
+    def _report_event(
+        self, event: Any, action: str, reason: str, notes: list[str], message_id: str, verdict: str
+    ) -> None:
+        if self.options.json_lines:
+            self._print(
+                json.dumps(
+                    {
+                        "webhookId": message_id,
+                        "verification": verdict,
+                        "eventId": event.event_id,
+                        "eventName": event.event_name,
+                        "timestamp": event.timestamp,
+                        "action": action,
+                        "reason": reason,
+                        "notes": notes,
+                        "data": event.data,
+                    }
+                )
+            )
+            return
+        mark = action if action == "process" else action.upper()
+        record = " ".join(
+            f"{k}={event.data[k]}" for k in ("userId", "loId", "loInstanceId") if k in event.data
+        )
+        self._print(f"  {mark:<10} {event.event_name:<40} {event.event_id}  {record}")
+        for note in [reason] * (action != "process") + notes:
+            self._print(f"             ! {note}")
+
+
+async def serve_listener(options: ListenOptions, stop: asyncio.Event) -> None:
+    listener = Listener(options)
+    app = web.Application(client_max_size=16 * 1024 * 1024)
+    app.router.add_route("*", "/{tail:.*}", listener.handle)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, options.host, options.port)
+    await site.start()
+    listener._print(
+        f"listening on http://{options.host}:{options.port}/ "
+        f"(answering {options.status}"
+        + (f" after {options.delay:g}s" if options.delay else "")
+        + ")"
+        if not options.json_lines
+        else json.dumps({"listening": f"http://{options.host}:{options.port}/"})
+    )
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def run_listener(options: ListenOptions) -> int:
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await serve_listener(options, stop)
+
+    try:
+        uvloop.run(main())
+    except OSError as error:
+        print(
+            f"almhookd listen: cannot listen on {options.host}:{options.port}: "
+            f"{error.strerror or error}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def parse_basic(text: str) -> tuple[str, str]:
+    username, sep, password = text.partition(":")
+    if not sep or not username:
+        raise ValueError("expected USER:PASS")
+    return username, password
+
+
+def options_from(args: Any, secrets: Sequence[str]) -> ListenOptions:
+    return ListenOptions(
+        host=args.host,
+        port=args.port,
+        secrets=tuple(secrets),
+        basic=parse_basic(args.basic) if args.basic else None,
+        status=args.status,
+        delay=args.delay,
+        json_lines=args.json,
+        tolerance=args.tolerance,
+    )
