@@ -197,7 +197,7 @@ class MemoryDeduplicator:
 class SqliteDeduplicator:
     """Event ids in a SQLite file, so de-duplication survives restarts."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: str | Path) -> None:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute(
