@@ -21,8 +21,8 @@ from almhookd.api import (
     STATE,
     STORE,
     ApiError,
-    epoch_ms,
     read_json,
+    webhook_health,
 )
 from almhookd.catalogue import CATALOGUE, sample_data
 from almhookd.config import Secret
@@ -44,13 +44,9 @@ RESPONSE_PREVIEW: Final = 1024
 
 
 async def webhook_document(request: web.Request, webhook: Webhook) -> dict[str, Any]:
-    store, now = request.app[STORE], request.app[CLOCK]()
-    backlog = await store.backlog_summary(webhook.id)
-    schedule = webhook.schedule
     auth: dict[str, Any] = {"type": webhook.auth_type}
     if webhook.auth_type == "basic":
         auth.update(username=webhook.auth_username, passwordSet=webhook.auth_password is not None)
-    oldest = backlog["oldest"]
     return {
         "id": webhook.id,
         "name": webhook.name,
@@ -64,17 +60,7 @@ async def webhook_document(request: web.Request, webhook: Webhook) -> dict[str, 
         "contactEmail": webhook.contact_email,
         "createdAt": webhook.created_at_ms,
         "updatedAt": webhook.updated_at_ms,
-        "backlog": {
-            "realtime": backlog["realtime"],
-            "batch": backlog["batch"],
-            "batchHeld": backlog["held"],
-        },
-        "oldestPendingAgeMs": None if oldest is None else max(0, int(now * 1000) - oldest),
-        "lastSuccessAt": epoch_ms(schedule.last_success_at),
-        "failingSince": epoch_ms(schedule.failing_since),
-        "consecutiveFailures": schedule.consecutive_failures,
-        "lastError": schedule.last_error,
-        "nextRetryAt": epoch_ms(schedule.next_attempt_at),
+        **await webhook_health(request.app[STORE], webhook, request.app[CLOCK]()),
     }
 
 

@@ -27,6 +27,7 @@ from almhookd.protocols import Clock
 from almhookd.scheduler import BatchScheduler
 from almhookd.sender import Sender
 from almhookd.store import Store, StoredEvent
+from almhookd.webhooks import Webhook
 
 log = structlog.get_logger("almhookd.api")
 
@@ -236,32 +237,39 @@ async def get_event(request: web.Request) -> web.Response:
     return web.json_response(event_document(event))
 
 
+async def webhook_health(store: Store, webhook: Webhook, now: float) -> dict[str, Any]:
+    """A webhook's backlog and delivery health, as status, list and show answer them."""
+    backlog = await store.backlog_summary(webhook.id)
+    schedule = webhook.schedule
+    oldest = backlog["oldest"]
+    return {
+        "backlog": {
+            "realtime": backlog["realtime"],
+            "batch": backlog["batch"],
+            "batchHeld": backlog["held"],
+        },
+        "oldestPendingAgeMs": None if oldest is None else max(0, int(now * 1000) - oldest),
+        "lastSuccessAt": epoch_ms(schedule.last_success_at),
+        "failingSince": epoch_ms(schedule.failing_since),
+        "consecutiveFailures": schedule.consecutive_failures,
+        "lastError": schedule.last_error,
+        "nextRetryAt": epoch_ms(schedule.next_attempt_at),
+    }
+
+
 async def status(request: web.Request) -> web.Response:
     """Per webhook: state, backlog, oldest pending age, failing since, next retry."""
     store, now = request.app[STORE], request.app[CLOCK]()
     scheduler = request.app.get(SCHEDULER)
     webhooks = []
     for webhook in await store.list_webhooks():
-        backlog = await store.backlog_summary(webhook.id)
-        schedule = webhook.schedule
-        oldest = backlog["oldest"]
         webhooks.append(
             {
                 "id": webhook.id,
                 "name": webhook.name,
                 "status": webhook.status,
                 "disabledReason": webhook.disabled_reason,
-                "backlog": {
-                    "realtime": backlog["realtime"],
-                    "batch": backlog["batch"],
-                    "batchHeld": backlog["held"],
-                },
-                "oldestPendingAgeMs": None if oldest is None else max(0, int(now * 1000) - oldest),
-                "lastSuccessAt": epoch_ms(schedule.last_success_at),
-                "failingSince": epoch_ms(schedule.failing_since),
-                "consecutiveFailures": schedule.consecutive_failures,
-                "lastError": schedule.last_error,
-                "nextRetryAt": epoch_ms(schedule.next_attempt_at),
+                **await webhook_health(store, webhook, now),
             }
         )
     return web.json_response(

@@ -39,20 +39,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"almhookd {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def with_config(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument(
-            "--config",
-            type=Path,
-            metavar="PATH",
-            help="configuration file (default: $ALMHOOKD_CONFIG, else /etc/almhookd/config.toml)",
-        )
-        sub.add_argument(
-            "--database",
-            type=Path,
-            metavar="PATH",
-            help="use this database file instead of storage.path",
-        )
-
     run = commands.add_parser("run", help="run the daemon in the foreground")
     with_config(run)
     check = commands.add_parser(
@@ -121,15 +107,7 @@ def _duration_arg(text: str) -> float:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def with_endpoint(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("--url", help="daemon URL (default: $ALMHOOKD_URL, else from the config)")
-    sub.add_argument(
-        "--token", help="bearer token (default: $ALMHOOKD_ADMIN_TOKEN, else from the config)"
-    )
-
-
-def with_client(sub: argparse.ArgumentParser) -> None:
-    """Flags of every client command: where the daemon is and which token to use."""
+def with_config(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--config",
         type=Path,
@@ -140,8 +118,20 @@ def with_client(sub: argparse.ArgumentParser) -> None:
         "--database",
         type=Path,
         metavar="PATH",
-        help="the daemon's database (where a generated admin token lies)",
+        help="use this database file instead of storage.path",
     )
+
+
+def with_endpoint(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--url", help="daemon URL (default: $ALMHOOKD_URL, else from the config)")
+    sub.add_argument(
+        "--token", help="bearer token (default: $ALMHOOKD_ADMIN_TOKEN, else from the config)"
+    )
+
+
+def with_client(sub: argparse.ArgumentParser) -> None:
+    """Flags of every client command: where the daemon is and which token to use."""
+    with_config(sub)
     with_endpoint(sub)
 
 
