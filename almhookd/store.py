@@ -277,6 +277,8 @@ class Store:
         self._closed = asyncio.Event()
         #: ingest transactions committed by the writer since opening
         self.commits = 0
+        #: write transactions of any kind since opening
+        self.writes = 0
         #: called after each ingest commit that stored new events (wakes the workers)
         self.on_events_committed: Callable[[], None] | None = None
 
@@ -349,6 +351,8 @@ class Store:
             return await self._run(lambda: self._transaction(work, durable))
         except sqlite3.Error as error:
             raise _storage_error(error, self.path) from None
+        finally:
+            self.writes += 1
 
     def _transaction(self, work: Callable[[sqlite3.Connection], T], durable: bool) -> T:
         db = self._db
@@ -408,9 +412,14 @@ class Store:
             raise _storage_error(error, self.path) from None
 
     async def _checkpoint_loop(self) -> None:
-        """Copy the WAL into the database from the reader's thread, off the commit path."""
+        """Copy the WAL into the database from the reader's thread, off the commit path;
+        an idle daemon (no write since the last checkpoint) does nothing."""
+        checkpointed = self.writes
         while not self._closing:
             await asyncio.sleep(CHECKPOINT_INTERVAL)
+            if self.writes == checkpointed:
+                continue
+            checkpointed = self.writes
             try:
                 await self._read.execute("PRAGMA wal_checkpoint(PASSIVE)")
             except (sqlite3.Error, StorageClosed, ValueError):
