@@ -95,6 +95,11 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE INDEX deliveries_held ON deliveries (webhook_id, event_seq)
         WHERE state = 'pending' AND due_at_ms IS NULL;
     CREATE INDEX deliveries_by_batch ON deliveries (batch_id) WHERE batch_id IS NOT NULL;
+    -- Not yet acknowledged (backlog counts), and by event (event lookups, expiry, and the
+    -- cascade when pruning deletes events).
+    CREATE INDEX deliveries_outstanding ON deliveries (webhook_id)
+        WHERE state IN ('pending', 'sending');
+    CREATE INDEX deliveries_by_event ON deliveries (event_seq);
 
 
     -- The request log: one row per HTTP attempt.

@@ -244,6 +244,62 @@ def _insert_events(
     return results
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Claim:
+    """What :func:`_claim` may pack into the next request batch."""
+
+    now_ms: int
+    retained_since_ms: int
+    max_events: int
+    max_batch_events: int
+    max_bytes: int
+
+
+def _claim(db: sqlite3.Connection, webhook_id: str, claim: Claim) -> RequestBatch | None:
+    """Pack the next due deliveries into a request batch (see ``Store.claim_batch``)."""
+    limits = {True: claim.max_events, False: claim.max_batch_events}
+    batch_id = "msg_" + uuid.uuid4().hex
+    rows = db.execute(
+        "SELECT d.event_seq, e.event_id, e.account_id, e.ingested_at_ms, e.body,"
+        " e.realtime FROM deliveries AS d INDEXED BY deliveries_ready"
+        " JOIN events AS e ON e.seq = d.event_seq"
+        " WHERE d.webhook_id = ? AND d.state = 'pending' AND d.due_at_ms IS NOT NULL"
+        " AND d.due_at_ms <= ? AND e.ingested_at_ms >= ?"
+        " ORDER BY d.event_seq LIMIT ?",
+        (webhook_id, claim.now_ms, claim.retained_since_ms, max(limits.values())),
+    ).fetchall()
+    if not rows:
+        return None
+    account_id, realtime, size = rows[0][2], bool(rows[0][5]), 0
+    chosen: list[Any] = []
+    for row in rows[: limits[realtime]]:
+        size += len(row[4]) + 1
+        if chosen and (row[2] != account_id or bool(row[5]) != realtime or size > claim.max_bytes):
+            break
+        chosen.append(row)
+    seqs = [row[0] for row in chosen]
+    db.execute(
+        "INSERT INTO request_batches (id, webhook_id, created_at_ms, state)"
+        " VALUES (?, ?, ?, 'sending')",
+        (batch_id, webhook_id, claim.now_ms),
+    )
+    db.execute(
+        "UPDATE deliveries SET state = 'sending', batch_id = ? WHERE webhook_id = ?"
+        " AND event_seq IN (SELECT value FROM json_each(?))",
+        (batch_id, webhook_id, json.dumps(seqs)),
+    )
+    return RequestBatch(
+        id=batch_id,
+        webhook_id=webhook_id,
+        account_id=account_id,
+        event_seqs=tuple(seqs),
+        event_ids=tuple(row[1] for row in chosen),
+        body=_payload(account_id, [row[4] for row in chosen]),
+        ingested_at_ms=tuple(row[3] for row in chosen),
+        created_at_ms=claim.now_ms,
+    )
+
+
 def _storage_error(error: sqlite3.Error, path: Path) -> StorageError:
     if getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
         return StorageFull(f"{path}: database or disk is full")
@@ -889,52 +945,14 @@ class Store:
         about ``max_bytes`` (one event always fits). Events older than
         ``retained_since_ms`` are left for expiry.
         """
-        limits = {True: max_events, False: max_batch_events or max_events}
-        batch_id = "msg_" + uuid.uuid4().hex
-
-        def work(db: sqlite3.Connection) -> RequestBatch | None:
-            rows = db.execute(
-                "SELECT d.event_seq, e.event_id, e.account_id, e.ingested_at_ms, e.body,"
-                " e.realtime FROM deliveries AS d JOIN events AS e ON e.seq = d.event_seq"
-                " WHERE d.webhook_id = ? AND d.state = 'pending' AND d.due_at_ms IS NOT NULL"
-                " AND d.due_at_ms <= ? AND e.ingested_at_ms >= ?"
-                " ORDER BY d.event_seq LIMIT ?",
-                (webhook_id, now_ms, retained_since_ms, max(limits.values())),
-            ).fetchall()
-            if not rows:
-                return None
-            account_id, realtime, size = rows[0][2], bool(rows[0][5]), 0
-            chosen: list[Any] = []
-            for row in rows[: limits[realtime]]:
-                size += len(row[4]) + 1
-                if chosen and (
-                    row[2] != account_id or bool(row[5]) != realtime or size > max_bytes
-                ):
-                    break
-                chosen.append(row)
-            seqs = [row[0] for row in chosen]
-            db.execute(
-                "INSERT INTO request_batches (id, webhook_id, created_at_ms, state)"
-                " VALUES (?, ?, ?, 'sending')",
-                (batch_id, webhook_id, now_ms),
-            )
-            db.execute(
-                "UPDATE deliveries SET state = 'sending', batch_id = ? WHERE webhook_id = ?"
-                " AND event_seq IN (SELECT value FROM json_each(?))",
-                (batch_id, webhook_id, json.dumps(seqs)),
-            )
-            return RequestBatch(
-                id=batch_id,
-                webhook_id=webhook_id,
-                account_id=account_id,
-                event_seqs=tuple(seqs),
-                event_ids=tuple(row[1] for row in chosen),
-                body=_payload(account_id, [row[4] for row in chosen]),
-                ingested_at_ms=tuple(row[3] for row in chosen),
-                created_at_ms=now_ms,
-            )
-
-        return await self._write(work, durable=False)
+        claim = Claim(
+            now_ms=now_ms,
+            retained_since_ms=retained_since_ms,
+            max_events=max_events,
+            max_batch_events=max_batch_events or max_events,
+            max_bytes=max_bytes,
+        )
+        return await self._write(lambda db: _claim(db, webhook_id, claim), durable=False)
 
     async def record_attempt(
         self,
@@ -944,11 +962,16 @@ class Store:
         started_at_ms: int,
         schedule: Schedule,
         disable_reason: str | None = None,
-    ) -> None:
-        """Log an attempt; on success mark the batch delivered; store the new schedule."""
+        claim_next: Claim | None = None,
+    ) -> RequestBatch | None:
+        """Log an attempt; on success mark the batch delivered; store the new schedule.
+
+        With ``claim_next``, the next batch is claimed in the same transaction (one trip
+        to the writer per request while a backlog drains) and returned.
+        """
         now_ms = self._now_ms()
 
-        def work(db: sqlite3.Connection) -> None:
+        def work(db: sqlite3.Connection) -> RequestBatch | None:
             db.execute(
                 "INSERT INTO attempts (webhook_id, batch_id, started_at_ms, duration_ms,"
                 " event_count, status, error, response_body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -1003,8 +1026,9 @@ class Store:
                     " updated_at_ms = ? WHERE id = ?",
                     (disable_reason, now_ms, batch.webhook_id),
                 )
+            return _claim(db, batch.webhook_id, claim_next) if claim_next else None
 
-        await self._write(work, durable=False)
+        return await self._write(work, durable=False)
 
     async def expire(self, *, retained_since_ms: int) -> list[ExpiredCount]:
         """Mark undelivered events older than the retention as expired, per webhook.
@@ -1116,7 +1140,8 @@ class Store:
         the ingest time of the oldest one."""
         rows = await self._fetchall(
             "SELECT e.realtime, d.due_at_ms IS NULL, count(*), min(e.ingested_at_ms)"
-            " FROM deliveries AS d JOIN events AS e ON e.seq = d.event_seq"
+            " FROM deliveries AS d INDEXED BY deliveries_outstanding"
+            " JOIN events AS e ON e.seq = d.event_seq"
             " WHERE d.webhook_id = ? AND d.state IN ('pending', 'sending')"
             " GROUP BY 1, 2",
             (webhook_id,),
@@ -1134,8 +1159,8 @@ class Store:
     async def backlog(self, webhook_id: str) -> int:
         """Deliveries of this webhook not yet delivered nor expired."""
         rows = await self._fetchall(
-            "SELECT count(*) FROM deliveries WHERE webhook_id = ?"
-            " AND state IN ('pending', 'sending')",
+            "SELECT count(*) FROM deliveries INDEXED BY deliveries_outstanding"
+            " WHERE webhook_id = ? AND state IN ('pending', 'sending')",
             (webhook_id,),
         )
         return int(rows[0][0])

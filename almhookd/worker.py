@@ -24,7 +24,7 @@ from almhookd.notify import Notifier, Reminder
 from almhookd.policy import RetryPolicy, after_failure, after_success, disables_at
 from almhookd.protocols import Clock
 from almhookd.sender import Sender
-from almhookd.store import RequestBatch, Store
+from almhookd.store import Claim, RequestBatch, Store
 from almhookd.webhooks import Webhook
 
 log = structlog.get_logger("almhookd.worker")
@@ -138,13 +138,14 @@ class Worker:
             await self._expire()  # dissolves the batch; its retained events are repacked
             self._batch = None
         if self._batch is None:
+            claim = self._claim(now)
             self._batch = await self._store.claim_batch(
                 webhook.id,
-                now_ms=int(now * 1000),
-                retained_since_ms=retained_since_ms,
-                max_events=self._config.delivery.max_events_per_request,
-                max_batch_events=self._config.batch.max_events_per_request,
-                max_bytes=MAX_REQUEST_BYTES,
+                now_ms=claim.now_ms,
+                retained_since_ms=claim.retained_since_ms,
+                max_events=claim.max_events,
+                max_batch_events=claim.max_batch_events,
+                max_bytes=claim.max_bytes,
             )
             if self._batch is None:
                 return None
@@ -162,11 +163,15 @@ class Worker:
         }
         if outcome.ok:
             schedule = after_success(webhook.schedule, now=now)
-            await self._store.record_attempt(
-                batch, outcome, started_at_ms=started_ms, schedule=schedule
+            # The next batch is claimed with the record: one trip to the writer a request.
+            self._batch = await self._store.record_attempt(
+                batch,
+                outcome,
+                started_at_ms=started_ms,
+                schedule=schedule,
+                claim_next=None if self._stopping else self._claim(now),
             )
             self.webhook = replace(self.webhook, schedule=schedule)
-            self._batch = None
             self._metrics.deliveries.labels(webhook.id, "delivered").inc(len(batch.event_seqs))
             for ingested_at_ms in batch.ingested_at_ms:
                 self._metrics.delivery_latency.observe(max(0.0, now - ingested_at_ms / 1000))
@@ -205,6 +210,15 @@ class Worker:
             return None
         next_attempt = decision.schedule.next_attempt_at
         return max(0.0, next_attempt - now) if next_attempt is not None else 0.0
+
+    def _claim(self, now: float) -> Claim:
+        return Claim(
+            now_ms=int(now * 1000),
+            retained_since_ms=int((now - self._config.storage.retention) * 1000),
+            max_events=self._config.delivery.max_events_per_request,
+            max_batch_events=self._config.batch.max_events_per_request,
+            max_bytes=MAX_REQUEST_BYTES,
+        )
 
     async def _remind(self) -> None:
         webhook, schedule = self.webhook, self.webhook.schedule
