@@ -323,8 +323,11 @@ class Store:
         self.path = path
         self._clock = clock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="almhookd-writer")
-        self._db: sqlite3.Connection | None = None  # used on the writer thread only
-        self._synchronous = ""
+        # Both used on the writer thread only: ``_db`` commits with synchronous=FULL
+        # (ingest, webhooks), ``_bookkeeping`` with NORMAL (delivery state). Two
+        # connections, so the setting never flips between transactions.
+        self._db: sqlite3.Connection | None = None
+        self._bookkeeping: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._queue: asyncio.Queue[_PendingAppend | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
@@ -367,17 +370,21 @@ class Store:
     async def _run(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
-    def _prepare(self) -> None:
+    def _connect(self, synchronous: str) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db = db
         for pragma in (
             "journal_mode = WAL",
+            f"synchronous = {synchronous}",
             "foreign_keys = ON",
             "busy_timeout = 5000",
             f"wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}",
             f"journal_size_limit = {JOURNAL_SIZE_LIMIT}",
         ):
             db.execute(f"PRAGMA {pragma}")
+        return db
+
+    def _prepare(self) -> None:
+        db = self._db = self._connect("FULL")
         if str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
             raise StorageError(f"{self.path}: cannot switch the database to WAL mode")
         version = int(db.execute("PRAGMA user_version").fetchone()[0])
@@ -394,6 +401,7 @@ class Store:
                 "COMMIT;"
             )
             log.info("store.migrated", path=str(self.path), schema_version=number)
+        self._bookkeeping = self._connect("NORMAL")
 
     async def _write(self, work: Callable[[sqlite3.Connection], T], *, durable: bool) -> T:
         """Run ``work`` as one write transaction on the writer thread.
@@ -411,13 +419,9 @@ class Store:
             self.writes += 1
 
     def _transaction(self, work: Callable[[sqlite3.Connection], T], durable: bool) -> T:
-        db = self._db
+        db = self._db if durable else self._bookkeeping
         if db is None:
             raise StorageClosed()
-        wanted = "FULL" if durable else "NORMAL"
-        if self._synchronous != wanted:
-            db.execute(f"PRAGMA synchronous = {wanted}")
-            self._synchronous = wanted
         db.execute("BEGIN IMMEDIATE")
         try:
             result = work(db)
@@ -1214,10 +1218,11 @@ class Store:
             self._reader = None
 
         def close_writer() -> None:
-            if self._db is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.close()
-                self._db = None
+            for connection in (self._bookkeeping, self._db):
+                if connection is not None:
+                    with contextlib.suppress(sqlite3.Error):
+                        connection.close()
+            self._db = self._bookkeeping = None
 
         await self._run(close_writer)
         self._executor.shutdown(wait=True)

@@ -11,6 +11,7 @@ later resolves elsewhere (DNS rebinding) is caught.
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 import socket
 from collections.abc import Sequence
@@ -68,8 +69,11 @@ def refusal(address: IPAddress, policy: TargetPolicy) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=256)
 def check_url(url: str) -> tuple[str, int, IPAddress | None]:
-    """``(host, port, ip literal or None)`` of an http(s) URL, or :class:`TargetRefused`."""
+    """``(host, port, ip literal or None)`` of an http(s) URL, or :class:`TargetRefused`.
+
+    Cached: a worker checks its webhook's URL before every request."""
     try:
         parts = urlsplit(url)
         port = parts.port

@@ -13,7 +13,7 @@ import contextlib
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Final
+from typing import Any, Final
 
 import structlog
 
@@ -61,6 +61,8 @@ class Worker:
         self._on_disabled = on_disabled
         self._jitter = jitter
         self._metrics = metrics or Metrics()
+        self._delivered = self._metrics.deliveries.labels(webhook.id, "delivered")
+        self._attempt_counters: dict[str, Any] = {}
         self._batch: RequestBatch | None = None
         self._batch_loaded = False
         self._wake = asyncio.Event()
@@ -72,6 +74,16 @@ class Worker:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"almhookd-worker-{self.webhook.id}")
+
+    def _attempts_counter(self, status: int | None) -> Any:
+        """The attempts counter of this webhook and status class (children cached)."""
+        key = status_class(status)
+        counter = self._attempt_counters.get(key)
+        if counter is None:
+            counter = self._attempt_counters[key] = self._metrics.attempts.labels(
+                self.webhook.id, key
+            )
+        return counter
 
     def reconfigure(self, config: Config) -> None:
         self._config = config
@@ -153,7 +165,7 @@ class Worker:
         started_ms = int(self._clock() * 1000)
         outcome = await self._sender.send(webhook, message_id=batch.id, body=batch.body)
         now = self._clock()
-        self._metrics.attempts.labels(webhook.id, status_class(outcome.status)).inc()
+        self._attempts_counter(outcome.status).inc()
         fields = {
             "webhook_id": webhook.id,
             "batch_id": batch.id,
@@ -172,9 +184,10 @@ class Worker:
                 claim_next=None if self._stopping else self._claim(now),
             )
             self.webhook = replace(self.webhook, schedule=schedule)
-            self._metrics.deliveries.labels(webhook.id, "delivered").inc(len(batch.event_seqs))
+            self._delivered.inc(len(batch.event_seqs))
+            latency = self._metrics.delivery_latency
             for ingested_at_ms in batch.ingested_at_ms:
-                self._metrics.delivery_latency.observe(max(0.0, now - ingested_at_ms / 1000))
+                latency.observe(max(0.0, now - ingested_at_ms / 1000))
             log.info("delivery.succeeded", **fields)
             return 0.0
         decision = after_failure(

@@ -171,3 +171,34 @@ async def test_colliding_event_keys_are_told_apart_by_the_id(
     for event in (first, second):
         stored = await store.get_event(event.event_id)
         assert stored is not None and stored.event_id == event.event_id
+
+
+def test_hot_queries_use_their_indexes() -> None:
+    """A claim must not walk a webhook's delivered rows (they stay for 7 days)."""
+    from almhookd.migrations import MIGRATIONS
+
+    db = sqlite3.connect(":memory:")
+    db.executescript(MIGRATIONS[0])
+    plans = {
+        "claim": "SELECT d.event_seq FROM deliveries AS d INDEXED BY deliveries_ready"
+        " JOIN events AS e ON e.seq = d.event_seq WHERE d.webhook_id = ? AND d.state ="
+        " 'pending' AND d.due_at_ms IS NOT NULL AND d.due_at_ms <= ? ORDER BY d.event_seq",
+        "backlog": "SELECT count(*) FROM deliveries INDEXED BY deliveries_outstanding"
+        " WHERE webhook_id = ? AND state IN ('pending', 'sending')",
+        "event": "SELECT webhook_id FROM deliveries WHERE event_seq = ?",
+        "release": "UPDATE deliveries SET due_at_ms = 1 WHERE state = 'pending'"
+        " AND due_at_ms IS NULL",
+        "duplicates": "SELECT event_id FROM events WHERE event_key IN (1, 2)",
+    }
+    expected = {
+        "claim": "deliveries_ready",
+        "backlog": "deliveries_outstanding",
+        "event": "deliveries_by_event",
+        "release": "deliveries_held",
+        "duplicates": "events_by_key",
+    }
+    for name, sql in plans.items():
+        plan = " ".join(
+            row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, (1,) * sql.count("?"))
+        )
+        assert expected[name] in plan, (name, plan)
