@@ -29,8 +29,10 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+## bench: the ingest and delivery benchmarks (a few minutes; see BENCHMARKS.md)
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python -m bench.delivery
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
