@@ -25,16 +25,15 @@ from almhookd.api import (
     webhook_health,
 )
 from almhookd.catalogue import CATALOGUE, sample_data
-from almhookd.config import Secret
 from almhookd.errors import InvalidInput, Problem
 from almhookd.signing import SCHEME, generate_secret
 from almhookd.targets import TargetPolicy, TargetRefused, check_target
 from almhookd.webhooks import (
     NewWebhook,
-    SigningSecret,
     Webhook,
     parse_new_webhook,
     parse_webhook_changes,
+    unsaved_webhook,
 )
 
 DELIVERY_STATES: Final = ("pending", "sending", "delivered", "expired")
@@ -182,23 +181,8 @@ async def test_draft(request: web.Request) -> web.Response:
     await _check_target(request, new.target_url)
     now_ms = int(request.app[CLOCK]() * 1000)
     draft_secret = generate_secret() if new.auth_type == "signature" else None
-    draft = Webhook(
-        id="draft",
-        name=new.name,
-        description=new.description,
-        target_url=new.target_url,
-        auth_type=new.auth_type,
-        auth_username=new.auth_username,
-        auth_password=new.auth_password,
-        events=new.events,
-        status="active",
-        disabled_reason=None,
-        contact_email=new.contact_email,
-        created_at_ms=now_ms,
-        updated_at_ms=now_ms,
-        secrets=(SigningSecret(secret=Secret(draft_secret), created_at_ms=now_ms),)
-        if draft_secret
-        else (),
+    draft = unsaved_webhook(
+        new, now_ms=now_ms, signing_secrets=[draft_secret] if draft_secret else []
     )
     answer = await _send_test(request, draft)
     if draft_secret:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -67,6 +68,31 @@ class Webhook:
         """Newest first, as the signature header lists them."""
         valid = [s for s in self.secrets if s.in_force(now_ms)]
         return [s.secret.reveal() for s in sorted(valid, key=lambda s: -s.created_at_ms)]
+
+
+def unsaved_webhook(
+    new: NewWebhook, *, now_ms: int, signing_secrets: Sequence[str] = ()
+) -> Webhook:
+    """A webhook that is not stored (id ``draft``): a draft under test, or a test's."""
+    return Webhook(
+        id="draft",
+        name=new.name,
+        description=new.description,
+        target_url=new.target_url,
+        auth_type=new.auth_type,
+        auth_username=new.auth_username,
+        auth_password=new.auth_password,
+        events=new.events,
+        status="active",
+        disabled_reason=None,
+        contact_email=new.contact_email,
+        created_at_ms=now_ms,
+        updated_at_ms=now_ms,
+        secrets=tuple(
+            SigningSecret(secret=Secret(secret), created_at_ms=now_ms + index)
+            for index, secret in enumerate(signing_secrets)
+        ),
+    )
 
 
 # --- validation of admin input (pure) ----------------------------------------------

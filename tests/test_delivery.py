@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 from almhookd.config import Secret, parse_config
 from almhookd.policy import FIRST_REMINDER_AFTER, Outcome
 from almhookd.sender import Sender
-from almhookd.webhooks import Webhook
+from almhookd.webhooks import NewWebhook, Webhook, unsaved_webhook
 from tests.conftest import FakeClock, free_port
 from tests.engine import Engine, running_engine
 from tests.receiver import Receiver
@@ -390,21 +390,7 @@ async def test_a_dead_smtp_server_never_blocks_delivery(
 
 
 def _hook(url: str) -> Webhook:
-    return Webhook(
-        id="wh_x",
-        name="x",
-        description="",
-        target_url=url,
-        auth_type="none",
-        auth_username=None,
-        auth_password=None,
-        events=frozenset(),
-        status="active",
-        disabled_reason=None,
-        contact_email="",
-        created_at_ms=0,
-        updated_at_ms=0,
-    )
+    return unsaved_webhook(NewWebhook(name="x", target_url=url, events=frozenset()), now_ms=0)
 
 
 async def _send_with_default_guard(url: str, clock: FakeClock) -> Outcome:

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from almhookd.config import Secret, parse_config
+from almhookd.config import parse_config
 from almhookd.receiver import (
     Action,
     Decision,
@@ -30,7 +30,7 @@ from almhookd.receiver import (
 )
 from almhookd.sender import Sender
 from almhookd.signing import generate_secret
-from almhookd.webhooks import SigningSecret, Webhook
+from almhookd.webhooks import NewWebhook, unsaved_webhook
 
 NOW = 1_764_000_000
 BODY = b'{"accountId":1010,"events":[]}'
@@ -38,23 +38,12 @@ BODY = b'{"accountId":1010,"events":[]}'
 
 def signed_headers(*secrets: str, body: bytes = BODY, timestamp: int = NOW) -> dict[str, str]:
     """Headers exactly as the daemon's sender makes them."""
-    webhook = Webhook(
-        id="wh_x",
-        name="x",
-        description="",
-        target_url="http://127.0.0.1/",
-        auth_type="signature",
-        auth_username=None,
-        auth_password=None,
-        events=frozenset(),
-        status="active",
-        disabled_reason=None,
-        contact_email="",
-        created_at_ms=0,
-        updated_at_ms=0,
-        secrets=tuple(
-            SigningSecret(secret=Secret(s), created_at_ms=i) for i, s in enumerate(secrets)
+    webhook = unsaved_webhook(
+        NewWebhook(
+            name="x", target_url="http://127.0.0.1/", auth_type="signature", events=frozenset()
         ),
+        now_ms=0,
+        signing_secrets=secrets,
     )
     sender = Sender(parse_config("", env={}).delivery, clock=lambda: float(timestamp))
     return sender.headers(webhook, message_id="msg_1", body=body, timestamp=timestamp)
