@@ -13,6 +13,7 @@ from almhookd.api import create_app
 from almhookd.auth import TokenChecker
 from almhookd.config import Config, Secret, parse_config
 from almhookd.store import Store
+from tests.receiver import Receiver
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 INGEST_TOKEN = "test-ingest-token-0123456789"
@@ -35,6 +36,14 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A real HTTP receiver on 127.0.0.1 (see ``tests.receiver``)."""
+    started = await Receiver().start()
+    yield started
+    await started.stop()
 
 
 @pytest.fixture

@@ -18,13 +18,6 @@ from tests.verifier import verify
 
 
 @pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    started = await Receiver().start()
-    yield started
-    await started.stop()
-
-
-@pytest.fixture
 async def daemon(tmp_path: Path) -> AsyncIterator[Running]:
     async with running_daemon(daemon_config(tmp_path)) as running:
         yield running

@@ -19,13 +19,6 @@ BATCH_TOML = '[batch]\ninterval = "15m"\nmax_events_per_request = 10\n'
 
 
 @pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    started = await Receiver().start()
-    yield started
-    await started.stop()
-
-
-@pytest.fixture
 async def engine(db_path: Path, clock: FakeClock) -> AsyncIterator[Engine]:
     async with running_engine(db_path, clock, BATCH_TOML) as built:
         yield built

@@ -23,13 +23,6 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    started = await Receiver().start()
-    yield started
-    await started.stop()
-
-
-@pytest.fixture
 async def daemon(tmp_path: Path) -> AsyncIterator[Running]:
     async with running_daemon(daemon_config(tmp_path)) as running:
         yield running

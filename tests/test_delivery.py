@@ -30,13 +30,6 @@ DAY = 86_400.0
 
 
 @pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    started = await Receiver().start()
-    yield started
-    await started.stop()
-
-
-@pytest.fixture
 async def engine(db_path: Path, clock: FakeClock) -> AsyncIterator[Engine]:
     async with running_engine(db_path, clock) as built:
         yield built
