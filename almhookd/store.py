@@ -244,47 +244,6 @@ def _insert_events(
     return results
 
 
-def _sending_batch(
-    db: sqlite3.Connection, webhook_id: str, exclude: Sequence[str]
-) -> RequestBatch | None:
-    """The oldest batch of this webhook recorded as sending, other than ``exclude``.
-
-    A worker that claims ahead leaves such batches behind when it is killed; they are
-    sent again, with their ids, before anything new is claimed.
-    """
-    while True:
-        found = db.execute(
-            "SELECT id, created_at_ms, attempts FROM request_batches"
-            " WHERE webhook_id = ? AND state = 'sending'"
-            " AND id NOT IN (SELECT value FROM json_each(?))"
-            " ORDER BY created_at_ms, rowid LIMIT 1",
-            (webhook_id, json.dumps(list(exclude))),
-        ).fetchone()
-        if found is None:
-            return None
-        batch_id, created_at_ms, attempts = found
-        events = db.execute(
-            "SELECT d.event_seq, e.event_id, e.account_id, e.ingested_at_ms, e.body"
-            " FROM deliveries AS d JOIN events AS e ON e.seq = d.event_seq"
-            " WHERE d.batch_id = ? AND d.state = 'sending' ORDER BY d.event_seq",
-            (batch_id,),
-        ).fetchall()
-        if events:
-            return RequestBatch(
-                id=batch_id,
-                webhook_id=webhook_id,
-                account_id=events[0][2],
-                event_seqs=tuple(e[0] for e in events),
-                event_ids=tuple(e[1] for e in events),
-                body=_payload(events[0][2], [e[4] for e in events]),
-                ingested_at_ms=tuple(e[3] for e in events),
-                created_at_ms=created_at_ms,
-                attempts=attempts,
-            )
-        # Nothing left in it (expired, or the webhook was changed): close it, look on.
-        db.execute("UPDATE request_batches SET state = 'expired' WHERE id = ?", (batch_id,))
-
-
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Claim:
     """What :func:`_claim` may pack into the next request batch."""
@@ -294,15 +253,10 @@ class Claim:
     max_events: int
     max_batch_events: int
     max_bytes: int
-    exclude: tuple[str, ...] = ()  #: batches the worker holds (being sent)
 
 
 def _claim(db: sqlite3.Connection, webhook_id: str, claim: Claim) -> RequestBatch | None:
-    """The next batch to send: one left sending by a killed worker, else the next due
-    deliveries packed into a new batch (see ``Store.claim_batch``)."""
-    left_behind = _sending_batch(db, webhook_id, claim.exclude)
-    if left_behind is not None:
-        return left_behind
+    """Pack the next due deliveries into a request batch (see ``Store.claim_batch``)."""
     limits = {True: claim.max_events, False: claim.max_batch_events}
     batch_id = "msg_" + uuid.uuid4().hex
     rows = db.execute(
@@ -944,9 +898,39 @@ class Store:
     # --- delivery --------------------------------------------------------------------
 
     async def in_flight_batch(self, webhook_id: str) -> RequestBatch | None:
-        """The oldest batch recorded as being sent (after a crash: to send again, with
-        its id)."""
-        return await self._write(lambda db: _sending_batch(db, webhook_id, ()), durable=False)
+        """The batch recorded as being sent (after a crash: to send again, same id)."""
+
+        def work(db: sqlite3.Connection) -> RequestBatch | None:
+            found = db.execute(
+                "SELECT id, created_at_ms, attempts FROM request_batches"
+                " WHERE webhook_id = ? AND state = 'sending' ORDER BY created_at_ms LIMIT 1",
+                (webhook_id,),
+            ).fetchone()
+            if found is None:
+                return None
+            batch_id, created_at_ms, attempts = found
+            events = db.execute(
+                "SELECT d.event_seq, e.event_id, e.account_id, e.ingested_at_ms, e.body"
+                " FROM deliveries AS d JOIN events AS e ON e.seq = d.event_seq"
+                " WHERE d.batch_id = ? AND d.state = 'sending' ORDER BY d.event_seq",
+                (batch_id,),
+            ).fetchall()
+            if not events:
+                db.execute("UPDATE request_batches SET state = 'expired' WHERE id = ?", (batch_id,))
+                return None
+            return RequestBatch(
+                id=batch_id,
+                webhook_id=webhook_id,
+                account_id=events[0][2],
+                event_seqs=tuple(e[0] for e in events),
+                event_ids=tuple(e[1] for e in events),
+                body=_payload(events[0][2], [e[4] for e in events]),
+                ingested_at_ms=tuple(e[3] for e in events),
+                created_at_ms=created_at_ms,
+                attempts=attempts,
+            )
+
+        return await self._write(work, durable=False)
 
     async def claim_batch(
         self,
@@ -957,7 +941,6 @@ class Store:
         max_events: int,
         max_bytes: int,
         max_batch_events: int | None = None,
-        exclude: Sequence[str] = (),
     ) -> RequestBatch | None:
         """Pack the next due deliveries into a request batch, recorded before sending.
 
@@ -972,7 +955,6 @@ class Store:
             max_events=max_events,
             max_batch_events=max_batch_events or max_events,
             max_bytes=max_bytes,
-            exclude=tuple(exclude),
         )
         return await self._write(lambda db: _claim(db, webhook_id, claim), durable=False)
 
@@ -984,11 +966,16 @@ class Store:
         started_at_ms: int,
         schedule: Schedule,
         disable_reason: str | None = None,
-    ) -> None:
-        """Log an attempt; on success mark the batch delivered; store the new schedule."""
+        claim_next: Claim | None = None,
+    ) -> RequestBatch | None:
+        """Log an attempt; on success mark the batch delivered; store the new schedule.
+
+        With ``claim_next``, the next batch is claimed in the same transaction (one trip
+        to the writer per request while a backlog drains) and returned.
+        """
         now_ms = self._now_ms()
 
-        def work(db: sqlite3.Connection) -> None:
+        def work(db: sqlite3.Connection) -> RequestBatch | None:
             db.execute(
                 "INSERT INTO attempts (webhook_id, batch_id, started_at_ms, duration_ms,"
                 " event_count, status, error, response_body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -1043,6 +1030,7 @@ class Store:
                     " updated_at_ms = ? WHERE id = ?",
                     (disable_reason, now_ms, batch.webhook_id),
                 )
+            return _claim(db, batch.webhook_id, claim_next) if claim_next else None
 
         return await self._write(work, durable=False)
 

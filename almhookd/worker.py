@@ -24,7 +24,7 @@ from almhookd.notify import Notifier, Reminder
 from almhookd.policy import RetryPolicy, after_failure, after_success, disables_at
 from almhookd.protocols import Clock
 from almhookd.sender import Sender
-from almhookd.store import RequestBatch, Store
+from almhookd.store import Claim, RequestBatch, Store
 from almhookd.webhooks import Webhook
 
 log = structlog.get_logger("almhookd.worker")
@@ -65,9 +65,6 @@ class Worker:
         self._attempt_counters: dict[str, Any] = {}
         self._batch: RequestBatch | None = None
         self._batch_loaded = False
-        self._prefetch: asyncio.Task[RequestBatch | None] | None = None
-        #: background records of acknowledged batches, with their batch ids
-        self._recordings: dict[asyncio.Task[None], str] = {}
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -109,21 +106,13 @@ class Worker:
         self._stopping = True
         self._wake.set()
         task = self._task
-        if task is not None and not task.done():
-            await asyncio.wait({task}, timeout=grace)
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        await self.settle()
-
-    async def settle(self) -> None:
-        """Wait for the background records and the claim ahead (tests, and stop)."""
-        pending: list[asyncio.Task[Any]] = [*self._recordings]
-        if self._prefetch is not None:
-            pending.append(self._prefetch)
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+        if task is None or task.done():
+            return
+        await asyncio.wait({task}, timeout=grace)
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     # --- the loop ----------------------------------------------------------------------
 
@@ -161,14 +150,18 @@ class Worker:
             await self._expire()  # dissolves the batch; its retained events are repacked
             self._batch = None
         if self._batch is None:
-            self._batch = await self._next_batch(now)
+            claim = self._claim(now)
+            self._batch = await self._store.claim_batch(
+                webhook.id,
+                now_ms=claim.now_ms,
+                retained_since_ms=claim.retained_since_ms,
+                max_events=claim.max_events,
+                max_batch_events=claim.max_batch_events,
+                max_bytes=claim.max_bytes,
+            )
             if self._batch is None:
                 return None
         batch = self._batch
-        if self._prefetch is None and not self._stopping:
-            # Claim the next batch while this one is in flight: recorded as sending,
-            # it goes out only after this one is acknowledged, so order holds.
-            self._prefetch = asyncio.create_task(self._claim_batch(now, also_held=batch.id))
         started_ms = int(self._clock() * 1000)
         outcome = await self._sender.send(webhook, message_id=batch.id, body=batch.body)
         now = self._clock()
@@ -182,16 +175,14 @@ class Worker:
         }
         if outcome.ok:
             schedule = after_success(webhook.schedule, now=now)
-            # Recorded in the background: the next request need not wait for it. Should
-            # the daemon die first, the batch is sent again (a duplicate, never a loss).
-            recording = asyncio.create_task(
-                self._store.record_attempt(
-                    batch, outcome, started_at_ms=started_ms, schedule=schedule
-                )
+            # The next batch is claimed with the record: one trip to the writer a request.
+            self._batch = await self._store.record_attempt(
+                batch,
+                outcome,
+                started_at_ms=started_ms,
+                schedule=schedule,
+                claim_next=None if self._stopping else self._claim(now),
             )
-            self._recordings[recording] = batch.id
-            recording.add_done_callback(self._recorded)
-            self._batch = None
             self.webhook = replace(self.webhook, schedule=schedule)
             self._delivered.inc(len(batch.event_seqs))
             latency = self._metrics.delivery_latency
@@ -233,38 +224,14 @@ class Worker:
         next_attempt = decision.schedule.next_attempt_at
         return max(0.0, next_attempt - now) if next_attempt is not None else 0.0
 
-    async def _claim_batch(self, now: float, also_held: str = "") -> RequestBatch | None:
-        """Claim the next batch; batches this worker holds (being sent, or being
-        recorded) are not "left behind" ones to send again."""
-        exclude = [*self._recordings.values(), *([also_held] if also_held else [])]
-        return await self._store.claim_batch(
-            self.webhook.id,
+    def _claim(self, now: float) -> Claim:
+        return Claim(
             now_ms=int(now * 1000),
             retained_since_ms=int((now - self._config.storage.retention) * 1000),
             max_events=self._config.delivery.max_events_per_request,
             max_batch_events=self._config.batch.max_events_per_request,
             max_bytes=MAX_REQUEST_BYTES,
-            exclude=exclude,
         )
-
-    async def _next_batch(self, now: float) -> RequestBatch | None:
-        """The batch claimed ahead, if any; else a claim now."""
-        prefetch, self._prefetch = self._prefetch, None
-        if prefetch is not None:
-            batch = await prefetch
-            if batch is not None:
-                return batch
-        return await self._claim_batch(now)
-
-    def _recorded(self, task: asyncio.Task[None]) -> None:
-        self._recordings.pop(task, None)
-        if not task.cancelled() and task.exception() is not None:
-            error = task.exception()
-            log.error(
-                "delivery.record_failed",
-                webhook_id=self.webhook.id,
-                error=getattr(error, "message", str(error)),
-            )
 
     async def _remind(self) -> None:
         webhook, schedule = self.webhook, self.webhook.schedule

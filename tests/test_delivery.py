@@ -530,35 +530,3 @@ def test_payload_is_valid_json_with_unicode(tmp_path: Path) -> None:
         "accountId": 7,
         "events": [{"eventId": "a", "data": {"n": "ü"}}, {"eventId": "b"}],
     }
-
-
-async def test_batches_claimed_ahead_are_sent_again_in_order_after_a_crash(
-    db_path: Path, clock: FakeClock, receiver: Receiver
-) -> None:
-    async with running_engine(
-        db_path, clock, delivery="allow_private_targets = true\nmax_events_per_request = 2\n"
-    ) as engine:
-        webhook = await engine.webhook(receiver.url)
-        ids = await engine.ingest(5)
-        now_ms = int(clock() * 1000)
-        first = await engine.store.claim_batch(
-            webhook.id, now_ms=now_ms, retained_since_ms=0, max_events=2, max_bytes=1 << 20
-        )
-        assert first is not None
-        ahead = await engine.store.claim_batch(
-            webhook.id,
-            now_ms=now_ms,
-            retained_since_ms=0,
-            max_events=2,
-            max_bytes=1 << 20,
-            exclude=[first.id],
-        )
-        assert ahead is not None  # both recorded as sending; then the process died
-    async with running_engine(
-        db_path, clock, delivery="allow_private_targets = true\nmax_events_per_request = 2\n"
-    ) as engine:
-        stored = await engine.store.get_webhook(webhook.id)
-        assert stored is not None
-        assert await engine.drain(engine.worker(stored)) == 3
-    assert [r.headers["webhook-id"] for r in receiver.received[:2]] == [first.id, ahead.id]
-    assert receiver.all_event_ids() == ids
