@@ -24,7 +24,7 @@ from almhookd.targets import (
     GuardedResolver,
     TargetPolicy,
     TargetRefused,
-    check_addresses,
+    check_literal,
     check_url,
 )
 from almhookd.webhooks import Webhook
@@ -116,7 +116,7 @@ class Sender:
         try:
             host, _port, literal = check_url(webhook.target_url)
             if literal is not None:  # aiohttp skips the resolver for IP literals
-                check_addresses(host, [str(literal)], self._policy)
+                check_literal(host, literal, self._policy)
             headers = self.headers(webhook, message_id=message_id, body=body, timestamp=timestamp)
             headers.update(extra_headers or {})
             async with self._session.post(

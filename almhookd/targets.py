@@ -105,6 +105,12 @@ def check_addresses(host: str, addresses: Sequence[str], policy: TargetPolicy) -
             )
 
 
+@functools.lru_cache(maxsize=256)
+def check_literal(host: str, literal: IPAddress, policy: TargetPolicy) -> None:
+    """:func:`check_addresses` for an IP-literal host, cached (checked every request)."""
+    check_addresses(host, [str(literal)], policy)
+
+
 async def check_target(
     url: str, policy: TargetPolicy, resolver: AbstractResolver | None = None
 ) -> None:
