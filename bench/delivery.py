@@ -45,7 +45,6 @@ import ctypes
 import json
 import os
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -77,7 +76,6 @@ from bench.ingest import (
     ENVELOPE_SIZE,
     EVENT_NAME,
     HEADERS,
-    TOKEN,
     BenchError,
     Daemon,
     free_port,
@@ -85,6 +83,7 @@ from bench.ingest import (
     machine_lines,
     percentiles_ms,
     process_cpu_s,
+    running_daemon,
 )
 
 BATCH_EVENT_NAME: Final = "COURSE_ENROLLMENT_BATCH"
@@ -362,17 +361,15 @@ async def create_webhooks(database: Path, targets: Sequence[str]) -> None:
         await store.close()
 
 
-def config_toml(port: int, database: Path, events_per_request: int) -> str:
+def config_toml(events_per_request: int) -> str:
+    """What the delivery scenarios add to ``bench.ingest.running_daemon``'s config."""
     # The one scheduled batch flush of the day is 12 h away: batches wait for the API.
     flush_at = (datetime.now() + timedelta(hours=12)).strftime("%H:%M")
     return (
-        f'[server]\nlisten = "127.0.0.1:{port}"\nadmin_token = "{TOKEN}"\n'
-        f'[storage]\npath = "{database}"\n'
         "[delivery]\nallow_private_targets = true\n"
         f"max_events_per_request = {events_per_request}\n"
         f'backoff_initial = "{BACKOFF_INITIAL}"\nbackoff_max = "{BACKOFF_MAX}"\n'
         f'[batch]\nat = ["{flush_at}"]\nmax_events_per_request = {BATCH_EVENTS_PER_REQUEST}\n'
-        '[log]\nlevel = "warning"\n'
     )
 
 
@@ -383,27 +380,10 @@ def fresh_daemon(
     """The daemon on a fresh database with one webhook per target; stopped on leaving."""
     with tempfile.TemporaryDirectory(prefix="almhookd-bench-") as name:
         directory = Path(name)
-        port, database = free_port(), directory / "almhookd.db"
-        uvloop.run(create_webhooks(database, targets))
-        config = directory / "almhookd.toml"
-        config.write_text(config_toml(port, database, events_per_request))
-        log = directory / "almhookd.log"
-        with log.open("wb") as output:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "almhookd", "run", "--config", str(config)],
-                stdout=output,
-                stderr=subprocess.STDOUT,
-            )
-        print(f"  almhookd pid {process.pid}", file=sys.stderr)
-        daemon = Daemon(process=process, url=f"http://127.0.0.1:{port}", database=database, log=log)
-        try:
-            daemon.wait_ready()
+        uvloop.run(create_webhooks(directory / "almhookd.db", targets))
+        with running_daemon(directory, config_toml(events_per_request)) as daemon:
+            print(f"  almhookd pid {daemon.process.pid}", file=sys.stderr)
             yield daemon
-        except BaseException:
-            process.kill()
-            process.wait()
-            raise
-        daemon.stop()
 
 
 def vm_kib(pid: int, field: str) -> int:

@@ -258,13 +258,14 @@ class Daemon:
 
 
 @contextlib.contextmanager
-def running_daemon(directory: Path) -> Iterator[Daemon]:
-    """The daemon on a fresh database in ``directory``; stopped (exit 0) on leaving."""
+def running_daemon(directory: Path, extra_toml: str = "") -> Iterator[Daemon]:
+    """The daemon on the database ``directory/almhookd.db``, with ``extra_toml`` added to
+    its configuration; stopped (exit 0) on leaving."""
     port = free_port()
     config = directory / "almhookd.toml"
     config.write_text(
         f'[server]\nlisten = "127.0.0.1:{port}"\nadmin_token = "{TOKEN}"\n'
-        '[log]\nlevel = "warning"\n'
+        f'[log]\nlevel = "warning"\n{extra_toml}'
     )
     log = directory / "almhookd.log"
     with log.open("wb") as output:
