@@ -282,18 +282,18 @@ async def status(request: web.Request) -> web.Response:
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
     """Prometheus text format; state gauges are read from the store now."""
-    store, metrics, now_ms = request.app[STORE], request.app[METRICS], request.app[CLOCK]() * 1000
+    store, metrics, now = request.app[STORE], request.app[METRICS], request.app[CLOCK]()
     by_status = dict.fromkeys(("active", "inactive", "disabled"), 0)
     metrics.backlog.clear()
     metrics.oldest_pending_age.clear()
     for webhook in await store.list_webhooks():
         by_status[webhook.status] += 1
-        backlog = await store.backlog_summary(webhook.id)
-        metrics.backlog.labels(webhook.id, "realtime").set(backlog["realtime"] or 0)
-        metrics.backlog.labels(webhook.id, "batch").set(backlog["batch"] or 0)
-        oldest = backlog["oldest"]
-        age = 0.0 if oldest is None else max(0.0, (now_ms - oldest) / 1000)
-        metrics.oldest_pending_age.labels(webhook.id).set(age)
+        health = await webhook_health(store, webhook, now)
+        metrics.backlog.labels(webhook.id, "realtime").set(health["backlog"]["realtime"])
+        metrics.backlog.labels(webhook.id, "batch").set(health["backlog"]["batch"])
+        metrics.oldest_pending_age.labels(webhook.id).set(
+            (health["oldestPendingAgeMs"] or 0) / 1000
+        )
     for name, count in by_status.items():
         metrics.webhooks.labels(name).set(count)
     return web.Response(
