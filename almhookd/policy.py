@@ -72,16 +72,8 @@ class Decision:
 
 
 def after_success(schedule: Schedule, *, now: float) -> Schedule:
-    """A 2xx: the backlog drains at full speed again."""
-    return replace(
-        schedule,
-        consecutive_failures=0,
-        failing_since=None,
-        next_attempt_at=None,
-        last_success_at=now,
-        last_error=None,
-        last_reminder_at=None,
-    )
+    """A 2xx: the backlog drains at full speed again; nothing of the failure is kept."""
+    return Schedule(last_success_at=now)
 
 
 def after_failure(

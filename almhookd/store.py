@@ -110,6 +110,15 @@ class RequestBatch:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class Attempt:
+    """One HTTP attempt of a request batch, to be logged."""
+
+    batch: RequestBatch
+    outcome: Outcome
+    started_at_ms: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ExpiredCount:
     webhook_id: str
     events: int
@@ -253,24 +262,33 @@ class Claim:
     max_events: int
     max_batch_events: int
     max_bytes: int
+    #: request batches to pack, one after the other (a worker claims one ahead)
+    batches: int = 1
+
+
+_CLAIM_SQL: Final = (
+    "SELECT d.event_seq, e.event_id, e.account_id, e.ingested_at_ms, e.body,"
+    " e.realtime FROM deliveries AS d INDEXED BY deliveries_ready"
+    " JOIN events AS e ON e.seq = d.event_seq"
+    " WHERE d.webhook_id = ? AND d.state = 'pending' AND d.due_at_ms IS NOT NULL"
+    " AND d.due_at_ms <= ? AND e.ingested_at_ms >= ?"
+    " ORDER BY d.event_seq LIMIT ?"
+)
 
 
 def _claim(db: sqlite3.Connection, webhook_id: str, claim: Claim) -> RequestBatch | None:
     """Pack the next due deliveries into a request batch (see ``Store.claim_batch``)."""
     limits = {True: claim.max_events, False: claim.max_batch_events}
-    batch_id = "msg_" + uuid.uuid4().hex
-    rows = db.execute(
-        "SELECT d.event_seq, e.event_id, e.account_id, e.ingested_at_ms, e.body,"
-        " e.realtime FROM deliveries AS d INDEXED BY deliveries_ready"
-        " JOIN events AS e ON e.seq = d.event_seq"
-        " WHERE d.webhook_id = ? AND d.state = 'pending' AND d.due_at_ms IS NOT NULL"
-        " AND d.due_at_ms <= ? AND e.ingested_at_ms >= ?"
-        " ORDER BY d.event_seq LIMIT ?",
-        (webhook_id, claim.now_ms, claim.retained_since_ms, max(limits.values())),
-    ).fetchall()
+    parameters = (webhook_id, claim.now_ms, claim.retained_since_ms)
+    # Fetch as many rows as a real-time request may carry, and more only when the first
+    # due event is a released batch event: each row fetched carries its body.
+    rows = db.execute(_CLAIM_SQL, (*parameters, claim.max_events)).fetchall()
     if not rows:
         return None
     account_id, realtime, size = rows[0][2], bool(rows[0][5]), 0
+    if not realtime and claim.max_batch_events > len(rows) == claim.max_events:
+        rows = db.execute(_CLAIM_SQL, (*parameters, claim.max_batch_events)).fetchall()
+    batch_id = "msg_" + uuid.uuid4().hex
     chosen: list[Any] = []
     for row in rows[: limits[realtime]]:
         size += len(row[4]) + 1
@@ -283,10 +301,10 @@ def _claim(db: sqlite3.Connection, webhook_id: str, claim: Claim) -> RequestBatc
         " VALUES (?, ?, ?, 'sending')",
         (batch_id, webhook_id, claim.now_ms),
     )
-    db.execute(
+    db.executemany(
         "UPDATE deliveries SET state = 'sending', batch_id = ? WHERE webhook_id = ?"
-        " AND event_seq IN (SELECT value FROM json_each(?))",
-        (batch_id, webhook_id, json.dumps(seqs)),
+        " AND event_seq = ?",
+        [(batch_id, webhook_id, seq) for seq in seqs],
     )
     return RequestBatch(
         id=batch_id,
@@ -298,6 +316,14 @@ def _claim(db: sqlite3.Connection, webhook_id: str, claim: Claim) -> RequestBatc
         ingested_at_ms=tuple(row[3] for row in chosen),
         created_at_ms=claim.now_ms,
     )
+
+
+def _claim_batches(db: sqlite3.Connection, webhook_id: str, claim: Claim) -> list[RequestBatch]:
+    """Up to ``claim.batches`` batches, in order: each claim marks its events sending."""
+    batches: list[RequestBatch] = []
+    while len(batches) < claim.batches and (batch := _claim(db, webhook_id, claim)) is not None:
+        batches.append(batch)
+    return batches
 
 
 def _storage_error(error: sqlite3.Error, path: Path) -> StorageError:
@@ -897,38 +923,42 @@ class Store:
 
     # --- delivery --------------------------------------------------------------------
 
-    async def in_flight_batch(self, webhook_id: str) -> RequestBatch | None:
-        """The batch recorded as being sent (after a crash: to send again, same id)."""
+    async def in_flight_batches(self, webhook_id: str) -> list[RequestBatch]:
+        """The batches recorded as being sent, oldest first (after a crash: to send
+        again, same ids, before anything new is claimed)."""
 
-        def work(db: sqlite3.Connection) -> RequestBatch | None:
-            found = db.execute(
+        def work(db: sqlite3.Connection) -> list[RequestBatch]:
+            batches = []
+            for batch_id, created_at_ms, attempts in db.execute(
                 "SELECT id, created_at_ms, attempts FROM request_batches"
-                " WHERE webhook_id = ? AND state = 'sending' ORDER BY created_at_ms LIMIT 1",
+                " WHERE webhook_id = ? AND state = 'sending' ORDER BY rowid",
                 (webhook_id,),
-            ).fetchone()
-            if found is None:
-                return None
-            batch_id, created_at_ms, attempts = found
-            events = db.execute(
-                "SELECT d.event_seq, e.event_id, e.account_id, e.ingested_at_ms, e.body"
-                " FROM deliveries AS d JOIN events AS e ON e.seq = d.event_seq"
-                " WHERE d.batch_id = ? AND d.state = 'sending' ORDER BY d.event_seq",
-                (batch_id,),
-            ).fetchall()
-            if not events:
-                db.execute("UPDATE request_batches SET state = 'expired' WHERE id = ?", (batch_id,))
-                return None
-            return RequestBatch(
-                id=batch_id,
-                webhook_id=webhook_id,
-                account_id=events[0][2],
-                event_seqs=tuple(e[0] for e in events),
-                event_ids=tuple(e[1] for e in events),
-                body=_payload(events[0][2], [e[4] for e in events]),
-                ingested_at_ms=tuple(e[3] for e in events),
-                created_at_ms=created_at_ms,
-                attempts=attempts,
-            )
+            ).fetchall():
+                events = db.execute(
+                    "SELECT d.event_seq, e.event_id, e.account_id, e.ingested_at_ms, e.body"
+                    " FROM deliveries AS d JOIN events AS e ON e.seq = d.event_seq"
+                    " WHERE d.batch_id = ? AND d.state = 'sending' ORDER BY d.event_seq",
+                    (batch_id,),
+                ).fetchall()
+                if not events:
+                    db.execute(
+                        "UPDATE request_batches SET state = 'expired' WHERE id = ?", (batch_id,)
+                    )
+                    continue
+                batches.append(
+                    RequestBatch(
+                        id=batch_id,
+                        webhook_id=webhook_id,
+                        account_id=events[0][2],
+                        event_seqs=tuple(e[0] for e in events),
+                        event_ids=tuple(e[1] for e in events),
+                        body=_payload(events[0][2], [e[4] for e in events]),
+                        ingested_at_ms=tuple(e[3] for e in events),
+                        created_at_ms=created_at_ms,
+                        attempts=attempts,
+                    )
+                )
+            return batches
 
         return await self._write(work, durable=False)
 
@@ -956,60 +986,69 @@ class Store:
             max_batch_events=max_batch_events or max_events,
             max_bytes=max_bytes,
         )
-        return await self._write(lambda db: _claim(db, webhook_id, claim), durable=False)
+        batches = await self.claim_batches(webhook_id, claim)
+        return batches[0] if batches else None
 
-    async def record_attempt(
+    async def claim_batches(self, webhook_id: str, claim: Claim) -> list[RequestBatch]:
+        """Up to ``claim.batches`` request batches, one after the other, each recorded
+        before it is sent (see ``claim_batch``)."""
+        return await self._write(lambda db: _claim_batches(db, webhook_id, claim), durable=False)
+
+    async def record_attempts(
         self,
-        batch: RequestBatch,
-        outcome: Outcome,
+        webhook_id: str,
+        attempts: Sequence[Attempt],
         *,
-        started_at_ms: int,
         schedule: Schedule,
         disable_reason: str | None = None,
         claim_next: Claim | None = None,
-    ) -> RequestBatch | None:
-        """Log an attempt; on success mark the batch delivered; store the new schedule.
+    ) -> list[RequestBatch]:
+        """Log attempts, in order; mark acknowledged batches delivered; store the
+        webhook's schedule after them.
 
-        With ``claim_next``, the next batch is claimed in the same transaction (one trip
-        to the writer per request while a backlog drains) and returned.
+        With ``claim_next``, the next batches are claimed in the same transaction (one
+        trip to the writer for several requests while a backlog drains) and returned.
         """
         now_ms = self._now_ms()
 
-        def work(db: sqlite3.Connection) -> RequestBatch | None:
-            db.execute(
+        def work(db: sqlite3.Connection) -> list[RequestBatch]:
+            db.executemany(
                 "INSERT INTO attempts (webhook_id, batch_id, started_at_ms, duration_ms,"
                 " event_count, status, error, response_body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    batch.webhook_id,
-                    batch.id,
-                    started_at_ms,
-                    outcome.duration_ms,
-                    len(batch.event_seqs),
-                    outcome.status,
-                    outcome.error,
-                    outcome.response_body[:RESPONSE_EXCERPT_CHARS],
-                ),
+                [
+                    (
+                        webhook_id,
+                        attempt.batch.id,
+                        attempt.started_at_ms,
+                        attempt.outcome.duration_ms,
+                        len(attempt.batch.event_seqs),
+                        attempt.outcome.status,
+                        attempt.outcome.error,
+                        attempt.outcome.response_body[:RESPONSE_EXCERPT_CHARS],
+                    )
+                    for attempt in attempts
+                ],
             )
-            if outcome.ok:
-                db.execute(
-                    "UPDATE request_batches SET state = 'delivered', attempts = attempts + 1"
-                    " WHERE id = ?",
-                    (batch.id,),
-                )
-                db.execute(
-                    "UPDATE deliveries SET state = 'delivered', delivered_at_ms = ?,"
-                    " attempts = attempts + 1 WHERE batch_id = ? AND state = 'sending'",
-                    (now_ms, batch.id),
-                )
-            else:
-                db.execute(
-                    "UPDATE request_batches SET attempts = attempts + 1 WHERE id = ?", (batch.id,)
-                )
-                db.execute(
-                    "UPDATE deliveries SET attempts = attempts + 1"
-                    " WHERE batch_id = ? AND state = 'sending'",
-                    (batch.id,),
-                )
+            acknowledged = [(a.batch.id,) for a in attempts if a.outcome.ok]
+            failed = [(a.batch.id,) for a in attempts if not a.outcome.ok]
+            db.executemany(
+                "UPDATE request_batches SET state = 'delivered', attempts = attempts + 1"
+                " WHERE id = ?",
+                acknowledged,
+            )
+            db.executemany(
+                "UPDATE deliveries SET state = 'delivered', delivered_at_ms = ?,"
+                " attempts = attempts + 1 WHERE batch_id = ? AND state = 'sending'",
+                [(now_ms, batch_id) for (batch_id,) in acknowledged],
+            )
+            db.executemany(
+                "UPDATE request_batches SET attempts = attempts + 1 WHERE id = ?", failed
+            )
+            db.executemany(
+                "UPDATE deliveries SET attempts = attempts + 1"
+                " WHERE batch_id = ? AND state = 'sending'",
+                failed,
+            )
             db.execute(
                 "UPDATE webhooks SET consecutive_failures = ?, failing_since_ms = ?,"
                 " next_attempt_at_ms = ?, last_success_at_ms = ?, last_error = ?,"
@@ -1021,16 +1060,16 @@ class Store:
                     _ms(schedule.last_success_at),
                     schedule.last_error,
                     _ms(schedule.last_reminder_at),
-                    batch.webhook_id,
+                    webhook_id,
                 ),
             )
             if disable_reason is not None:
                 db.execute(
                     "UPDATE webhooks SET status = 'disabled', disabled_reason = ?,"
                     " updated_at_ms = ? WHERE id = ?",
-                    (disable_reason, now_ms, batch.webhook_id),
+                    (disable_reason, now_ms, webhook_id),
                 )
-            return _claim(db, batch.webhook_id, claim_next) if claim_next else None
+            return _claim_batches(db, webhook_id, claim_next) if claim_next else []
 
         return await self._write(work, durable=False)
 

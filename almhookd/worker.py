@@ -4,6 +4,12 @@ It sleeps until its next due time or until woken by a commit (no polling), packs
 is due into a request batch recorded before sending, and retries that same batch, same
 ``webhook-id``, on the subscriber's backoff schedule. ``step()`` is one turn of the
 loop, so tests drive the worker on a fake clock without sleeping.
+
+While a backlog drains, the worker holds up to CLAIMED_BATCHES batches claimed ahead, so
+the next request goes out as soon as one is acknowledged, while the writer records the
+acknowledged ones (several in one transaction) and claims more. A crash re-sends what was
+claimed or acknowledged but not yet recorded, each batch under its own id: duplicates,
+bounded by 2 x CLAIMED_BATCHES batches per webhook, never a loss.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, Final
@@ -24,7 +31,7 @@ from almhookd.notify import Notifier, Reminder
 from almhookd.policy import RetryPolicy, after_failure, after_success, disables_at
 from almhookd.protocols import Clock
 from almhookd.sender import Sender
-from almhookd.store import Claim, RequestBatch, Store
+from almhookd.store import Attempt, Claim, RequestBatch, Store
 from almhookd.webhooks import Webhook
 
 log = structlog.get_logger("almhookd.worker")
@@ -33,6 +40,10 @@ log = structlog.get_logger("almhookd.worker")
 MAX_REQUEST_BYTES: Final = 1024 * 1024
 #: Pause after a storage error before the worker tries again.
 STORAGE_RETRY_SECONDS: Final = 1.0
+#: Request batches a worker holds claimed: the one being sent and those ahead of it.
+CLAIMED_BATCHES: Final = 4
+#: Claimed batches left when the acknowledged ones are recorded and more are claimed.
+REFILL_AT: Final = CLAIMED_BATCHES // 2
 
 
 class Worker:
@@ -63,8 +74,13 @@ class Worker:
         self._metrics = metrics or Metrics()
         self._delivered = self._metrics.deliveries.labels(webhook.id, "delivered")
         self._attempt_counters: dict[str, Any] = {}
-        self._batch: RequestBatch | None = None
-        self._batch_loaded = False
+        #: claimed batches, in the order they go out; the first is the one being sent
+        self._claimed: deque[RequestBatch] = deque()
+        self._claimed_loaded = False
+        #: acknowledged attempts not yet handed to the writer, in order
+        self._acknowledged: list[Attempt] = []
+        #: the one record (and claim) running on the writer, returning what it claimed
+        self._recording: asyncio.Future[list[RequestBatch]] | None = None
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -106,13 +122,14 @@ class Worker:
         self._stopping = True
         self._wake.set()
         task = self._task
-        if task is None or task.done():
-            return
-        await asyncio.wait({task}, timeout=grace)
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if task is not None and not task.done():
+            await asyncio.wait({task}, timeout=grace)
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        with contextlib.suppress(StorageError):
+            await self._record(claim=False)
 
     # --- the loop ----------------------------------------------------------------------
 
@@ -143,29 +160,24 @@ class Worker:
         if due is not None and due > now:
             return due - now
         retained_since_ms = int((now - self._config.storage.retention) * 1000)
-        if not self._batch_loaded:
-            self._batch = await self._store.in_flight_batch(webhook.id)
-            self._batch_loaded = True
-        if self._batch is not None and self._batch.oldest_ingested_at_ms < retained_since_ms:
+        if not self._claimed_loaded:
+            await self._record(claim=False)
+            self._claimed = deque(await self._store.in_flight_batches(webhook.id))
+            self._claimed_loaded = True
+        if self._claimed and self._claimed[0].oldest_ingested_at_ms < retained_since_ms:
+            await self._record(claim=False)
             await self._expire()  # dissolves the batch; its retained events are repacked
-            self._batch = None
-        if self._batch is None:
-            claim = self._claim(now)
-            self._batch = await self._store.claim_batch(
-                webhook.id,
-                now_ms=claim.now_ms,
-                retained_since_ms=claim.retained_since_ms,
-                max_events=claim.max_events,
-                max_batch_events=claim.max_batch_events,
-                max_bytes=claim.max_bytes,
-            )
-            if self._batch is None:
+            self._claimed = deque(await self._store.in_flight_batches(webhook.id))
+        if not self._claimed:
+            await self._record(claim=True, now=now)
+            if not self._claimed:
                 return None
-        batch = self._batch
+        batch = self._claimed[0]
         started_ms = int(self._clock() * 1000)
         outcome = await self._sender.send(webhook, message_id=batch.id, body=batch.body)
         now = self._clock()
         self._attempts_counter(outcome.status).inc()
+        attempt = Attempt(batch=batch, outcome=outcome, started_at_ms=started_ms)
         fields = {
             "webhook_id": webhook.id,
             "batch_id": batch.id,
@@ -174,33 +186,25 @@ class Worker:
             "duration_ms": outcome.duration_ms,
         }
         if outcome.ok:
-            schedule = after_success(webhook.schedule, now=now)
-            # The next batch is claimed with the record: one trip to the writer a request.
-            self._batch = await self._store.record_attempt(
-                batch,
-                outcome,
-                started_at_ms=started_ms,
-                schedule=schedule,
-                claim_next=None if self._stopping else self._claim(now),
-            )
-            self.webhook = replace(self.webhook, schedule=schedule)
+            self._claimed.popleft()
+            self._acknowledged.append(attempt)
+            self.webhook = replace(self.webhook, schedule=after_success(webhook.schedule, now=now))
+            if self._recording is not None and self._recording.done():
+                await self._settle()
+            if self._recording is None and (len(self._claimed) <= REFILL_AT or self._stopping):
+                self._start_record(now)  # runs while the batches claimed ahead go out
             self._delivered.inc(len(batch.event_seqs))
-            latency = self._metrics.delivery_latency
-            for ingested_at_ms in batch.ingested_at_ms:
-                latency.observe(max(0.0, now - ingested_at_ms / 1000))
+            self._metrics.delivery_latency.observe_many(
+                max(0.0, now - ingested_at_ms / 1000) for ingested_at_ms in batch.ingested_at_ms
+            )
             log.info("delivery.succeeded", **fields)
             return 0.0
         decision = after_failure(
             webhook.schedule, outcome, now=now, policy=self._policy, jitter=self._jitter()
         )
-        await self._store.record_attempt(
-            batch,
-            outcome,
-            started_at_ms=started_ms,
-            schedule=decision.schedule,
-            disable_reason=decision.disable_reason,
-        )
+        self._acknowledged.append(attempt)
         self.webhook = replace(self.webhook, schedule=decision.schedule)
+        await self._record(claim=False, disable_reason=decision.disable_reason)
         log.warning(
             "delivery.failed",
             **fields,
@@ -225,13 +229,58 @@ class Worker:
         return max(0.0, next_attempt - now) if next_attempt is not None else 0.0
 
     def _claim(self, now: float) -> Claim:
+        """What to claim so that the worker holds CLAIMED_BATCHES batches again."""
         return Claim(
             now_ms=int(now * 1000),
             retained_since_ms=int((now - self._config.storage.retention) * 1000),
             max_events=self._config.delivery.max_events_per_request,
             max_batch_events=self._config.batch.max_events_per_request,
             max_bytes=MAX_REQUEST_BYTES,
+            batches=CLAIMED_BATCHES - len(self._claimed),
         )
+
+    async def _settle(self) -> None:
+        """Wait for the record running in the background; take the batches it claimed.
+
+        Should it fail, what this worker holds is read again from the store, so the
+        batches it was recording are sent again (duplicates) rather than left behind.
+        """
+        recording, self._recording = self._recording, None
+        if recording is None:
+            return
+        try:
+            self._claimed.extend(await asyncio.shield(recording))
+        except StorageError:
+            self._claimed.clear()
+            self._claimed_loaded = False
+            raise
+
+    async def _record(
+        self, *, claim: bool, now: float = 0.0, disable_reason: str | None = None
+    ) -> None:
+        """Record every acknowledged attempt (and claim more batches) before going on."""
+        await self._settle()
+        self._start_record(now if claim else None, disable_reason=disable_reason)
+        await self._settle()
+
+    def _start_record(self, now: float | None, *, disable_reason: str | None = None) -> None:
+        """Hand the acknowledged attempts to the writer, and claim batches up to
+        CLAIMED_BATCHES unless ``now`` is None (stopping, failing, expiring)."""
+        attempts, self._acknowledged = self._acknowledged, []
+        claim = None if now is None or self._stopping else self._claim(now)
+        if attempts:
+            record: Awaitable[list[RequestBatch]] = self._store.record_attempts(
+                self.webhook.id,
+                attempts,
+                schedule=self.webhook.schedule,
+                disable_reason=disable_reason,
+                claim_next=claim,
+            )
+        elif claim is not None:
+            record = self._store.claim_batches(self.webhook.id, claim)
+        else:
+            return
+        self._recording = asyncio.ensure_future(record)
 
     async def _remind(self) -> None:
         webhook, schedule = self.webhook, self.webhook.schedule
