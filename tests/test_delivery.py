@@ -11,15 +11,19 @@ import base64
 import itertools
 import json
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
 from almhookd.config import Secret, parse_config
+from almhookd.errors import StorageError
 from almhookd.policy import FIRST_REMINDER_AFTER, Outcome
 from almhookd.sender import Sender
+from almhookd.store import Claim, RequestBatch
 from almhookd.webhooks import NewWebhook, Webhook, unsaved_webhook
 from tests.conftest import FakeClock, free_port
 from tests.engine import Engine, running_engine
@@ -483,6 +487,74 @@ async def test_a_batch_recorded_but_not_acknowledged_is_sent_again_with_its_id(
     assert receiver.received[0].headers["webhook-id"] == batch.id
     assert receiver.received[0].event_ids == ids
     assert receiver.received[1].event_ids == more
+
+
+async def test_batches_claimed_ahead_are_sent_again_in_order_after_a_crash(
+    db_path: Path, clock: FakeClock, receiver: Receiver
+) -> None:
+    async with running_engine(
+        db_path, clock, delivery="allow_private_targets = true\nmax_events_per_request = 1\n"
+    ) as engine:
+        webhook = await engine.webhook(receiver.url)
+        ids = await engine.ingest(5)
+        claimed = await engine.store.claim_batches(
+            webhook.id,
+            Claim(
+                now_ms=int(clock() * 1000),
+                retained_since_ms=0,
+                max_events=1,
+                max_batch_events=1,
+                max_bytes=1 << 20,
+                batches=3,
+            ),
+        )
+        # the process died with three batches claimed, none of them acknowledged
+    async with running_engine(
+        db_path, clock, delivery="allow_private_targets = true\nmax_events_per_request = 1\n"
+    ) as engine:
+        stored = await engine.store.get_webhook(webhook.id)
+        assert stored is not None
+        assert await engine.drain(engine.worker(stored)) == 5
+        assert await engine.store.backlog(webhook.id) == 0
+    assert [r.headers["webhook-id"] for r in receiver.received[:3]] == [b.id for b in claimed]
+    assert [r.event_ids[0] for r in receiver.received] == ids
+
+
+async def test_a_failed_background_record_sends_its_batches_again(
+    engine: Engine, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine.config = replace(
+        engine.config, delivery=replace(engine.config.delivery, max_events_per_request=1)
+    )
+    webhook = await engine.webhook(receiver.url)
+    ids = await engine.ingest(6)
+    worker = engine.worker(webhook)
+    record_attempts = engine.store.record_attempts
+    failures = iter([StorageError("disk I/O error")])
+
+    async def failing_once(*args: Any, **kwargs: Any) -> list[RequestBatch]:
+        for error in failures:
+            raise error
+        return await record_attempts(*args, **kwargs)
+
+    monkeypatch.setattr(engine.store, "record_attempts", failing_once)
+    sent = 0
+    with capture_logs() as logs:
+        for _ in range(20):
+            try:
+                delay = await worker.step()
+            except StorageError:
+                continue  # the running loop logs it and tries again
+            sent += 1
+            if delay is None:
+                break
+    assert await engine.store.backlog(webhook.id) == 0
+    arrived = [r.event_ids[0] for r in receiver.received]
+    assert set(arrived) == set(ids)
+    assert len(arrived) > len(ids)  # the batches of the lost record went out again
+    first = [arrived.index(event_id) for event_id in ids]
+    assert first == sorted(first)  # first deliveries in ingest order
+    assert not [e for e in logs if e["log_level"] == "error"]
 
 
 async def test_running_workers_wake_on_commit_and_idle_without_polling(
