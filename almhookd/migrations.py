@@ -122,6 +122,54 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         value TEXT NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 2: a delivery in a request being sent is a pending one with a batch_id, and the
+    # batch lists its events. Claiming a batch then rewrites one index entry per event
+    # instead of four; batch_id loses its foreign key and index (a batch is found
+    # through its list), so pruning batches scans nothing.
+    """
+    ALTER TABLE request_batches ADD COLUMN event_seqs TEXT;  -- JSON array, ingest order
+    UPDATE request_batches SET event_seqs = (
+        SELECT json_group_array(event_seq) FROM (
+            SELECT event_seq FROM deliveries
+            WHERE batch_id = request_batches.id AND state = 'sending' ORDER BY event_seq
+        )
+    ) WHERE state = 'sending';
+
+    CREATE TABLE deliveries_2 (
+        webhook_id      TEXT    NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+        event_seq       INTEGER NOT NULL REFERENCES events (seq) ON DELETE CASCADE,
+        state           TEXT    NOT NULL DEFAULT 'pending'
+                                CHECK (state IN ('pending', 'delivered', 'expired')),
+        due_at_ms       INTEGER,  -- non-real-time events: released by the batch flush
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        batch_id        TEXT,     -- set while being sent (state pending), and once delivered
+        delivered_at_ms INTEGER,
+        PRIMARY KEY (webhook_id, event_seq)
+    ) WITHOUT ROWID;
+    INSERT INTO deliveries_2 (webhook_id, event_seq, state, due_at_ms, attempts, batch_id,
+                              delivered_at_ms)
+        SELECT webhook_id, event_seq,
+               CASE state WHEN 'sending' THEN 'pending' ELSE state END,
+               due_at_ms, attempts, batch_id, delivered_at_ms
+        FROM deliveries;
+    DROP TABLE deliveries;
+    ALTER TABLE deliveries_2 RENAME TO deliveries;
+    -- Due now or at a known time (real-time events, released batch events), in order,
+    -- and not in a request being sent.
+    CREATE INDEX deliveries_ready ON deliveries (webhook_id, event_seq)
+        WHERE state = 'pending' AND due_at_ms IS NOT NULL AND batch_id IS NULL;
+    CREATE INDEX deliveries_held ON deliveries (webhook_id, event_seq)
+        WHERE state = 'pending' AND due_at_ms IS NULL;
+    CREATE INDEX deliveries_outstanding ON deliveries (webhook_id) WHERE state = 'pending';
+    CREATE INDEX deliveries_by_event ON deliveries (event_seq);
+    -- The state as the API shows it: a pending delivery in a request being sent is
+    -- "sending".
+    CREATE VIEW delivery_states AS
+        SELECT webhook_id, event_seq, due_at_ms, attempts, batch_id, delivered_at_ms,
+               CASE WHEN state = 'pending' AND batch_id IS NOT NULL THEN 'sending'
+                    ELSE state END AS state
+        FROM deliveries;
+    """,
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

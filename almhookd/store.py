@@ -271,7 +271,7 @@ _CLAIM_SQL: Final = (
     " e.realtime FROM deliveries AS d INDEXED BY deliveries_ready"
     " JOIN events AS e ON e.seq = d.event_seq"
     " WHERE d.webhook_id = ? AND d.state = 'pending' AND d.due_at_ms IS NOT NULL"
-    " AND d.due_at_ms <= ? AND e.ingested_at_ms >= ?"
+    " AND d.batch_id IS NULL AND d.due_at_ms <= ? AND e.ingested_at_ms >= ?"
     " ORDER BY d.event_seq LIMIT ?"
 )
 
@@ -297,13 +297,12 @@ def _claim(db: sqlite3.Connection, webhook_id: str, claim: Claim) -> RequestBatc
         chosen.append(row)
     seqs = [row[0] for row in chosen]
     db.execute(
-        "INSERT INTO request_batches (id, webhook_id, created_at_ms, state)"
-        " VALUES (?, ?, ?, 'sending')",
-        (batch_id, webhook_id, claim.now_ms),
+        "INSERT INTO request_batches (id, webhook_id, created_at_ms, state, event_seqs)"
+        " VALUES (?, ?, ?, 'sending', ?)",
+        (batch_id, webhook_id, claim.now_ms, json.dumps(seqs)),
     )
     db.executemany(
-        "UPDATE deliveries SET state = 'sending', batch_id = ? WHERE webhook_id = ?"
-        " AND event_seq = ?",
+        "UPDATE deliveries SET batch_id = ? WHERE webhook_id = ? AND event_seq = ?",
         [(batch_id, webhook_id, seq) for seq in seqs],
     )
     return RequestBatch(
@@ -580,8 +579,8 @@ class Store:
                 webhook_id=d[0], state=d[1], attempts=d[2], batch_id=d[3], delivered_at_ms=d[4]
             )
             for d in await self._fetchall(
-                "SELECT webhook_id, state, attempts, batch_id, delivered_at_ms FROM deliveries"
-                " WHERE event_seq = ? ORDER BY webhook_id",
+                "SELECT webhook_id, state, attempts, batch_id, delivered_at_ms"
+                " FROM delivery_states WHERE event_seq = ? ORDER BY webhook_id",
                 (row[0],),
             )
         )
@@ -845,7 +844,7 @@ class Store:
         rows = await self._fetchall(
             "SELECT d.event_seq, e.event_id, e.event_name, e.ingested_at_ms, d.state,"
             " d.attempts, d.batch_id, d.delivered_at_ms, d.due_at_ms"
-            " FROM deliveries AS d JOIN events AS e ON e.seq = d.event_seq"
+            " FROM delivery_states AS d JOIN events AS e ON e.seq = d.event_seq"
             " WHERE d.webhook_id = ? AND d.event_seq > ? AND (? IS NULL OR d.state = ?)"
             " ORDER BY d.event_seq LIMIT ?",
             (webhook_id, after_seq, state, state, limit),
@@ -907,7 +906,8 @@ class Store:
             for seq in seqs:
                 updated = db.execute(
                     "UPDATE deliveries SET state = 'pending', due_at_ms = ?, batch_id = NULL"
-                    " WHERE webhook_id = ? AND event_seq = ? AND state != 'sending'",
+                    " WHERE webhook_id = ? AND event_seq = ?"
+                    " AND NOT (state = 'pending' AND batch_id IS NOT NULL)",
                     (now_ms, webhook_id, seq),
                 ).rowcount
                 if not updated:
@@ -929,16 +929,17 @@ class Store:
 
         def work(db: sqlite3.Connection) -> list[RequestBatch]:
             batches = []
-            for batch_id, created_at_ms, attempts in db.execute(
-                "SELECT id, created_at_ms, attempts FROM request_batches"
+            for batch_id, created_at_ms, attempts, seqs in db.execute(
+                "SELECT id, created_at_ms, attempts, event_seqs FROM request_batches"
                 " WHERE webhook_id = ? AND state = 'sending' ORDER BY rowid",
                 (webhook_id,),
             ).fetchall():
                 events = db.execute(
                     "SELECT d.event_seq, e.event_id, e.account_id, e.ingested_at_ms, e.body"
                     " FROM deliveries AS d JOIN events AS e ON e.seq = d.event_seq"
-                    " WHERE d.batch_id = ? AND d.state = 'sending' ORDER BY d.event_seq",
-                    (batch_id,),
+                    " WHERE d.webhook_id = ? AND d.event_seq IN (SELECT value FROM json_each(?))"
+                    " AND d.state = 'pending' AND d.batch_id = ? ORDER BY d.event_seq",
+                    (webhook_id, seqs, batch_id),
                 ).fetchall()
                 if not events:
                     db.execute(
@@ -1029,26 +1030,29 @@ class Store:
                     for attempt in attempts
                 ],
             )
-            acknowledged = [(a.batch.id,) for a in attempts if a.outcome.ok]
-            failed = [(a.batch.id,) for a in attempts if not a.outcome.ok]
-            db.executemany(
-                "UPDATE request_batches SET state = 'delivered', attempts = attempts + 1"
-                " WHERE id = ?",
-                acknowledged,
-            )
-            db.executemany(
-                "UPDATE deliveries SET state = 'delivered', delivered_at_ms = ?,"
-                " attempts = attempts + 1 WHERE batch_id = ? AND state = 'sending'",
-                [(now_ms, batch_id) for (batch_id,) in acknowledged],
-            )
-            db.executemany(
-                "UPDATE request_batches SET attempts = attempts + 1 WHERE id = ?", failed
-            )
-            db.executemany(
-                "UPDATE deliveries SET attempts = attempts + 1"
-                " WHERE batch_id = ? AND state = 'sending'",
-                failed,
-            )
+            for ok, batch_state in ((True, "delivered"), (False, "sending")):
+                batches = [a.batch for a in attempts if a.outcome.ok is ok]
+                db.executemany(
+                    "UPDATE request_batches SET state = ?, attempts = attempts + 1 WHERE id = ?",
+                    [(batch_state, batch.id) for batch in batches],
+                )
+                # Only events still in the batch: an expiry may have dissolved it.
+                db.executemany(
+                    "UPDATE deliveries SET state = ?, delivered_at_ms = ?,"
+                    " attempts = attempts + 1 WHERE webhook_id = ? AND event_seq = ?"
+                    " AND state = 'pending' AND batch_id = ?",
+                    [
+                        (
+                            "delivered" if ok else "pending",
+                            now_ms if ok else None,
+                            webhook_id,
+                            seq,
+                            batch.id,
+                        )
+                        for batch in batches
+                        for seq in batch.event_seqs
+                    ],
+                )
             db.execute(
                 "UPDATE webhooks SET consecutive_failures = ?, failing_since_ms = ?,"
                 " next_attempt_at_ms = ?, last_success_at_ms = ?, last_error = ?,"
@@ -1086,27 +1090,37 @@ class Store:
                 for row in db.execute(
                     "SELECT d.webhook_id, count(*) FROM events AS e"
                     " JOIN deliveries AS d ON d.event_seq = e.seq"
-                    " WHERE e.ingested_at_ms < ? AND d.state IN ('pending', 'sending')"
+                    " WHERE e.ingested_at_ms < ? AND d.state = 'pending'"
                     " GROUP BY d.webhook_id ORDER BY d.webhook_id",
                     (retained_since_ms,),
                 )
             ]
             if not counts:
                 return []
+            dissolved = db.execute(
+                "SELECT id, webhook_id, event_seqs FROM request_batches WHERE id IN"
+                " (SELECT d.batch_id FROM events AS e JOIN deliveries AS d"
+                " ON d.event_seq = e.seq WHERE e.ingested_at_ms < ? AND d.state = 'pending'"
+                " AND d.batch_id IS NOT NULL) AND state = 'sending'",
+                (retained_since_ms,),
+            ).fetchall()
             db.execute(
-                "UPDATE deliveries SET state = 'expired' WHERE state IN ('pending', 'sending')"
+                "UPDATE deliveries SET state = 'expired' WHERE state = 'pending'"
                 " AND event_seq IN (SELECT seq FROM events WHERE ingested_at_ms < ?)",
                 (retained_since_ms,),
             )
-            db.execute(
-                "UPDATE request_batches SET state = 'expired' WHERE state = 'sending' AND id IN"
-                " (SELECT batch_id FROM deliveries WHERE state = 'expired'"
-                " AND batch_id IS NOT NULL)"
+            db.executemany(
+                "UPDATE request_batches SET state = 'expired' WHERE id = ?",
+                [(batch_id,) for batch_id, _, _ in dissolved],
             )
-            db.execute(
-                "UPDATE deliveries SET state = 'pending', batch_id = NULL"
-                " WHERE state = 'sending' AND batch_id IN"
-                " (SELECT id FROM request_batches WHERE state = 'expired')"
+            db.executemany(
+                "UPDATE deliveries SET batch_id = NULL WHERE webhook_id = ? AND event_seq = ?"
+                " AND state = 'pending' AND batch_id = ?",
+                [
+                    (webhook_id, seq, batch_id)
+                    for batch_id, webhook_id, seqs in dissolved
+                    for seq in json.loads(seqs)
+                ],
             )
             return counts
 
@@ -1143,14 +1157,14 @@ class Store:
             counts = {
                 row[0]: int(row[1])
                 for row in db.execute(
-                    "SELECT webhook_id, count(*) FROM deliveries"
+                    "SELECT webhook_id, count(*) FROM deliveries INDEXED BY deliveries_held"
                     " WHERE state = 'pending' AND due_at_ms IS NULL"
                     " GROUP BY webhook_id ORDER BY webhook_id"
                 )
             }
             if counts:
                 db.execute(
-                    "UPDATE deliveries SET due_at_ms = ?"
+                    "UPDATE deliveries INDEXED BY deliveries_held SET due_at_ms = ?"
                     " WHERE state = 'pending' AND due_at_ms IS NULL",
                     (now_ms,),
                 )
@@ -1185,7 +1199,7 @@ class Store:
             "SELECT e.realtime, d.due_at_ms IS NULL, count(*), min(e.ingested_at_ms)"
             " FROM deliveries AS d INDEXED BY deliveries_outstanding"
             " JOIN events AS e ON e.seq = d.event_seq"
-            " WHERE d.webhook_id = ? AND d.state IN ('pending', 'sending')"
+            " WHERE d.webhook_id = ? AND d.state = 'pending'"
             " GROUP BY 1, 2",
             (webhook_id,),
         )
@@ -1203,7 +1217,7 @@ class Store:
         """Deliveries of this webhook not yet delivered nor expired."""
         rows = await self._fetchall(
             "SELECT count(*) FROM deliveries INDEXED BY deliveries_outstanding"
-            " WHERE webhook_id = ? AND state IN ('pending', 'sending')",
+            " WHERE webhook_id = ? AND state = 'pending'",
             (webhook_id,),
         )
         return int(rows[0][0])

@@ -11,7 +11,7 @@ import pytest
 from almhookd.errors import StorageClosed, StorageError, StorageFull
 from almhookd.ingest import NewEvent, parse_ingest
 from almhookd.migrations import SCHEMA_VERSION
-from almhookd.store import Store
+from almhookd.store import Store, event_key
 from tests import samples
 from tests.conftest import FakeClock
 
@@ -178,16 +178,18 @@ def test_hot_queries_use_their_indexes() -> None:
     from almhookd.migrations import MIGRATIONS
 
     db = sqlite3.connect(":memory:")
-    db.executescript(MIGRATIONS[0])
+    for migration in MIGRATIONS:
+        db.executescript(migration)
     plans = {
         "claim": "SELECT d.event_seq FROM deliveries AS d INDEXED BY deliveries_ready"
         " JOIN events AS e ON e.seq = d.event_seq WHERE d.webhook_id = ? AND d.state ="
-        " 'pending' AND d.due_at_ms IS NOT NULL AND d.due_at_ms <= ? ORDER BY d.event_seq",
+        " 'pending' AND d.due_at_ms IS NOT NULL AND d.batch_id IS NULL AND d.due_at_ms <= ?"
+        " ORDER BY d.event_seq",
         "backlog": "SELECT count(*) FROM deliveries INDEXED BY deliveries_outstanding"
-        " WHERE webhook_id = ? AND state IN ('pending', 'sending')",
+        " WHERE webhook_id = ? AND state = 'pending'",
         "event": "SELECT webhook_id FROM deliveries WHERE event_seq = ?",
-        "release": "UPDATE deliveries SET due_at_ms = 1 WHERE state = 'pending'"
-        " AND due_at_ms IS NULL",
+        "release": "UPDATE deliveries INDEXED BY deliveries_held SET due_at_ms = 1"
+        " WHERE state = 'pending' AND due_at_ms IS NULL",
         "duplicates": "SELECT event_id FROM events WHERE event_key IN (1, 2)",
     }
     expected = {
@@ -202,3 +204,50 @@ def test_hot_queries_use_their_indexes() -> None:
             row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, (1,) * sql.count("?"))
         )
         assert expected[name] in plan, (name, plan)
+
+
+async def test_migration_2_keeps_a_batch_being_sent(db_path: Path, clock: FakeClock) -> None:
+    """A database of schema 1 with a request in flight: after the upgrade the same batch,
+    same id and events, is the one to send again, and its events show as sending."""
+    from almhookd.migrations import MIGRATIONS
+
+    db_path.parent.mkdir(parents=True)
+    db = sqlite3.connect(db_path, isolation_level=None)
+    db.executescript(MIGRATIONS[0] + "\nPRAGMA user_version = 1;")
+    db.executescript(
+        """
+        INSERT INTO webhooks (id, name, target_url, created_at_ms, updated_at_ms)
+            VALUES ('wh_1', 'one', 'https://example.invalid/hook', 0, 0);
+        INSERT INTO request_batches (id, webhook_id, created_at_ms, attempts, state)
+            VALUES ('msg_old', 'wh_1', 1, 2, 'delivered'),
+                   ('msg_flight', 'wh_1', 2, 3, 'sending');
+        INSERT INTO deliveries (webhook_id, event_seq, state, due_at_ms, attempts, batch_id,
+                                delivered_at_ms)
+            VALUES ('wh_1', 1, 'delivered', 0, 2, 'msg_old', 9),
+                   ('wh_1', 2, 'sending', 0, 3, 'msg_flight', NULL),
+                   ('wh_1', 3, 'sending', 0, 3, 'msg_flight', NULL);
+        """
+    )
+    db.executemany(
+        "INSERT INTO events (seq, event_key, event_id, event_name, account_id, timestamp_ms,"
+        " realtime, ingested_at_ms, body) VALUES (?, ?, ?, 'COURSE_ENROLLMENT', 7, 0, 1, 5, ?)",
+        [
+            (seq, event_key(f"ev-{seq}"), f"ev-{seq}", f'{{"eventId":"ev-{seq}"}}')
+            for seq in (1, 2, 3)
+        ],
+    )
+    db.close()
+    store = await Store.open(db_path, clock=clock)
+    try:
+        [batch] = await store.in_flight_batches("wh_1")
+        assert (batch.id, batch.event_ids, batch.attempts) == ("msg_flight", ("ev-2", "ev-3"), 3)
+        assert batch.body == b'{"accountId":7,"events":[{"eventId":"ev-2"},{"eventId":"ev-3"}]}'
+        states = {}
+        for event_id in ("ev-1", "ev-2"):
+            event = await store.get_event(event_id)
+            assert event is not None
+            states[event_id] = event.deliveries[0].state
+        assert states == {"ev-1": "delivered", "ev-2": "sending"}
+        assert await store.backlog("wh_1") == 2
+    finally:
+        await store.close()
