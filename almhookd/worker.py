@@ -191,7 +191,9 @@ class Worker:
             self.webhook = replace(self.webhook, schedule=after_success(webhook.schedule, now=now))
             if self._recording is not None and self._recording.done():
                 await self._settle()
-            if self._recording is None and (len(self._claimed) <= REFILL_AT or self._stopping):
+            if not self._claimed:  # nothing to send meanwhile: record and claim in one trip
+                await self._record(claim=True, now=now)
+            elif self._recording is None and (len(self._claimed) <= REFILL_AT or self._stopping):
                 self._start_record(now)  # runs while the batches claimed ahead go out
             self._delivered.inc(len(batch.event_seqs))
             self._metrics.delivery_latency.observe_many(
