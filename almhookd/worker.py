@@ -9,7 +9,9 @@ While a backlog drains, the worker holds up to CLAIMED_BATCHES batches claimed a
 the next request goes out as soon as one is acknowledged, while the writer records the
 acknowledged ones (several in one transaction) and claims more. A crash re-sends what was
 claimed or acknowledged but not yet recorded, each batch under its own id: duplicates,
-bounded by 2 x CLAIMED_BATCHES batches per webhook, never a loss.
+never a loss. Each record claims only what brings the batches recorded as sending back
+to CLAIMED_BATCHES (acknowledging does not add any), so a crash re-sends at most that
+many per webhook.
 """
 
 from __future__ import annotations
