@@ -10,6 +10,7 @@ import asyncio
 import base64
 import itertools
 import json
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -25,6 +26,7 @@ from almhookd.policy import FIRST_REMINDER_AFTER, Outcome
 from almhookd.sender import Sender
 from almhookd.store import Claim, RequestBatch
 from almhookd.webhooks import NewWebhook, Webhook, unsaved_webhook
+from almhookd.worker import CLAIMED_BATCHES
 from tests.conftest import FakeClock, free_port
 from tests.engine import Engine, running_engine
 from tests.receiver import Receiver
@@ -518,6 +520,32 @@ async def test_batches_claimed_ahead_are_sent_again_in_order_after_a_crash(
         assert await engine.store.backlog(webhook.id) == 0
     assert [r.headers["webhook-id"] for r in receiver.received[:3]] == [b.id for b in claimed]
     assert [r.event_ids[0] for r in receiver.received] == ids
+
+
+async def test_at_most_four_batches_are_recorded_as_sending_while_a_backlog_drains(
+    engine: Engine, receiver: Receiver, db_path: Path
+) -> None:
+    """What a crash could re-send: the pipeline keeps batches claimed ahead, never more
+    than CLAIMED_BATCHES recorded as sending, acknowledged ones included."""
+    engine.config = replace(
+        engine.config, delivery=replace(engine.config.delivery, max_events_per_request=1)
+    )
+    webhook = await engine.webhook(receiver.url)
+    ids = await engine.ingest(30)
+    worker = engine.worker(webhook)
+    seen = []
+    with sqlite3.connect(db_path) as db:
+        while (delay := await worker.step()) is not None:
+            assert delay == 0
+            await asyncio.sleep(0.01)  # let a background record commit, if one runs
+            [(sending,)] = db.execute(
+                "SELECT count(*) FROM request_batches WHERE webhook_id = ? AND state = 'sending'",
+                (webhook.id,),
+            )
+            seen.append(sending)
+    assert max(seen) == CLAIMED_BATCHES
+    assert [r.event_ids[0] for r in receiver.received] == ids
+    assert await engine.store.backlog(webhook.id) == 0
 
 
 async def test_a_failed_background_record_sends_its_batches_again(
