@@ -122,10 +122,10 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         value TEXT NOT NULL
     ) WITHOUT ROWID;
     """,
-    # 2: a delivery in a request being sent is a pending one with a batch_id, and the
-    # batch lists its events. Claiming a batch then rewrites one index entry per event
-    # instead of four; batch_id loses its foreign key and index (a batch is found
-    # through its list), so pruning batches scans nothing.
+    # 2: a request batch lists its events, and a claim writes that one row: the events'
+    # own rows change once, when delivered. "Sending" is no longer a state of deliveries
+    # but membership of a batch being sent (the delivery_states view shows it), and
+    # batch_id, set on delivery, loses its foreign key and index.
     """
     ALTER TABLE request_batches ADD COLUMN event_seqs TEXT;  -- JSON array, ingest order
     UPDATE request_batches SET event_seqs = (
@@ -134,6 +134,9 @@ MIGRATIONS: Final[tuple[str, ...]] = (
             WHERE batch_id = request_batches.id AND state = 'sending' ORDER BY event_seq
         )
     ) WHERE state = 'sending';
+    DROP INDEX request_batches_by_webhook;
+    CREATE INDEX request_batches_sending ON request_batches (webhook_id)
+        WHERE state = 'sending';
 
     CREATE TABLE deliveries_2 (
         webhook_id      TEXT    NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
@@ -142,7 +145,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
                                 CHECK (state IN ('pending', 'delivered', 'expired')),
         due_at_ms       INTEGER,  -- non-real-time events: released by the batch flush
         attempts        INTEGER NOT NULL DEFAULT 0,
-        batch_id        TEXT,     -- set while being sent (state pending), and once delivered
+        batch_id        TEXT,     -- the request that delivered it
         delivered_at_ms INTEGER,
         PRIMARY KEY (webhook_id, event_seq)
     ) WITHOUT ROWID;
@@ -150,25 +153,33 @@ MIGRATIONS: Final[tuple[str, ...]] = (
                               delivered_at_ms)
         SELECT webhook_id, event_seq,
                CASE state WHEN 'sending' THEN 'pending' ELSE state END,
-               due_at_ms, attempts, batch_id, delivered_at_ms
+               due_at_ms, attempts, CASE state WHEN 'delivered' THEN batch_id END,
+               delivered_at_ms
         FROM deliveries;
     DROP TABLE deliveries;
     ALTER TABLE deliveries_2 RENAME TO deliveries;
-    -- Due now or at a known time (real-time events, released batch events), in order,
-    -- and not in a request being sent.
+    -- Due now or at a known time (real-time events, released batch events), in order;
+    -- a claim skips those in batches being sent.
     CREATE INDEX deliveries_ready ON deliveries (webhook_id, event_seq)
-        WHERE state = 'pending' AND due_at_ms IS NOT NULL AND batch_id IS NULL;
+        WHERE state = 'pending' AND due_at_ms IS NOT NULL;
     CREATE INDEX deliveries_held ON deliveries (webhook_id, event_seq)
         WHERE state = 'pending' AND due_at_ms IS NULL;
     CREATE INDEX deliveries_outstanding ON deliveries (webhook_id) WHERE state = 'pending';
     CREATE INDEX deliveries_by_event ON deliveries (event_seq);
-    -- The state as the API shows it: a pending delivery in a request being sent is
-    -- "sending".
+
+    -- The events of the batches being sent, and the state as the API shows it: a pending
+    -- delivery in a batch being sent is "sending", with that batch's id.
+    CREATE VIEW sending AS
+        SELECT b.webhook_id, j.value AS event_seq, b.id AS batch_id
+        FROM request_batches AS b INDEXED BY request_batches_sending, json_each(b.event_seqs) AS j
+        WHERE b.state = 'sending';
     CREATE VIEW delivery_states AS
-        SELECT webhook_id, event_seq, due_at_ms, attempts, batch_id, delivered_at_ms,
-               CASE WHEN state = 'pending' AND batch_id IS NOT NULL THEN 'sending'
-                    ELSE state END AS state
-        FROM deliveries;
+        SELECT d.webhook_id, d.event_seq, d.due_at_ms, d.attempts, d.delivered_at_ms,
+               coalesce(d.batch_id, s.batch_id) AS batch_id,
+               CASE WHEN s.batch_id IS NOT NULL THEN 'sending' ELSE d.state END AS state
+        FROM deliveries AS d LEFT JOIN sending AS s
+            ON s.webhook_id = d.webhook_id AND s.event_seq = d.event_seq
+            AND d.state = 'pending';
     """,
 )
 

@@ -266,12 +266,13 @@ class Claim:
     batches: int = 1
 
 
-_CLAIM_SQL: Final = (
+CLAIM_SQL: Final = (
     "SELECT d.event_seq, e.event_id, e.account_id, e.ingested_at_ms, e.body,"
     " e.realtime FROM deliveries AS d INDEXED BY deliveries_ready"
     " JOIN events AS e ON e.seq = d.event_seq"
     " WHERE d.webhook_id = ? AND d.state = 'pending' AND d.due_at_ms IS NOT NULL"
-    " AND d.batch_id IS NULL AND d.due_at_ms <= ? AND e.ingested_at_ms >= ?"
+    " AND d.due_at_ms <= ? AND e.ingested_at_ms >= ?"
+    " AND d.event_seq NOT IN (SELECT event_seq FROM sending WHERE webhook_id = ?)"
     " ORDER BY d.event_seq LIMIT ?"
 )
 
@@ -279,15 +280,15 @@ _CLAIM_SQL: Final = (
 def _claim(db: sqlite3.Connection, webhook_id: str, claim: Claim) -> RequestBatch | None:
     """Pack the next due deliveries into a request batch (see ``Store.claim_batch``)."""
     limits = {True: claim.max_events, False: claim.max_batch_events}
-    parameters = (webhook_id, claim.now_ms, claim.retained_since_ms)
+    parameters = (webhook_id, claim.now_ms, claim.retained_since_ms, webhook_id)
     # Fetch as many rows as a real-time request may carry, and more only when the first
     # due event is a released batch event: each row fetched carries its body.
-    rows = db.execute(_CLAIM_SQL, (*parameters, claim.max_events)).fetchall()
+    rows = db.execute(CLAIM_SQL, (*parameters, claim.max_events)).fetchall()
     if not rows:
         return None
     account_id, realtime, size = rows[0][2], bool(rows[0][5]), 0
     if not realtime and claim.max_batch_events > len(rows) == claim.max_events:
-        rows = db.execute(_CLAIM_SQL, (*parameters, claim.max_batch_events)).fetchall()
+        rows = db.execute(CLAIM_SQL, (*parameters, claim.max_batch_events)).fetchall()
     batch_id = "msg_" + uuid.uuid4().hex
     chosen: list[Any] = []
     for row in rows[: limits[realtime]]:
@@ -301,7 +302,6 @@ def _claim(db: sqlite3.Connection, webhook_id: str, claim: Claim) -> RequestBatc
         " VALUES (?, ?, ?, 'sending', ?)",
         (batch_id, webhook_id, claim.now_ms, json.dumps(seqs)),
     )
-    _update_batched_deliveries(db, "batch_id = ?", (batch_id,), webhook_id, [(None, seqs)])
     return RequestBatch(
         id=batch_id,
         webhook_id=webhook_id,
@@ -314,32 +314,27 @@ def _claim(db: sqlite3.Connection, webhook_id: str, claim: Claim) -> RequestBatc
     )
 
 
-def _update_batched_deliveries(
+def _update_pending_deliveries(
     db: sqlite3.Connection,
     assignments: str,
-    values: tuple[object, ...],
     webhook_id: str,
-    batches: Sequence[tuple[str | None, Sequence[int]]],
+    updates: Sequence[tuple[tuple[object, ...], Sequence[int]]],
 ) -> None:
-    """``UPDATE deliveries SET assignments`` for the pending events still in each batch
-    (``(batch_id, event_seqs)``; a None batch_id means events in no batch).
+    """``UPDATE deliveries SET assignments`` on the pending ones among each group of
+    events (``(values of the assignments, event_seqs)``, typically one request batch).
 
-    One statement per batch through json_each when it holds several events: a statement
-    per event costs a third more. A one-event batch goes by its primary key.
+    One statement per group through json_each when it holds several events: a statement
+    per event costs a third more. A one-event group goes by its primary key.
     """
-    where = " WHERE webhook_id = ? AND event_seq {} AND state = 'pending' AND batch_id IS ?"
+    where = " WHERE webhook_id = ? AND state = 'pending' AND event_seq {}"
     statement = "UPDATE deliveries SET " + assignments + where  # noqa: S608 - our constants
     db.executemany(
         statement.format("= ?"),
-        [(*values, webhook_id, seqs[0], batch_id) for batch_id, seqs in batches if len(seqs) == 1],
+        [(*values, webhook_id, seqs[0]) for values, seqs in updates if len(seqs) == 1],
     )
     db.executemany(
         statement.format("IN (SELECT value FROM json_each(?))"),
-        [
-            (*values, webhook_id, json.dumps(seqs), batch_id)
-            for batch_id, seqs in batches
-            if len(seqs) > 1
-        ],
+        [(*values, webhook_id, json.dumps(seqs)) for values, seqs in updates if len(seqs) > 1],
     )
 
 
@@ -932,9 +927,9 @@ class Store:
             for seq in seqs:
                 updated = db.execute(
                     "UPDATE deliveries SET state = 'pending', due_at_ms = ?, batch_id = NULL"
-                    " WHERE webhook_id = ? AND event_seq = ?"
-                    " AND NOT (state = 'pending' AND batch_id IS NOT NULL)",
-                    (now_ms, webhook_id, seq),
+                    " WHERE webhook_id = ? AND event_seq = ? AND event_seq NOT IN"
+                    " (SELECT event_seq FROM sending WHERE webhook_id = ?)",
+                    (now_ms, webhook_id, seq, webhook_id),
                 ).rowcount
                 if not updated:
                     updated = db.execute(
@@ -957,15 +952,16 @@ class Store:
             batches = []
             for batch_id, created_at_ms, attempts, seqs in db.execute(
                 "SELECT id, created_at_ms, attempts, event_seqs FROM request_batches"
-                " WHERE webhook_id = ? AND state = 'sending' ORDER BY rowid",
+                " INDEXED BY request_batches_sending WHERE webhook_id = ? AND state = 'sending'"
+                " ORDER BY rowid",
                 (webhook_id,),
             ).fetchall():
                 events = db.execute(
                     "SELECT d.event_seq, e.event_id, e.account_id, e.ingested_at_ms, e.body"
                     " FROM deliveries AS d JOIN events AS e ON e.seq = d.event_seq"
                     " WHERE d.webhook_id = ? AND d.event_seq IN (SELECT value FROM json_each(?))"
-                    " AND d.state = 'pending' AND d.batch_id = ? ORDER BY d.event_seq",
-                    (webhook_id, seqs, batch_id),
+                    " AND d.state = 'pending' ORDER BY d.event_seq",
+                    (webhook_id, seqs),
                 ).fetchall()
                 if not events:
                     db.execute(
@@ -1062,13 +1058,15 @@ class Store:
                     "UPDATE request_batches SET state = ?, attempts = attempts + 1 WHERE id = ?",
                     [(batch_state, batch.id) for batch in batches],
                 )
-                # Only events still in the batch: an expiry may have dissolved it.
-                _update_batched_deliveries(
+                # Pending ones only: some may have expired while in flight.
+                _update_pending_deliveries(
                     db,
-                    "state = ?, delivered_at_ms = ?, attempts = attempts + 1",
-                    ("delivered", now_ms) if ok else ("pending", None),
+                    "state = 'delivered', delivered_at_ms = ?, attempts = attempts + 1,"
+                    " batch_id = ?"
+                    if ok
+                    else "attempts = attempts + 1",
                     webhook_id,
-                    [(batch.id, batch.event_seqs) for batch in batches],
+                    [((now_ms, batch.id) if ok else (), batch.event_seqs) for batch in batches],
                 )
             db.execute(
                 "UPDATE webhooks SET consecutive_failures = ?, failing_since_ms = ?,"
@@ -1114,26 +1112,20 @@ class Store:
             ]
             if not counts:
                 return []
-            dissolved = db.execute(
-                "SELECT id, webhook_id, event_seqs FROM request_batches WHERE id IN"
-                " (SELECT d.batch_id FROM events AS e JOIN deliveries AS d"
-                " ON d.event_seq = e.seq WHERE e.ingested_at_ms < ? AND d.state = 'pending'"
-                " AND d.batch_id IS NOT NULL) AND state = 'sending'",
-                (retained_since_ms,),
-            ).fetchall()
+            # Batches being sent that hold an expired event are dissolved: their other
+            # events are claimed again, under a new id.
+            db.executemany(
+                "UPDATE request_batches INDEXED BY request_batches_sending SET state = 'expired'"
+                " WHERE webhook_id = ? AND state = 'sending' AND EXISTS (SELECT 1 FROM"
+                " json_each(request_batches.event_seqs) AS j JOIN events AS e ON e.seq = j.value"
+                " WHERE e.ingested_at_ms < ?)",
+                [(count.webhook_id, retained_since_ms) for count in counts],
+            )
             db.execute(
                 "UPDATE deliveries SET state = 'expired' WHERE state = 'pending'"
                 " AND event_seq IN (SELECT seq FROM events WHERE ingested_at_ms < ?)",
                 (retained_since_ms,),
             )
-            db.executemany(
-                "UPDATE request_batches SET state = 'expired' WHERE id = ?",
-                [(batch_id,) for batch_id, _, _ in dissolved],
-            )
-            for batch_id, webhook_id, seqs in dissolved:
-                _update_batched_deliveries(
-                    db, "batch_id = NULL", (), webhook_id, [(batch_id, json.loads(seqs))]
-                )
             return counts
 
         return await self._write(work, durable=False)

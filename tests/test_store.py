@@ -11,7 +11,7 @@ import pytest
 from almhookd.errors import StorageClosed, StorageError, StorageFull
 from almhookd.ingest import NewEvent, parse_ingest
 from almhookd.migrations import SCHEMA_VERSION
-from almhookd.store import Store, event_key
+from almhookd.store import CLAIM_SQL, Store, event_key
 from tests import samples
 from tests.conftest import FakeClock
 
@@ -181,10 +181,7 @@ def test_hot_queries_use_their_indexes() -> None:
     for migration in MIGRATIONS:
         db.executescript(migration)
     plans = {
-        "claim": "SELECT d.event_seq FROM deliveries AS d INDEXED BY deliveries_ready"
-        " JOIN events AS e ON e.seq = d.event_seq WHERE d.webhook_id = ? AND d.state ="
-        " 'pending' AND d.due_at_ms IS NOT NULL AND d.batch_id IS NULL AND d.due_at_ms <= ?"
-        " ORDER BY d.event_seq",
+        "claim": CLAIM_SQL,
         "backlog": "SELECT count(*) FROM deliveries INDEXED BY deliveries_outstanding"
         " WHERE webhook_id = ? AND state = 'pending'",
         "event": "SELECT webhook_id FROM deliveries WHERE event_seq = ?",
