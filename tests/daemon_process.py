@@ -131,6 +131,16 @@ class DaemonProcess:
         self.signal(signal.SIGTERM)
         return self.wait()
 
+    def memory_kib(self) -> dict[str, int]:
+        """The daemon's resident memory now (``VmRSS``) and at its peak (``VmHWM``), KiB."""
+        assert self.process is not None
+        fields = {}
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                fields[key] = int(value.split()[0])
+        return fields
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
