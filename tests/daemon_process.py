@@ -141,6 +141,13 @@ class DaemonProcess:
                 fields[key] = int(value.split()[0])
         return fields
 
+    async def stop_async(self) -> int:
+        """:meth:`stop` without blocking the test's event loop, which may serve the
+        receivers whose requests the daemon lets finish before it exits."""
+        import asyncio
+
+        return await asyncio.get_running_loop().run_in_executor(None, self.stop)
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 

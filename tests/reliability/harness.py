@@ -22,18 +22,28 @@ from tests.conftest import ADMIN_TOKEN, INGEST_TOKEN
 from tests.daemon_process import write_config
 
 #: Receivers live on 127.0.0.1; timeouts and backoff are short so failures retry fast.
-FAST_DELIVERY = (
-    '[delivery]\nallowed_networks = ["127.0.0.0/8"]\nconnect_timeout = "500ms"\n'
-    'read_timeout = "500ms"\nbackoff_initial = "50ms"\nbackoff_max = "200ms"\n'
-)
+FAST_DELIVERY = {
+    "allowed_networks": '["127.0.0.0/8"]',
+    "connect_timeout": '"500ms"',
+    "read_timeout": '"500ms"',
+    "backoff_initial": '"50ms"',
+    "backoff_max": '"200ms"',
+}
 
 _ids = itertools.count()
 
 
 def fast_config(directory: Path, delivery: str = "", extra: str = "", **options: Any) -> Path:
-    """A daemon config with :data:`FAST_DELIVERY`; ``delivery`` adds ``[delivery]`` keys."""
+    """A daemon config with :data:`FAST_DELIVERY`; ``delivery`` lines (``key = value``)
+    add to or replace its ``[delivery]`` keys, ``extra`` adds other sections."""
     directory.mkdir(parents=True, exist_ok=True)
-    return write_config(directory, extra=FAST_DELIVERY + delivery + extra, **options)
+    keys = dict(FAST_DELIVERY)
+    for line in delivery.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip():
+            keys[key.strip()] = value.strip()
+    section = "[delivery]\n" + "".join(f"{key} = {value}\n" for key, value in keys.items())
+    return write_config(directory, extra=section + extra, **options)
 
 
 def database(directory: Path) -> Path:

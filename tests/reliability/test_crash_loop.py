@@ -101,7 +101,7 @@ async def test_kill_9_at_random_moments_loses_no_acknowledged_event(tmp_path: Pa
 
         await wait_for(all_delivered, timeout=120, what="every acknowledged event delivered")
         await wait_for(lambda: undelivered(db_path) == 0, timeout=60, what="no delivery left")
-        assert daemon.stop() == 0
+        assert await daemon.stop_async() == 0
     finally:
         daemon.stop()
         for receiver in receivers:
