@@ -57,11 +57,16 @@ class DaemonProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = config_path.with_suffix(".log")
         self.process: subprocess.Popen[bytes] | None = None
+        #: a command the daemon runs under, e.g. ``setpriv`` dropping capabilities
+        self.wrapper: list[str] = []
 
     def start(self, *, wait: bool = True, env: dict[str, str] | None = None) -> DaemonProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "almhookd", "run", "--config", str(self.config_path)],
+            [
+                *self.wrapper,
+                *(sys.executable, "-m", "almhookd", "run", "--config", str(self.config_path)),
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
