@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench clean install
+.PHONY: run test soak lint format bench clean install
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ run: $(STAMP)
 ## test: lint, then every test
 test: lint
 	$(BIN)/pytest
+
+## soak: the reliability suite's long variants (200 kills instead of 25); its figures
+## go to var/reliability-soak.json (see RELIABILITY.md)
+soak: $(STAMP)
+	ALMHOOKD_SOAK=1 ALMHOOKD_RELIABILITY_REPORT=var/reliability-soak.json $(BIN)/pytest tests/reliability -v
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

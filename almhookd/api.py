@@ -6,10 +6,13 @@ middleware; bad input is a 4xx naming what is wrong, never a 500.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 import structlog
@@ -34,6 +37,15 @@ log = structlog.get_logger("almhookd.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StorageFault:
+    """A storage failure a request met; ``/healthz`` reports it until storage works."""
+
+    code: str  #: ``storage_full`` or ``storage_unavailable``, as the failed request got
+    message: str
+    since_ms: int
+
+
 @dataclass(kw_only=True, slots=True)
 class ServerState:
     """What the running server shares with the daemon that owns it; the daemon swaps
@@ -42,6 +54,12 @@ class ServerState:
     config: Config
     tokens: TokenChecker
     draining: bool = False
+    #: the last storage failure since storage last worked, for ``/healthz``
+    storage_fault: StorageFault | None = None
+    #: (device, inode) of the database file when the server started
+    database_identity: tuple[int, int] | None = None
+    #: the write probe of ``/healthz`` under way (one at a time: see ``probe_writes``)
+    write_probe: asyncio.Future[None] | None = None
 
 
 STORE: Final = web.AppKey("store", Store)
@@ -101,7 +119,10 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
     except InvalidInput as error:
         return _error_response(ApiError(422, "invalid", error.message, error.problems))
     except StorageFull as error:
-        return _error_response(ApiError(507, "storage_full", error.message))
+        storage_failed(request.app, "storage_full", error, request.app[CLOCK]())
+        return _error_response(
+            ApiError(507, "storage_full", error.message, headers={"Retry-After": "5"})
+        )
     except StorageClosed:
         return _error_response(
             ApiError(
@@ -110,6 +131,7 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
         )
     except StorageError as error:
         log.error("api.storage_error", error=error.message, path=request.path)
+        storage_failed(request.app, "storage_unavailable", error, request.app[CLOCK]())
         return _error_response(
             ApiError(503, "storage_unavailable", error.message, headers={"Retry-After": "5"})
         )
@@ -118,6 +140,65 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
             raise
         code = _HTTP_CODES.get(error.status, "http_error")
         return _error_response(ApiError(error.status, code, error.reason))
+
+
+def storage_failed(app: web.Application, code: str, error: StorageError, now: float) -> None:
+    """Remember a storage failure for ``/healthz``; logged once per fault, not per request
+    (a full disk under steady ingest would otherwise flood the journal)."""
+    state = app[STATE]
+    if state.storage_fault is None or state.storage_fault.code != code:
+        log.warning("storage.fault", code=code, error=error.message)
+        state.storage_fault = StorageFault(
+            code=code, message=error.message, since_ms=int(now * 1000)
+        )
+
+
+def storage_works(app: web.Application) -> None:
+    state = app[STATE]
+    if state.storage_fault is not None:
+        log.info("storage.recovered", code=state.storage_fault.code)
+        state.storage_fault = None
+
+
+def database_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+def check_database_file(app: web.Application) -> None:
+    """Refuse to go on writing into a database file that was moved away or deleted: the
+    open file still takes commits, but a restart would not find them."""
+    expected, path = app[STATE].database_identity, app[STORE].path
+    if expected is not None and database_identity(path) != expected:
+        raise StorageError(
+            f"{path}: the database file was moved or deleted while almhookd runs; "
+            "put it back, or restart almhookd to start a new one"
+        )
+
+
+#: How long ``/healthz`` waits for its write probe before reporting the store stuck.
+WRITE_PROBE_SECONDS: Final = 1.0
+
+
+async def probe_writes(app: web.Application) -> None:
+    """An empty write transaction within ``WRITE_PROBE_SECONDS``, or :class:`StorageError`.
+
+    Reads succeed on a database another process holds locked; only a write shows it.
+    The probe left running after a timeout is shared by later calls, so polling
+    ``/healthz`` never queues more than one probe on the writer thread.
+    """
+    state = app[STATE]
+    if state.write_probe is None or state.write_probe.done():
+        state.write_probe = asyncio.ensure_future(app[STORE].ping())
+    try:
+        await asyncio.wait_for(asyncio.shield(state.write_probe), WRITE_PROBE_SECONDS)
+    except TimeoutError:
+        raise StorageError(
+            f"{app[STORE].path}: the database takes no writes (locked by another process?)"
+        ) from None
 
 
 def _authorise(request: web.Request) -> None:
@@ -196,6 +277,10 @@ async def ingest(request: web.Request) -> web.Response:
         check_surrogates="\\u" in text,
     )
     result = await request.app[STORE].append(events)
+    # Checked after the commit: a file deleted before it would have taken the events
+    # into an inode no restart finds. Not acknowledged, the producer sends them again.
+    check_database_file(request.app)
+    storage_works(request.app)
     metrics = request.app[METRICS]
     for name in result.accepted_names:
         metrics.events_ingested.labels(name).inc()
@@ -322,14 +407,32 @@ def epoch_ms(seconds: float | None) -> int | None:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    store = request.app[STORE]
+    """200 when the database reads and takes writes; else 503 saying what is wrong,
+    including a storage failure ingest met since (a full disk) until ingest works again."""
+    store, state = request.app[STORE], request.app[STATE]
     try:
         await store.check()
+        check_database_file(request.app)
+        await probe_writes(request.app)
     except StorageError as error:
         return web.json_response(
             {"status": "unavailable", "error": error.message, "version": __version__}, status=503
         )
-    status = "draining" if request.app[STATE].draining else "ok"
+    fault = state.storage_fault
+    if fault is not None and fault.code == "storage_unavailable":
+        storage_works(request.app)  # the probe wrote: whatever blocked storage is gone
+    elif fault is not None:
+        return web.json_response(
+            {
+                "status": "unavailable",
+                "code": fault.code,
+                "error": fault.message,
+                "since": fault.since_ms,
+                "version": __version__,
+            },
+            status=503,
+        )
+    status = "draining" if state.draining else "ok"
     return web.json_response(
         {"status": status, "version": __version__, "schemaVersion": store.schema_version},
         status=503 if request.app[STATE].draining else 200,
@@ -355,6 +458,8 @@ def create_app(
     app[STORE] = store
     app[CLOCK] = clock
     app[STATE] = state or ServerState(config=config, tokens=tokens)
+    if app[STATE].database_identity is None:
+        app[STATE].database_identity = database_identity(store.path)
     app[METRICS] = metrics or Metrics()
     if scheduler is not None:
         app[SCHEDULER] = scheduler

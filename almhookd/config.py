@@ -500,6 +500,14 @@ def _check_consistency(config: Config, where: str) -> None:
     for key, secret in (("admin_token", server.admin_token), ("ingest_token", server.ingest_token)):
         if secret is not None and len(secret.reveal()) < 16:
             raise ConfigError(f"{where}: server.{key}: too short; use at least 16 characters")
+    if server.admin_token is None and not server.listen.is_loopback:
+        # Checked here, before anything binds: a generated token only lives in a file
+        # beside the database, so nobody on the network could have been given it, and
+        # an admin API reachable from the network must have a token chosen on purpose.
+        raise ConfigError(
+            f"{where}: server.admin_token: required when server.listen ({server.listen}) "
+            "is not a loopback address; set it (or admin_token_file, ALMHOOKD_ADMIN_TOKEN)"
+        )
 
 
 def _closest(key: str, options: set[str]) -> str | None:

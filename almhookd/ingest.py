@@ -22,6 +22,13 @@ EVENT_KEYS: Final = frozenset({"eventId", "eventName", "timestamp", "eventInfo",
 #: Before this many milliseconds since the epoch (1973-03-03) a timestamp is taken to
 #: be in seconds by mistake, one of the public samples' quirks.
 _EARLIEST_MS: Final = 100_000_000_000
+#: After this (9999-12-31T23:59:59.999Z) a timestamp is no date; it keeps the column
+#: within SQLite's 64-bit integers, which a larger one would fail the whole commit for.
+_LATEST_MS: Final = 253_402_300_799_999
+#: Integers are kept to 64 bits: the database stores no larger, and most receivers'
+#: JSON parsers (Java, Go, JavaScript's BigInt-less JSON.parse) cannot read them.
+_INT64: Final = range(-(2**63), 2**63)
+_HUGE_INTEGER: Final = "holds an integer outside the 64-bit range"
 _SURROGATE: Final = "contains an invalid Unicode escape (a lone surrogate)"
 _NOT_FINITE: Final = "contains NaN or Infinity, which JSON cannot carry"
 
@@ -132,6 +139,9 @@ def _account_id(document: dict[str, Any], default: int, problems: list[Problem])
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         problems.append(Problem(path="accountId", message="expected a non-negative integer"))
         return default
+    if value not in _INT64:
+        problems.append(Problem(path="accountId", message="must fit in 64 bits"))
+        return default
     return value
 
 
@@ -151,6 +161,8 @@ def _fast_event(
     data = item.get("data")
     if event_type is None or type(data) is not dict or not event_type.accepts(data):
         return None
+    if _has_huge_integer(data):
+        return None
     event_id = item.get("eventId")
     if event_id is None:
         event_id = new_id()
@@ -159,7 +171,7 @@ def _fast_event(
     timestamp = item.get("timestamp")
     if timestamp is None:
         timestamp = now_ms
-    elif type(timestamp) is not int or timestamp < _EARLIEST_MS:
+    elif type(timestamp) is not int or not _EARLIEST_MS <= timestamp <= _LATEST_MS:
         return None
     event_info = item.get("eventInfo")
     if event_info is None:
@@ -200,6 +212,8 @@ def _event_problems(item: Any, prefix: str, problems: list[Problem]) -> None:
         problems.append(Problem(path=_join(prefix, "data"), message="required"))
     elif isinstance(name, str) and name in CATALOGUE:
         problems.extend(validate_data(name, item["data"], _join(prefix, "data")))
+        if _has_huge_integer(item["data"]):
+            problems.append(Problem(path=_join(prefix, "data"), message=_HUGE_INTEGER))
 
     event_id = item.get("eventId")
     if event_id is not None and not (isinstance(event_id, str) and _EVENT_ID.fullmatch(event_id)):
@@ -218,6 +232,13 @@ def _event_problems(item: Any, prefix: str, problems: list[Problem]) -> None:
                     message="expected epoch milliseconds as an integer",
                 )
             )
+        elif timestamp > _LATEST_MS:
+            problems.append(
+                Problem(
+                    path=_join(prefix, "timestamp"),
+                    message="expected epoch milliseconds before the year 10000",
+                )
+            )
         elif timestamp < _EARLIEST_MS:
             problems.append(
                 Problem(
@@ -233,6 +254,19 @@ def _event_problems(item: Any, prefix: str, problems: list[Problem]) -> None:
                 message="expected a string of at most 256 characters",
             )
         )
+
+
+def _has_huge_integer(value: Any) -> bool:
+    """Whether a decoded JSON value holds an integer beyond 64 bits, at any depth."""
+    items = value.values() if type(value) is dict else value if type(value) is list else ()
+    for item in items:
+        kind = type(item)
+        if kind is int:
+            if item not in _INT64:
+                return True
+        elif (kind is dict or kind is list) and _has_huge_integer(item):
+            return True
+    return False
 
 
 def _encodable(body: str) -> bool:

@@ -57,11 +57,16 @@ class DaemonProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = config_path.with_suffix(".log")
         self.process: subprocess.Popen[bytes] | None = None
+        #: a command the daemon runs under, e.g. ``setpriv`` dropping capabilities
+        self.wrapper: list[str] = []
 
     def start(self, *, wait: bool = True, env: dict[str, str] | None = None) -> DaemonProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "almhookd", "run", "--config", str(self.config_path)],
+            [
+                *self.wrapper,
+                *(sys.executable, "-m", "almhookd", "run", "--config", str(self.config_path)),
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
@@ -130,6 +135,23 @@ class DaemonProcess:
             return self.process.returncode if self.process else 0
         self.signal(signal.SIGTERM)
         return self.wait()
+
+    def memory_kib(self) -> dict[str, int]:
+        """The daemon's resident memory now (``VmRSS``) and at its peak (``VmHWM``), KiB."""
+        assert self.process is not None
+        fields = {}
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                fields[key] = int(value.split()[0])
+        return fields
+
+    async def stop_async(self) -> int:
+        """:meth:`stop` without blocking the test's event loop, which may serve the
+        receivers whose requests the daemon lets finish before it exits."""
+        import asyncio
+
+        return await asyncio.get_running_loop().run_in_executor(None, self.stop)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -1,0 +1,329 @@
+"""Security: only the admin controls an acknowledged event. Tokens on every route,
+constant-time comparison, the target guard against DNS rebinding, no redirects, private
+files, no secret in any log line, no open admin API on the network."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import inspect
+import socket
+import stat
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, ClassVar
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+import almhookd
+import almhookd.targets
+from almhookd.api import create_app
+from almhookd.auth import TokenChecker
+from almhookd.config import Secret, load_config, parse_config
+from almhookd.errors import ConfigError
+from tests.conftest import ADMIN_TOKEN, INGEST_TOKEN
+from tests.daemon_process import DaemonProcess
+from tests.daemon_process import almhookd as run_cli
+from tests.receiver import Receiver
+from tests.reliability.conftest import record
+from tests.reliability.harness import (
+    assert_no_secrets,
+    call,
+    create_webhook,
+    database,
+    events,
+    fast_config,
+    ingest,
+    wait_for,
+)
+from tests.running import running_daemon
+
+WRONG_TOKEN = ADMIN_TOKEN[:-1] + "X"  # one character off: no prefix match may pass
+
+
+def routes() -> list[tuple[str, str, str]]:
+    """(route name, method, path) of every route the daemon serves, read from the app
+    itself so a new route is covered without editing this list."""
+    stand_in: Any = SimpleNamespace(path=Path("/nonexistent/almhookd.db"))
+    app = create_app(
+        store=stand_in,
+        config=parse_config("", env={}),
+        clock=lambda: 0.0,
+        tokens=TokenChecker(admin=Secret(ADMIN_TOKEN), ingest=Secret(INGEST_TOKEN)),
+        dispatcher=stand_in,
+        sender=stand_in,
+    )
+    found = []
+    for route in app.router.routes():
+        if route.method == "HEAD" or route.name is None:
+            continue
+        info = route.resource.get_info() if route.resource else {}
+        path = info.get("path") or info.get("formatter", "")
+        path = path.replace("{webhook_id}", "wh_nope").replace("{event_id}", "ev-nope")
+        found.append((route.name, route.method, path))
+    return found
+
+
+async def test_every_route_refuses_a_missing_wrong_or_ingest_token(tmp_path: Path) -> None:
+    daemon = DaemonProcess(fast_config(tmp_path))
+    table = routes()
+    checked = 0
+    try:
+        await daemon.start_async()
+        async with aiohttp.ClientSession() as session:
+            for name, method, path in table:
+                for token, header in (
+                    (None, None),
+                    (WRONG_TOKEN, None),
+                    (INGEST_TOKEN, None),
+                    (ADMIN_TOKEN, f"Basic {ADMIN_TOKEN}"),
+                    (ADMIN_TOKEN, f"Bearer{ADMIN_TOKEN}"),
+                    (ADMIN_TOKEN, f"Bearer {ADMIN_TOKEN[:-1]}"),
+                ):
+                    headers = {"Authorization": header} if header else None
+                    status, body = await call(
+                        session,
+                        daemon.url,
+                        method,
+                        path + f"?token={ADMIN_TOKEN}",  # a token in the URL counts for nothing
+                        {},
+                        token=None if header else token,
+                        headers=headers,
+                    )
+                    checked += 1
+                    if name == "healthz":
+                        assert status == 200, (path, body)
+                        continue
+                    if name == "ingest" and token == INGEST_TOKEN and not header:
+                        assert status not in (401, 403), (path, body)
+                        continue
+                    expected = 403 if token == INGEST_TOKEN and not header else 401
+                    assert status == expected, (method, path, token, header, body)
+                    assert ADMIN_TOKEN not in str(body) and INGEST_TOKEN not in str(body)
+        assert await daemon.stop_async() == 0
+    finally:
+        daemon.stop()
+    assert_no_secrets(daemon.log(), [ADMIN_TOKEN, INGEST_TOKEN])
+    record("security_routes", routes=len(table), requests_checked=checked)
+
+
+def test_tokens_are_compared_in_constant_time() -> None:
+    """Asserted on the code, not on timings (a timing test would be flaky)."""
+    source = textwrap.dedent(inspect.getsource(TokenChecker.role))
+    tree = ast.parse(source)
+    called = {
+        f"{node.func.value.id}.{node.func.attr}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Name)
+    }
+    assert called & {"hmac.compare_digest", "secrets.compare_digest"}, called
+    # No token reaches ==, !=, in, startswith: only compare_digest sees them.
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare) and not all(
+            isinstance(op, ast.Is | ast.IsNot) for op in node.ops
+        ):
+            names = {n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)}
+            names |= {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+            assert not names & {"_admin", "_ingest", "offered", "token"}, ast.unparse(node)
+    # The same for every == or != of a token, password, secret or signature value
+    # anywhere in the package (config.py compares two configured tokens at start-up).
+    package = Path(almhookd.__file__).parent
+    for module in sorted(package.glob("*.py")):
+        if module.name == "config.py":
+            continue
+        for node in ast.walk(ast.parse(module.read_text())):
+            if not isinstance(node, ast.Compare) or not any(
+                isinstance(op, ast.Eq | ast.NotEq) for op in node.ops
+            ):
+                continue
+            for operand in (node.left, *node.comparators):
+                name = (
+                    operand.attr
+                    if isinstance(operand, ast.Attribute)
+                    else operand.id
+                    if isinstance(operand, ast.Name)
+                    else ""
+                )
+                assert not any(w in name for w in ("token", "password", "secret", "signature")), (
+                    f"{module.name}: {ast.unparse(node)} compares a secret with =="
+                )
+
+
+class FlippingResolver(AbstractResolver):
+    """A name service that answers a public address, then 127.0.0.1 (DNS rebinding).
+    Only the answers are made up: nothing is ever sent to the public address, which
+    is only looked at by the creation-time check."""
+
+    answer: ClassVar[str] = "93.184.216.34"
+    asked: ClassVar[list[str]] = []
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        FlippingResolver.asked.append(f"{host}->{self.answer}")
+        kind = socket.AF_INET6 if ":" in self.answer else socket.AF_INET
+        return [
+            ResolveResult(hostname=host, host=self.answer, port=port, family=kind, proto=0, flags=0)
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("rebound_to", ["127.0.0.1", "127.8.9.10", "::ffff:127.0.0.1"])
+async def test_a_name_rebound_to_loopback_is_refused_at_connect_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, receiver: Receiver, rebound_to: str
+) -> None:
+    monkeypatch.setattr(almhookd.targets, "DefaultResolver", FlippingResolver)
+    monkeypatch.setattr(FlippingResolver, "answer", "93.184.216.34")
+    FlippingResolver.asked.clear()
+    config = parse_config(
+        f'[server]\nlisten = "127.0.0.1:0"\nadmin_token = "{ADMIN_TOKEN}"\n'
+        f'ingest_token = "{INGEST_TOKEN}"\n[storage]\npath = "{tmp_path / "a.db"}"\n'
+        '[delivery]\nread_timeout = "1s"\nbackoff_initial = "50ms"\nbackoff_max = "100ms"\n',
+        env={},
+    )  # the default guard: no private targets
+    async with running_daemon(config) as daemon:
+        url = f"http://rebind.example:{receiver.port}/hook"
+        webhook = await create_webhook(daemon.session, daemon.url, url, ["COURSE_ENROLLMENT"])
+        monkeypatch.setattr(FlippingResolver, "answer", rebound_to)
+        assert (await ingest(daemon.session, daemon.url, events(3)))[0] == 202
+        attempts: list[dict[str, Any]] = []
+
+        async def refused() -> bool:
+            _, body = await call(
+                daemon.session, daemon.url, "GET", f"/v1/webhooks/{webhook['id']}/attempts"
+            )
+            attempts[:] = body["attempts"]
+            return len(attempts) >= 2
+
+        for _ in range(400):  # polls the request log, up to 20 s
+            if await refused():
+                break
+            await asyncio.sleep(0.05)
+        assert len(attempts) >= 2, attempts
+        status, test = await call(
+            daemon.session, daemon.url, "POST", f"/v1/webhooks/{webhook['id']}/test"
+        )
+        assert status == 200 and not test["ok"] and "not allowed" in test["error"], test
+    assert all("not allowed" in a["error"] for a in attempts), attempts
+    assert receiver.received == [], "a request reached the rebound address"
+    assert any(a.endswith(rebound_to) for a in FlippingResolver.asked)
+    record("security_rebinding", **{f"refused_{rebound_to}": len(attempts)})
+
+
+async def test_test_deliveries_do_not_follow_redirects(tmp_path: Path, receiver: Receiver) -> None:
+    canary = await Receiver().start()
+
+    async def redirect(_request: web.Request) -> web.StreamResponse:
+        raise web.HTTPTemporaryRedirect(location=canary.url)
+
+    receiver.respond(redirect)
+    daemon = DaemonProcess(fast_config(tmp_path))
+    try:
+        await daemon.start_async()
+        async with aiohttp.ClientSession() as session:
+            status, answer = await call(
+                session,
+                daemon.url,
+                "POST",
+                "/v1/webhooks/test",
+                {"name": "draft", "targetUrl": receiver.url, "events": ["COURSE_ENROLLMENT"]},
+            )
+        assert status == 200 and answer["status"] == 307 and not answer["ok"], answer
+        assert "redirects are not followed" in answer["error"]
+        assert await daemon.stop_async() == 0
+    finally:
+        daemon.stop()
+        await canary.stop()
+    assert len(receiver.received) == 1 and canary.received == []
+
+
+async def test_files_are_private_and_no_secret_reaches_the_log(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    smtp_password, basic_password = "smtp-secret-0123456789", "basic-secret-0123456789"
+    daemon = DaemonProcess(
+        fast_config(tmp_path, extra=f'[notify]\nsmtp_password = "{smtp_password}"\n')
+    )
+    receiver.respond(401, 401, 202)  # failures first: error paths log too
+    try:
+        await daemon.start_async()
+        async with aiohttp.ClientSession() as session:
+            signed = await create_webhook(
+                session, daemon.url, receiver.url, ["COURSE_ENROLLMENT"], auth={"type": "signature"}
+            )
+            await create_webhook(
+                session,
+                daemon.url,
+                receiver.url,
+                ["COURSE_ENROLLMENT"],
+                auth={"type": "basic", "username": "u", "password": basic_password},
+            )
+            _, secret = await call(
+                session, daemon.url, "GET", f"/v1/webhooks/{signed['id']}/secret"
+            )
+            _, rotated = await call(
+                session, daemon.url, "POST", f"/v1/webhooks/{signed['id']}/secret/rotate"
+            )
+            sent = events(10)
+            assert (await ingest(session, daemon.url, sent))[0] == 202
+            await wait_for(lambda: len(receiver.all_event_ids()) >= 20, what="both delivered")
+            await call(session, daemon.url, "GET", "/v1/status", token=WRONG_TOKEN)
+            await call(session, daemon.url, "GET", "/metrics")
+            data = database(tmp_path).parent
+            # While running: the database, its WAL and shared-memory file, all private.
+            modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in data.iterdir()}
+        assert await daemon.stop_async() == 0
+    finally:
+        daemon.stop()
+    assert stat.S_IMODE(data.stat().st_mode) & 0o077 == 0, oct(data.stat().st_mode)
+    assert {"almhookd.db", "almhookd.db-wal", "almhookd.db-shm"} <= set(modes), modes
+    assert all(mode & 0o077 == 0 for mode in modes.values()), modes
+    secrets = [
+        ADMIN_TOKEN,
+        INGEST_TOKEN,
+        smtp_password,
+        basic_password,
+        secret["secret"],
+        rotated["secret"],
+        secret["secret"].removeprefix("whsec_"),
+    ]
+    assert_no_secrets(daemon.log(), secrets)
+    record("security_files_and_logs", files_checked=len(modes), secrets_checked=len(secrets))
+
+
+def test_the_api_on_a_network_address_needs_a_configured_token(tmp_path: Path) -> None:
+    config = tmp_path / "exposed.toml"
+
+    def listen_on(address: str) -> None:
+        config.write_text(
+            f'[server]\nlisten = "{address}"\n[storage]\npath = "{tmp_path / "data" / "a.db"}"\n'
+        )
+
+    listen_on("0.0.0.0:8787")
+    without_token = {"ALMHOOKD_ADMIN_TOKEN": ""}
+    with pytest.raises(ConfigError, match=r"server\.admin_token: required when server\.listen"):
+        load_config(config, env={})
+    checked = run_cli("check-config", "--config", str(config), env=without_token)
+    assert checked.returncode == 78 and "server.admin_token" in checked.stderr, checked
+    # Only because the check is in loading the configuration, before the database is
+    # opened and long before anything binds, may ``run`` be tried here at all.
+    ran = run_cli("run", "--config", str(config), env=without_token)
+    assert ran.returncode == 78 and ran.stderr.count("\n") == 1, ran.stderr
+    assert "server.admin_token" in ran.stderr and "Traceback" not in ran.stderr
+    assert not (tmp_path / "data").exists(), "the daemon got as far as the database"
+    # A token from the environment, or a loopback address, is accepted.
+    with_token = run_cli(
+        "check-config", "--config", str(config), env={"ALMHOOKD_ADMIN_TOKEN": ADMIN_TOKEN}
+    )
+    assert with_token.returncode == 0, with_token.stderr
+    for address in ("127.0.0.1:8787", "[::1]:8787", "localhost:8787"):
+        listen_on(address)
+        assert run_cli("check-config", "--config", str(config), env=without_token).returncode == 0
