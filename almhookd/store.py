@@ -567,6 +567,12 @@ class Store:
         try:
             results = await self._write(lambda db: _insert_events(db, group, now_ms), durable=True)
         except Exception as error:  # every waiter must hear of the failure
+            if len(group) > 1 and not isinstance(error, StorageError):
+                # One request's rows broke the transaction (not the storage): commit each
+                # request alone, so that only that one fails.
+                for pending in group:
+                    await self._commit_group([pending])
+                return
             failure = (
                 error
                 if isinstance(error, StorageError)

@@ -248,3 +248,14 @@ async def test_migration_2_keeps_a_batch_being_sent(db_path: Path, clock: FakeCl
         assert await store.backlog("wh_1") == 2
     finally:
         await store.close()
+
+
+async def test_a_request_whose_rows_break_the_group_fails_alone(store: Store) -> None:
+    """Ingest validation keeps such rows out; the store must not rely on it."""
+    good = make_events(2)
+    bad = [make_events(1)[0]._replace(account_id=2**70)]  # beyond SQLite's 64 bits
+    results = await asyncio.gather(
+        store.append(good[:1]), store.append(bad), store.append(good[1:]), return_exceptions=True
+    )
+    assert [type(r).__name__ for r in results] == ["AppendResult", "StorageError", "AppendResult"]
+    assert await store.count_events() == 2
