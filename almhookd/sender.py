@@ -45,6 +45,7 @@ class Sender:
         self._policy = TargetPolicy.from_config(config)
         self._session: aiohttp.ClientSession | None = None
         self._resolver: GuardedResolver | None = None
+        self._timeout = _timeout(config)
 
     async def start(self) -> None:
         resolver = GuardedResolver(self._policy)
@@ -63,17 +64,9 @@ class Sender:
         """New timeouts and target rules apply to the next request (a reload)."""
         self._config = config
         self._policy = TargetPolicy.from_config(config)
+        self._timeout = _timeout(config)
         if self._resolver is not None:
             self._resolver.policy = self._policy
-
-    def _timeout(self) -> aiohttp.ClientTimeout:
-        # The whole request must finish within connect + read: a receiver that drips its
-        # answer byte by byte cannot hold a worker for longer.
-        return aiohttp.ClientTimeout(
-            total=self._config.connect_timeout + self._config.read_timeout,
-            sock_connect=self._config.connect_timeout,
-            sock_read=self._config.read_timeout,
-        )
 
     async def close(self) -> None:
         if self._session is not None:
@@ -124,7 +117,7 @@ class Sender:
                 data=body,
                 headers=headers,
                 allow_redirects=False,
-                timeout=self._timeout(),
+                timeout=self._timeout,
             ) as response:
                 raw = await response.content.read(MAX_RESPONSE_READ)
                 excerpt = raw[:RESPONSE_EXCERPT].decode("utf-8", errors="replace")
@@ -167,6 +160,16 @@ class Sender:
     @staticmethod
     def _failed(error: str, started: float) -> Outcome:
         return Outcome(ok=False, error=error, duration_ms=_elapsed_ms(started))
+
+
+def _timeout(config: DeliveryConfig) -> aiohttp.ClientTimeout:
+    # The whole request must finish within connect + read: a receiver that drips its
+    # answer byte by byte cannot hold a worker for longer.
+    return aiohttp.ClientTimeout(
+        total=config.connect_timeout + config.read_timeout,
+        sock_connect=config.connect_timeout,
+        sock_read=config.read_timeout,
+    )
 
 
 def _elapsed_ms(started: float) -> int:

@@ -46,7 +46,7 @@ def _key(secret: str) -> bytes:
 def sign(secret: str, *, message_id: str, timestamp: int, body: bytes) -> str:
     """One ``v1,<base64>`` signature."""
     content = f"{message_id}.{timestamp}.".encode() + body
-    digest = hmac.new(_key(secret), content, hashlib.sha256).digest()
+    digest = hmac.digest(_key(secret), content, hashlib.sha256)
     return "v1," + base64.b64encode(digest).decode()
 
 
