@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from almhookd.config import Secret, parse_config
+from almhookd.config import DeliveryConfig, Secret, parse_config
 from almhookd.errors import StorageError
 from almhookd.policy import FIRST_REMINDER_AFTER, Outcome
 from almhookd.sender import Sender
@@ -399,6 +399,26 @@ async def _send_with_default_guard(url: str, clock: FakeClock) -> Outcome:
         return await sender.send(_hook(url), message_id="msg_1", body=b"{}")
     finally:
         await sender.close()
+
+
+async def test_a_reload_gives_the_sender_its_new_timeouts(
+    clock: FakeClock, receiver: Receiver
+) -> None:
+    def delivery(read_timeout: str) -> DeliveryConfig:
+        toml = f'[delivery]\nallow_private_targets = true\nread_timeout = "{read_timeout}"\n'
+        return parse_config(toml, env={}).delivery
+
+    receiver.respond("sleep:1.5")
+    sender = Sender(delivery("500ms"), clock=clock)
+    await sender.start()
+    try:
+        first = await sender.send(_hook(receiver.url), message_id="msg_1", body=b"{}")
+        sender.reconfigure(delivery("10s"))
+        second = await sender.send(_hook(receiver.url), message_id="msg_2", body=b"{}")
+    finally:
+        await sender.close()
+    assert not first.ok and "timed out" in (first.error or "")
+    assert second.ok
 
 
 @pytest.mark.parametrize(
