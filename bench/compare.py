@@ -47,6 +47,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -1253,11 +1254,14 @@ def checks_line(results: Results) -> list[str]:
 
 
 def update_section(path: Path, section: str) -> None:
-    """Replace the text between the markers in ``path``, or append the section."""
+    """Replace the lines from the start marker to the end marker (each alone on its line)
+    in ``path``, or append the section."""
     text = path.read_text() if path.exists() else ""
-    start, end = text.find(START_MARKER), text.find(END_MARKER)
-    if start >= 0 and end > start:
-        text = text[:start] + section.rstrip("\n") + text[end + len(END_MARKER) :]
+    found = re.search(
+        f"^{re.escape(START_MARKER)}$.*?^{re.escape(END_MARKER)}$", text, re.MULTILINE | re.DOTALL
+    )
+    if found:
+        text = text[: found.start()] + section.rstrip("\n") + text[found.end() :]
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text)
