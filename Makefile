@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test soak lint format bench clean install
+.PHONY: run test soak lint format bench bench-all bench-full clean install
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,10 +34,31 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-## bench: the ingest and delivery benchmarks (a few minutes; see BENCHMARKS.md)
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.bench-installed
+
+# What bench/compare.py compares almhookd with: Celery, redis-py, requests, lazyhooks in
+# the venv, and Debian's redis-server (installed with apt-get when missing, as root).
+$(BENCH_STAMP): $(STAMP) bench/requirements.txt
+	$(BIN)/pip install --quiet -r bench/requirements.txt
+	command -v redis-server >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server)
+	touch $(BENCH_STAMP)
+
+## bench: almhookd side by side with Celery + Redis, lazyhooks and a plain aiohttp client
+## (about 15 minutes); writes its section of BENCHMARKS.md
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench.compare
+
+## bench-all: the ingest and delivery benchmarks (about 5 minutes), then the comparison
+bench-all: $(BENCH_STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python -m bench.delivery
+	$(BIN)/python -m bench.compare
+
+## bench-full: the comparison at the issue's counts (20,000-event bursts, 3 runs of
+## everything): about two hours on a 2-core machine
+bench-full: $(BENCH_STAMP)
+	$(BIN)/python -m bench.compare --full
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -236,7 +236,15 @@ class Listen:
     port: int
 
 
-Command = Listen | Literal["take", "stop"]
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Receiver command: stop serving on this port and drop every open connection, as
+    a receiver that went down (new connections are refused until ``Listen`` again)."""
+
+    port: int
+
+
+Command = Listen | Close | Literal["take", "stop"]
 
 
 def serve_receiver(port: int, delivered: ctypes.c_int64, control: Connection) -> None:
@@ -257,14 +265,21 @@ async def _serve_receiver(port: int, delivered: ctypes.c_int64, control: Connect
     app.router.add_post("/hook/{name}", hook)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    sites = {port: web.TCPSite(runner, "127.0.0.1", port)}
+    await sites[port].start()
     loop = asyncio.get_running_loop()
     control.send("ready")
     # A thread waits for commands: the loop's readers would make the pipe non-blocking.
     while (command := await loop.run_in_executor(None, control.recv)) != "stop":
         if isinstance(command, Listen):
-            await web.TCPSite(runner, "127.0.0.1", command.port).start()
+            sites[command.port] = web.TCPSite(runner, "127.0.0.1", command.port)
+            await sites[command.port].start()
             control.send("listening")
+        elif isinstance(command, Close):
+            await sites.pop(command.port).stop()
+            if runner.server is not None:
+                await runner.server.shutdown(0.1)
+            control.send("closed")
         else:
             control.send(_by_webhook(requests))
             requests.clear()
@@ -307,6 +322,10 @@ class Receiver:
 
     def listen(self, port: int) -> None:
         self.ask(Listen(port))
+
+    def close(self, port: int) -> None:
+        """Go down on ``port``: its listener and every open connection are closed."""
+        self.ask(Close(port))
 
     def take(self) -> Arrivals:
         """What arrived since the last call; the count starts again from zero."""
@@ -471,10 +490,10 @@ def wait_delivered(
     return Cpu.between(start or end, end)
 
 
-def wait_for_quiet() -> float:
-    """Wait for a quiet stretch on the machine (at most QUIET_WAIT_S); seconds waited."""
+def wait_for_quiet(limit_s: float = QUIET_WAIT_S) -> float:
+    """Wait for a quiet stretch on the machine (at most ``limit_s``); seconds waited."""
     started = time.monotonic()
-    while time.monotonic() - started < QUIET_WAIT_S:
+    while time.monotonic() - started < limit_s:
         before = machine_cpu_s()
         time.sleep(QUIET_SAMPLE_S)
         if (machine_cpu_s() - before) / QUIET_SAMPLE_S < QUIET_CPU:
