@@ -43,7 +43,7 @@ MAX_REQUEST_BYTES: Final = 1024 * 1024
 #: Pause after a storage error before the worker tries again.
 STORAGE_RETRY_SECONDS: Final = 1.0
 #: Request batches a worker holds claimed: the one being sent and those ahead of it.
-CLAIMED_BATCHES: Final = 4
+CLAIMED_BATCHES: Final = 8
 #: Claimed batches left when the acknowledged ones are recorded and more are claimed.
 REFILL_AT: Final = CLAIMED_BATCHES // 2
 
