@@ -131,7 +131,7 @@ class Worker:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         with contextlib.suppress(StorageError):
-            await self._record(claim=False)
+            await self._record()
 
     # --- the loop ----------------------------------------------------------------------
 
@@ -163,15 +163,15 @@ class Worker:
             return due - now
         retained_since_ms = int((now - self._config.storage.retention) * 1000)
         if not self._claimed_loaded:
-            await self._record(claim=False)
+            await self._record()
             self._claimed = deque(await self._store.in_flight_batches(webhook.id))
             self._claimed_loaded = True
         if self._claimed and self._claimed[0].oldest_ingested_at_ms < retained_since_ms:
-            await self._record(claim=False)
+            await self._record()
             await self._expire()  # dissolves the batch; its retained events are repacked
             self._claimed = deque(await self._store.in_flight_batches(webhook.id))
         if not self._claimed:
-            await self._record(claim=True, now=now)
+            await self._refill(now)
             if not self._claimed:
                 return None
         batch = self._claimed[0]
@@ -193,9 +193,7 @@ class Worker:
             self.webhook = replace(self.webhook, schedule=after_success(webhook.schedule, now=now))
             if self._recording is not None and self._recording.done():
                 await self._settle()
-            if not self._claimed:  # nothing to send meanwhile: record and claim in one trip
-                await self._record(claim=True, now=now)
-            elif self._recording is None and (len(self._claimed) <= REFILL_AT or self._stopping):
+            if self._recording is None and (len(self._claimed) <= REFILL_AT or self._stopping):
                 self._start_record(now)  # runs while the batches claimed ahead go out
             self._delivered.inc(len(batch.event_seqs))
             self._metrics.delivery_latency.observe_many(
@@ -208,7 +206,7 @@ class Worker:
         )
         self._acknowledged.append(attempt)
         self.webhook = replace(self.webhook, schedule=decision.schedule)
-        await self._record(claim=False, disable_reason=decision.disable_reason)
+        await self._record(disable_reason=decision.disable_reason)
         log.warning(
             "delivery.failed",
             **fields,
@@ -259,12 +257,21 @@ class Worker:
             self._claimed_loaded = False
             raise
 
-    async def _record(
-        self, *, claim: bool, now: float = 0.0, disable_reason: str | None = None
-    ) -> None:
-        """Record every acknowledged attempt (and claim more batches) before going on."""
+    async def _refill(self, now: float) -> None:
+        """Nothing left to send: take what the running record claimed and go on (the next
+        record runs in the background), else record and claim now."""
         await self._settle()
-        self._start_record(now if claim else None, disable_reason=disable_reason)
+        if not self._claimed:
+            self._start_record(now)
+            await self._settle()
+        elif len(self._claimed) <= REFILL_AT:
+            self._start_record(now)
+
+    async def _record(self, *, disable_reason: str | None = None) -> None:
+        """Record every acknowledged attempt before going on (failing, stopping,
+        expiring); claim nothing."""
+        await self._settle()
+        self._start_record(None, disable_reason=disable_reason)
         await self._settle()
 
     def _start_record(self, now: float | None, *, disable_reason: str | None = None) -> None:
