@@ -421,7 +421,7 @@ class LazyhooksProducer:
         self.job, self.payloads = job, payloads
         self.sender = WebhookSender(SIGNING_SECRET, storage=SQLiteStorage(job.database))
         self.retries = asyncio.get_running_loop().create_task(
-            self.sender.retry_worker()  # type: ignore[no-untyped-call]
+            self.sender.retry_worker()
         )
 
     async def burst(self, ids: Sequence[str], handed: Handed) -> None:

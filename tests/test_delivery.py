@@ -542,7 +542,7 @@ async def test_batches_claimed_ahead_are_sent_again_in_order_after_a_crash(
     assert [r.event_ids[0] for r in receiver.received] == ids
 
 
-async def test_at_most_four_batches_are_recorded_as_sending_while_a_backlog_drains(
+async def test_no_more_than_the_claimed_batches_are_recorded_as_sending_while_draining(
     engine: Engine, receiver: Receiver, db_path: Path
 ) -> None:
     """What a crash could re-send: the pipeline keeps batches claimed ahead, never more
