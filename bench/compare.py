@@ -420,9 +420,7 @@ class LazyhooksProducer:
         structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
         self.job, self.payloads = job, payloads
         self.sender = WebhookSender(SIGNING_SECRET, storage=SQLiteStorage(job.database))
-        self.retries = asyncio.get_running_loop().create_task(
-            self.sender.retry_worker()
-        )
+        self.retries = asyncio.get_running_loop().create_task(self.sender.retry_worker())
 
     async def burst(self, ids: Sequence[str], handed: Handed) -> None:
         async def webhook(url: str) -> None:
