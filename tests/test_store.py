@@ -11,7 +11,8 @@ import pytest
 from almhookd.errors import StorageClosed, StorageError, StorageFull
 from almhookd.ingest import NewEvent, parse_ingest
 from almhookd.migrations import SCHEMA_VERSION
-from almhookd.store import CLAIM_SQL, Store, event_key
+from almhookd.store import CLAIM_SQL, OUTSTANDING_SQL, Claim, Store, event_key
+from almhookd.webhooks import NewWebhook
 from tests import samples
 from tests.conftest import FakeClock
 
@@ -182,8 +183,7 @@ def test_hot_queries_use_their_indexes() -> None:
         db.executescript(migration)
     plans = {
         "claim": CLAIM_SQL,
-        "backlog": "SELECT count(*) FROM deliveries INDEXED BY deliveries_outstanding"
-        " WHERE webhook_id = ? AND state = 'pending'",
+        "backlog": OUTSTANDING_SQL,
         "event": "SELECT webhook_id FROM deliveries WHERE event_seq = ?",
         "release": "UPDATE deliveries INDEXED BY deliveries_held SET due_at_ms = 1"
         " WHERE state = 'pending' AND due_at_ms IS NULL",
@@ -191,7 +191,7 @@ def test_hot_queries_use_their_indexes() -> None:
     }
     expected = {
         "claim": "deliveries_ready",
-        "backlog": "deliveries_outstanding",
+        "backlog": "deliveries_held",
         "event": "deliveries_by_event",
         "release": "deliveries_held",
         "duplicates": "events_by_key",
@@ -259,3 +259,57 @@ async def test_a_request_whose_rows_break_the_group_fails_alone(store: Store) ->
     )
     assert [type(r).__name__ for r in results] == ["AppendResult", "StorageError", "AppendResult"]
     assert await store.count_events() == 2
+
+
+async def _claim_all(store: Store, webhook_id: str, *, max_bytes: int) -> list[list[str]]:
+    claim = Claim(
+        now_ms=2_000_000_000_000,
+        retained_since_ms=0,
+        max_events=50,
+        max_batch_events=100,
+        max_bytes=max_bytes,
+        batches=100,
+    )
+    return [list(batch.event_ids) for batch in await store.claim_batches(webhook_id, claim)]
+
+
+@pytest.mark.parametrize("with_batch_events", [False, True])
+async def test_a_batch_holds_one_account_and_one_kind(
+    store: Store, with_batch_events: bool
+) -> None:
+    webhook = await store.create_webhook(
+        NewWebhook(
+            name="packing", target_url="https://example.invalid/", events=frozenset(samples.ALL)
+        )
+    )
+    realtime = make_events(6, prefix="rt")
+    for index in (2, 3):  # two events of another account in the middle
+        realtime[index] = realtime[index]._replace(account_id=2)
+    await store.append(realtime)
+    held = make_events(3, prefix="batch", name="COURSE_ENROLLMENT_BATCH")
+    if with_batch_events:
+        await store.append(held)
+        await store.release_held(now_ms=1)
+    ids = [e.event_id for e in realtime]
+    expected = [ids[0:2], ids[2:4], ids[4:6]]
+    if with_batch_events:
+        expected.append([e.event_id for e in held])
+    assert await _claim_all(store, webhook.id, max_bytes=1 << 20) == expected
+
+
+async def test_the_byte_cap_splits_a_batch_and_a_larger_event_goes_alone(store: Store) -> None:
+    webhook = await store.create_webhook(
+        NewWebhook(
+            name="bytes", target_url="https://example.invalid/", events=frozenset(samples.ALL)
+        )
+    )
+    small = make_events(4, prefix="small")
+    large = make_events(1, prefix="large", padding="x" * 5000)
+    await store.append([*small[:2], *large, *small[2:]])
+    pair = max(len(a.body) + len(b.body) + 2 for a, b in (small[0:2], small[2:4]))
+    ids = [e.event_id for e in small]
+    assert await _claim_all(store, webhook.id, max_bytes=pair) == [
+        ids[0:2],
+        [large[0].event_id],
+        ids[2:4],
+    ]
