@@ -79,8 +79,9 @@ class Worker:
         #: claimed batches, in the order they go out; the first is the one being sent
         self._claimed: deque[RequestBatch] = deque()
         self._claimed_loaded = False
-        #: acknowledged attempts not yet handed to the writer, in order
-        self._acknowledged: list[Attempt] = []
+        #: attempts not yet handed to the writer, in order (acknowledged ones, and a
+        #: failed one on its way)
+        self._unrecorded: list[Attempt] = []
         #: the one record (and claim) running on the writer, returning what it claimed
         self._recording: asyncio.Future[list[RequestBatch]] | None = None
         self._wake = asyncio.Event()
@@ -189,7 +190,7 @@ class Worker:
         }
         if outcome.ok:
             self._claimed.popleft()
-            self._acknowledged.append(attempt)
+            self._unrecorded.append(attempt)
             self.webhook = replace(self.webhook, schedule=after_success(webhook.schedule, now=now))
             if self._recording is not None and self._recording.done():
                 await self._settle()
@@ -204,7 +205,7 @@ class Worker:
         decision = after_failure(
             webhook.schedule, outcome, now=now, policy=self._policy, jitter=self._jitter()
         )
-        self._acknowledged.append(attempt)
+        self._unrecorded.append(attempt)
         self.webhook = replace(self.webhook, schedule=decision.schedule)
         await self._record(disable_reason=decision.disable_reason)
         log.warning(
@@ -277,7 +278,7 @@ class Worker:
     def _start_record(self, now: float | None, *, disable_reason: str | None = None) -> None:
         """Hand the acknowledged attempts to the writer, and claim batches up to
         CLAIMED_BATCHES unless ``now`` is None (stopping, failing, expiring)."""
-        attempts, self._acknowledged = self._acknowledged, []
+        attempts, self._unrecorded = self._unrecorded, []
         claim = None if now is None or self._stopping else self._claim(now)
         if attempts:
             record: Awaitable[list[RequestBatch]] = self._store.record_attempts(
