@@ -287,7 +287,7 @@ CLAIM_SQL: Final = (
 
 
 def _claim(db: sqlite3.Connection, webhook_id: str, claim: Claim) -> RequestBatch | None:
-    """Pack the next due deliveries into a request batch (see ``Store.claim_batch``)."""
+    """Pack the next due deliveries into a request batch (see ``Store.claim_batches``)."""
     limits = {True: claim.max_events, False: claim.max_batch_events}
     parameters = (webhook_id, claim.now_ms, claim.retained_since_ms, webhook_id)
     # Fetch as many rows as a real-time request may carry, and more only when the first
@@ -1010,36 +1010,15 @@ class Store:
 
         return await self._write(work, durable=False)
 
-    async def claim_batch(
-        self,
-        webhook_id: str,
-        *,
-        now_ms: int,
-        retained_since_ms: int,
-        max_events: int,
-        max_bytes: int,
-        max_batch_events: int | None = None,
-    ) -> RequestBatch | None:
-        """Pack the next due deliveries into a request batch, recorded before sending.
+    async def claim_batches(self, webhook_id: str, claim: Claim) -> list[RequestBatch]:
+        """Pack the next due deliveries into up to ``claim.batches`` request batches,
+        each recorded before it is sent.
 
         In ingest order, events of one account and one kind only: real-time events up to
-        ``max_events``, released non-real-time events up to ``max_batch_events``, and
-        about ``max_bytes`` (one event always fits). Events older than
-        ``retained_since_ms`` are left for expiry.
+        ``claim.max_events``, released non-real-time events up to
+        ``claim.max_batch_events``, and about ``claim.max_bytes`` (one event always
+        fits). Events older than ``claim.retained_since_ms`` are left for expiry.
         """
-        claim = Claim(
-            now_ms=now_ms,
-            retained_since_ms=retained_since_ms,
-            max_events=max_events,
-            max_batch_events=max_batch_events or max_events,
-            max_bytes=max_bytes,
-        )
-        batches = await self.claim_batches(webhook_id, claim)
-        return batches[0] if batches else None
-
-    async def claim_batches(self, webhook_id: str, claim: Claim) -> list[RequestBatch]:
-        """Up to ``claim.batches`` request batches, one after the other, each recorded
-        before it is sent (see ``claim_batch``)."""
         return await self._write(lambda db: _claim_batches(db, webhook_id, claim), durable=False)
 
     async def record_attempts(
