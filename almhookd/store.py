@@ -286,6 +286,38 @@ CLAIM_SQL: Final = (
 )
 
 
+class _EventColumns(NamedTuple):
+    """The events of a request batch, column by column, in ingest order."""
+
+    seqs: tuple[int, ...]
+    ids: tuple[str, ...]
+    account_ids: tuple[int, ...]
+    ingested_at_ms: tuple[int, ...]
+    bodies: tuple[str, ...]
+
+
+def _request_batch(
+    batch_id: str,
+    webhook_id: str,
+    events: _EventColumns,
+    *,
+    created_at_ms: int,
+    attempts: int = 0,
+) -> RequestBatch:
+    account_id = events.account_ids[0]
+    return RequestBatch(
+        id=batch_id,
+        webhook_id=webhook_id,
+        account_id=account_id,
+        event_seqs=events.seqs,
+        event_ids=events.ids,
+        body=_payload(account_id, events.bodies),
+        ingested_at_ms=events.ingested_at_ms,
+        created_at_ms=created_at_ms,
+        attempts=attempts,
+    )
+
+
 def _claim(db: sqlite3.Connection, webhook_id: str, claim: Claim) -> RequestBatch | None:
     """Pack the next due deliveries into a request batch (see ``Store.claim_batches``)."""
     limits = {True: claim.max_events, False: claim.max_batch_events}
@@ -300,11 +332,12 @@ def _claim(db: sqlite3.Connection, webhook_id: str, claim: Claim) -> RequestBatc
         rows = db.execute(CLAIM_SQL, (*parameters, claim.max_batch_events)).fetchall()
     rows = rows[: limits[realtime]]
     # Columns at C speed; the row-by-row walk only when the rows do not all fit.
-    seqs, ids, accounts, ingested, bodies, kinds = zip(*rows, strict=True)
+    *columns, kinds = zip(*rows, strict=True)
+    events = _EventColumns(*columns)
     if (
-        len(set(accounts)) > 1
+        len(set(events.account_ids)) > 1
         or len(set(kinds)) > 1
-        or sum(map(len, bodies)) + len(bodies) > claim.max_bytes
+        or sum(map(len, events.bodies)) + len(events.bodies) > claim.max_bytes
     ):
         for count, row in enumerate(rows):
             size += len(row[4]) + 1
@@ -314,23 +347,16 @@ def _claim(db: sqlite3.Connection, webhook_id: str, claim: Claim) -> RequestBatc
                 break
         else:
             count = len(rows)
-        seqs, ids, ingested, bodies = seqs[:count], ids[:count], ingested[:count], bodies[:count]
-    batch_id = "msg_" + uuid.uuid4().hex
+        events = _EventColumns._make(column[:count] for column in events)
+    batch = _request_batch(
+        "msg_" + uuid.uuid4().hex, webhook_id, events, created_at_ms=claim.now_ms
+    )
     db.execute(
         "INSERT INTO request_batches (id, webhook_id, created_at_ms, state, event_seqs)"
         " VALUES (?, ?, ?, 'sending', ?)",
-        (batch_id, webhook_id, claim.now_ms, json.dumps(seqs)),
+        (batch.id, webhook_id, claim.now_ms, json.dumps(batch.event_seqs)),
     )
-    return RequestBatch(
-        id=batch_id,
-        webhook_id=webhook_id,
-        account_id=account_id,
-        event_seqs=seqs,
-        event_ids=ids,
-        body=_payload(account_id, bodies),
-        ingested_at_ms=ingested,
-        created_at_ms=claim.now_ms,
-    )
+    return batch
 
 
 def _update_pending_deliveries(
@@ -994,14 +1020,10 @@ class Store:
                     )
                     continue
                 batches.append(
-                    RequestBatch(
-                        id=batch_id,
-                        webhook_id=webhook_id,
-                        account_id=events[0][2],
-                        event_seqs=tuple(e[0] for e in events),
-                        event_ids=tuple(e[1] for e in events),
-                        body=_payload(events[0][2], [e[4] for e in events]),
-                        ingested_at_ms=tuple(e[3] for e in events),
+                    _request_batch(
+                        batch_id,
+                        webhook_id,
+                        _EventColumns(*zip(*events, strict=True)),
                         created_at_ms=created_at_ms,
                         attempts=attempts,
                     )
