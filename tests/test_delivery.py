@@ -12,7 +12,6 @@ import itertools
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,16 @@ DAY = 86_400.0
 @pytest.fixture
 async def engine(db_path: Path, clock: FakeClock) -> AsyncIterator[Engine]:
     async with running_engine(db_path, clock) as built:
+        yield built
+
+
+#: Workers that send one event per request: every event is a batch of its own.
+ONE_EVENT_PER_REQUEST = "allow_private_targets = true\nmax_events_per_request = 1\n"
+
+
+@pytest.fixture
+async def one_event_engine(db_path: Path, clock: FakeClock) -> AsyncIterator[Engine]:
+    async with running_engine(db_path, clock, delivery=ONE_EVENT_PER_REQUEST) as built:
         yield built
 
 
@@ -92,9 +101,7 @@ async def test_auth_signature_verified_independently(engine: Engine, receiver: R
 async def test_events_arrive_in_ingest_order_one_request_at_a_time(
     db_path: Path, clock: FakeClock, receiver: Receiver
 ) -> None:
-    async with running_engine(
-        db_path, clock, delivery="allow_private_targets = true\nmax_events_per_request = 1\n"
-    ) as engine:
+    async with running_engine(db_path, clock, delivery=ONE_EVENT_PER_REQUEST) as engine:
         webhook = await engine.webhook(receiver.url)
         ids: list[str] = []
         for _ in range(5):
@@ -517,9 +524,7 @@ async def test_a_batch_recorded_but_not_acknowledged_is_sent_again_with_its_id(
 async def test_batches_claimed_ahead_are_sent_again_in_order_after_a_crash(
     db_path: Path, clock: FakeClock, receiver: Receiver
 ) -> None:
-    async with running_engine(
-        db_path, clock, delivery="allow_private_targets = true\nmax_events_per_request = 1\n"
-    ) as engine:
+    async with running_engine(db_path, clock, delivery=ONE_EVENT_PER_REQUEST) as engine:
         webhook = await engine.webhook(receiver.url)
         ids = await engine.ingest(5)
         claimed = await engine.store.claim_batches(
@@ -534,9 +539,7 @@ async def test_batches_claimed_ahead_are_sent_again_in_order_after_a_crash(
             ),
         )
         # the process died with three batches claimed, none of them acknowledged
-    async with running_engine(
-        db_path, clock, delivery="allow_private_targets = true\nmax_events_per_request = 1\n"
-    ) as engine:
+    async with running_engine(db_path, clock, delivery=ONE_EVENT_PER_REQUEST) as engine:
         stored = await engine.store.get_webhook(webhook.id)
         assert stored is not None
         assert await engine.drain(engine.worker(stored)) == 5
@@ -546,13 +549,11 @@ async def test_batches_claimed_ahead_are_sent_again_in_order_after_a_crash(
 
 
 async def test_no_more_than_the_claimed_batches_are_recorded_as_sending_while_draining(
-    engine: Engine, receiver: Receiver, db_path: Path
+    one_event_engine: Engine, receiver: Receiver, db_path: Path
 ) -> None:
     """What a crash could re-send: the pipeline keeps batches claimed ahead, never more
     than CLAIMED_BATCHES recorded as sending, acknowledged ones included."""
-    engine.config = replace(
-        engine.config, delivery=replace(engine.config.delivery, max_events_per_request=1)
-    )
+    engine = one_event_engine
     webhook = await engine.webhook(receiver.url)
     ids = await engine.ingest(30)
     worker = engine.worker(webhook)
@@ -572,11 +573,9 @@ async def test_no_more_than_the_claimed_batches_are_recorded_as_sending_while_dr
 
 
 async def test_a_failed_background_record_sends_its_batches_again(
-    engine: Engine, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+    one_event_engine: Engine, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    engine.config = replace(
-        engine.config, delivery=replace(engine.config.delivery, max_events_per_request=1)
-    )
+    engine = one_event_engine
     webhook = await engine.webhook(receiver.url)
     ids = await engine.ingest(6)
     worker = engine.worker(webhook)
