@@ -275,14 +275,35 @@ OUTSTANDING_SQL: Final = (
     " WHERE webhook_id = ? AND state = 'pending' AND due_at_ms IS NULL"
 )
 
+#: The next due deliveries after a given event (parameters: webhook id, now, retained
+#: since, after seq, limit): nothing above the seq is in a batch being sent.
 CLAIM_SQL: Final = (
     "SELECT d.event_seq, e.event_id, e.account_id, e.ingested_at_ms, e.body,"
     " e.realtime FROM deliveries AS d INDEXED BY deliveries_ready"
     " JOIN events AS e ON e.seq = d.event_seq"
     " WHERE d.webhook_id = ? AND d.state = 'pending' AND d.due_at_ms IS NOT NULL"
-    " AND d.due_at_ms <= ? AND e.ingested_at_ms >= ?"
-    " AND d.event_seq NOT IN (SELECT event_seq FROM sending WHERE webhook_id = ?)"
+    " AND d.due_at_ms <= ? AND e.ingested_at_ms >= ? AND d.event_seq > ?"
     " ORDER BY d.event_seq LIMIT ?"
+)
+#: The same, skipping those in batches being sent (the after seq is 0): for when some
+#: below the batches being sent are pending again (a replay, a release, a dissolved
+#: batch). It walks every event being sent, so it is the exception.
+CLAIM_AROUND_SENDING_SQL: Final = CLAIM_SQL.replace(
+    " ORDER BY",
+    " AND d.event_seq NOT IN (SELECT event_seq FROM sending WHERE webhook_id = ?) ORDER BY",
+)
+#: The last event of the batches being sent (0: none), how many events they hold, and
+#: how many pending deliveries are due up to that last one (parameters: the webhook id,
+#: twice). The two counts differ when some below it are pending outside the batches
+#: (after a replay, a release, a dissolved batch). Index only, no bodies.
+SENDING_HIGH_WATER_SQL: Final = (
+    "SELECT high, sending, (SELECT count(*) FROM deliveries INDEXED BY deliveries_ready"
+    " WHERE webhook_id = ? AND state = 'pending' AND due_at_ms IS NOT NULL"
+    " AND event_seq <= high)"
+    " FROM (SELECT coalesce(max(json_extract(event_seqs, '$[#-1]')), 0) AS high,"
+    " coalesce(sum(json_array_length(event_seqs)), 0) AS sending"
+    " FROM request_batches INDEXED BY request_batches_sending"
+    " WHERE webhook_id = ? AND state = 'sending')"
 )
 
 
@@ -318,18 +339,27 @@ def _request_batch(
     )
 
 
-def _claim(db: sqlite3.Connection, webhook_id: str, claim: Claim) -> RequestBatch | None:
-    """Pack the next due deliveries into a request batch (see ``Store.claim_batches``)."""
+def _claim(
+    db: sqlite3.Connection, webhook_id: str, claim: Claim, after_seq: int | None
+) -> RequestBatch | None:
+    """Pack the next due deliveries into a request batch (see ``Store.claim_batches``):
+    those after ``after_seq``, or with ``None`` the first ones in no batch being sent."""
     limits = {True: claim.max_events, False: claim.max_batch_events}
-    parameters = (webhook_id, claim.now_ms, claim.retained_since_ms, webhook_id)
+    if after_seq is None:
+        sql = CLAIM_AROUND_SENDING_SQL
+        parameters: tuple[object, ...] = (
+            webhook_id, claim.now_ms, claim.retained_since_ms, 0, webhook_id
+        )  # fmt: skip
+    else:
+        sql, parameters = CLAIM_SQL, (webhook_id, claim.now_ms, claim.retained_since_ms, after_seq)
     # Fetch as many rows as a real-time request may carry, and more only when the first
     # due event is a released batch event: each row fetched carries its body.
-    rows = db.execute(CLAIM_SQL, (*parameters, claim.max_events)).fetchall()
+    rows = db.execute(sql, (*parameters, claim.max_events)).fetchall()
     if not rows:
         return None
     account_id, realtime, size = rows[0][2], bool(rows[0][5]), 0
     if not realtime and claim.max_batch_events > len(rows) == claim.max_events:
-        rows = db.execute(CLAIM_SQL, (*parameters, claim.max_batch_events)).fetchall()
+        rows = db.execute(sql, (*parameters, claim.max_batch_events)).fetchall()
     rows = rows[: limits[realtime]]
     # Columns at C speed; the row-by-row walk only when the rows do not all fit.
     *columns, kinds = zip(*rows, strict=True)
@@ -384,10 +414,25 @@ def _update_pending_deliveries(
 
 
 def _claim_batches(db: sqlite3.Connection, webhook_id: str, claim: Claim) -> list[RequestBatch]:
-    """Up to ``claim.batches`` batches, in order: each claim marks its events sending."""
+    """Up to ``claim.batches`` batches, in order: each claim marks its events sending.
+
+    Claims usually continue after the last event being sent, without walking the batches
+    in flight. Only while a delivery below it is pending outside them (after a replay, a
+    release, a dissolved batch) does a claim skip them one by one. A claim takes every
+    free due delivery up to its own last event, so the next one continues after that.
+    """
+    high_water, sending, ready_below = db.execute(
+        SENDING_HIGH_WATER_SQL, (webhook_id, webhook_id)
+    ).fetchone()
+    after_seq: int | None = high_water if ready_below == sending else None
     batches: list[RequestBatch] = []
-    while len(batches) < claim.batches and (batch := _claim(db, webhook_id, claim)) is not None:
+    while len(batches) < claim.batches:
+        batch = _claim(db, webhook_id, claim, after_seq)
+        if batch is None:
+            break
         batches.append(batch)
+        last_seq = batch.event_seqs[-1]
+        after_seq = last_seq if last_seq >= high_water else None
     return batches
 
 

@@ -11,7 +11,15 @@ import pytest
 from almhookd.errors import StorageClosed, StorageError, StorageFull
 from almhookd.ingest import NewEvent, parse_ingest
 from almhookd.migrations import SCHEMA_VERSION
-from almhookd.store import CLAIM_SQL, OUTSTANDING_SQL, Claim, Store, event_key
+from almhookd.store import (
+    CLAIM_AROUND_SENDING_SQL,
+    CLAIM_SQL,
+    OUTSTANDING_SQL,
+    SENDING_HIGH_WATER_SQL,
+    Claim,
+    Store,
+    event_key,
+)
 from almhookd.webhooks import NewWebhook
 from tests import samples
 from tests.conftest import FakeClock
@@ -183,6 +191,8 @@ def test_hot_queries_use_their_indexes() -> None:
         db.executescript(migration)
     plans = {
         "claim": CLAIM_SQL,
+        "claim around sending": CLAIM_AROUND_SENDING_SQL,
+        "high water": SENDING_HIGH_WATER_SQL,
         "backlog": OUTSTANDING_SQL,
         "event": "SELECT webhook_id FROM deliveries WHERE event_seq = ?",
         "release": "UPDATE deliveries INDEXED BY deliveries_held SET due_at_ms = 1"
@@ -191,6 +201,8 @@ def test_hot_queries_use_their_indexes() -> None:
     }
     expected = {
         "claim": "deliveries_ready",
+        "claim around sending": "deliveries_ready",
+        "high water": "request_batches_sending",
         "backlog": "deliveries_held",
         "event": "deliveries_by_event",
         "release": "deliveries_held",
@@ -313,3 +325,41 @@ async def test_the_byte_cap_splits_a_batch_and_a_larger_event_goes_alone(store: 
         [large[0].event_id],
         ids[2:4],
     ]
+
+
+async def test_a_claim_takes_deliveries_pending_again_below_the_batches_being_sent(
+    store: Store,
+) -> None:
+    """Claims continue after the last event being sent; a delivery that becomes due below
+    it (here a held batch event released while later ones are in flight) is claimed
+    next, and what follows it in the same claim skips the batches still being sent."""
+    webhook = await store.create_webhook(
+        NewWebhook(
+            name="holes", target_url="https://example.invalid/", events=frozenset(samples.ALL)
+        )
+    )
+    first = make_events(2, prefix="rt")
+    held = make_events(1, prefix="held", name="COURSE_ENROLLMENT_BATCH")
+    rest = make_events(4, prefix="rt")
+    for events in (first, held, rest):
+        await store.append(events)
+
+    def claim(batches: int) -> Claim:
+        return Claim(
+            now_ms=2_000_000_000_000,
+            retained_since_ms=0,
+            max_events=2,
+            max_batch_events=100,
+            max_bytes=1 << 20,
+            batches=batches,
+        )
+
+    def ids(events: list[NewEvent]) -> list[str]:
+        return [event.event_id for event in events]
+
+    in_flight = await store.claim_batches(webhook.id, claim(2))
+    assert [list(b.event_ids) for b in in_flight] == [ids(first), ids(rest[:2])]
+    await store.release_held(now_ms=1)
+    claimed = await store.claim_batches(webhook.id, claim(3))
+    assert [list(b.event_ids) for b in claimed] == [ids(held), ids(rest[2:])]
+    assert await store.claim_batches(webhook.id, claim(1)) == []
