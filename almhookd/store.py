@@ -7,12 +7,15 @@ Reads go through an aiosqlite connection, which sees only committed data. The re
 thread also runs WAL checkpoints, so commits never pay for them.
 
 Ingest goes through a single writer task that commits whatever requests are waiting in
-one transaction (group commit) with ``synchronous=FULL``: a request is acknowledged only
-after its transaction is on disk, yet a busy daemon pays one fsync per group, not one
-per request. Delivery bookkeeping commits with ``synchronous=NORMAL``: in WAL mode that
-survives a crash of the process; a power cut may lose the last bookkeeping commits,
-which only means a batch is sent again (a duplicate the subscriber de-duplicates),
-never that an event is lost.
+one transaction (group commit). A request is acknowledged only once its transaction is
+on disk, through an fsync of the write-ahead log on a third thread, after the commit:
+the write lock is not held through the fsync, so delivery bookkeeping and the next
+ingest groups commit while it runs, and one fsync covers every commit before it. A
+failed fsync stops all ingest until a restart (the kernel may have dropped the pages it
+could not write). Delivery bookkeeping commits with ``synchronous=NORMAL`` and is never
+waited for on disk: in WAL mode that survives a crash of the process; a power cut may
+lose the last bookkeeping commits, which only means a batch is sent again (a duplicate
+the subscriber de-duplicates), never that an event is lost.
 """
 
 from __future__ import annotations
@@ -436,6 +439,13 @@ def _claim_batches(db: sqlite3.Connection, webhook_id: str, claim: Claim) -> lis
     return batches
 
 
+def _fail(group: Sequence[_PendingAppend], failure: StorageError) -> None:
+    """Tell every request of a group that it was not stored (or not durably)."""
+    for pending in group:
+        if not pending.done.done():
+            pending.done.set_exception(failure)
+
+
 def _storage_error(error: sqlite3.Error, path: Path) -> StorageError:
     if getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
         return StorageFull(f"{path}: database or disk is full")
@@ -459,9 +469,11 @@ class Store:
         self.path = path
         self._clock = clock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="almhookd-writer")
+        self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="almhookd-sync")
         # Both used on the writer thread only: ``_db`` commits with synchronous=FULL
-        # (ingest, webhooks), ``_bookkeeping`` with NORMAL (delivery state). Two
-        # connections, so the setting never flips between transactions.
+        # (webhooks, admin changes), ``_bookkeeping`` with NORMAL (ingest, made durable
+        # by the syncer; delivery state). Two connections, so the setting never flips
+        # between transactions.
         self._db: sqlite3.Connection | None = None
         self._bookkeeping: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
@@ -472,6 +484,13 @@ class Store:
         self._closed = asyncio.Event()
         #: ingest transactions committed by the writer since opening
         self.commits = 0
+        #: ingest transactions known to be on disk (the WAL synced after them)
+        self._synced = 0
+        self._sync_lock = asyncio.Lock()
+        #: set by a failed fsync: no ingest is acknowledged any more
+        self._sync_failure: StorageError | None = None
+        #: groups committed, waiting for the fsync that acknowledges them
+        self._acknowledging: set[asyncio.Task[None]] = set()
         #: write transactions of any kind since opening
         self.writes = 0
         #: called after each ingest commit that stored new events (wakes the workers)
@@ -570,11 +589,13 @@ class Store:
         return result
 
     async def _writer_pragma(self, pragma: str) -> Any:
-        """Run ``PRAGMA pragma`` on the writing connection (limits set by tests)."""
+        """Run ``PRAGMA pragma`` on both writing connections (limits set by tests);
+        returns the answer of the one with ``synchronous=FULL``."""
 
         def run() -> Any:
-            if self._db is None:
+            if self._db is None or self._bookkeeping is None:
                 raise StorageClosed()
+            self._bookkeeping.execute(f"PRAGMA {pragma}").fetchall()
             row = self._db.execute(f"PRAGMA {pragma}").fetchone()
             return row[0] if row else None
 
@@ -582,7 +603,10 @@ class Store:
 
     async def ping(self) -> None:
         """An empty write transaction: proves the writer thread and the write lock are
-        available (the watchdog's test that the store is not wedged)."""
+        available (the watchdog's test that the store is not wedged). Fails for good
+        after a failed fsync, so that the watchdog has almhookd restarted."""
+        if self._sync_failure is not None:
+            raise self._sync_failure
         await self._write(lambda db: None, durable=False)
 
     @property
@@ -631,6 +655,8 @@ class Store:
         """
         if self._closing:
             raise StorageClosed()
+        if self._sync_failure is not None:
+            raise self._sync_failure
         pending = _PendingAppend(events, asyncio.get_running_loop().create_future())
         self._queue.put_nowait(pending)
         # The writer answers even when the caller is cancelled; ``done()`` is checked.
@@ -653,9 +679,11 @@ class Store:
             await self._commit_group(group)
 
     async def _commit_group(self, group: list[_PendingAppend]) -> None:
+        """Commit one group; it is acknowledged in the background, once on disk, while the
+        next group commits."""
         now_ms = self._now_ms()
         try:
-            results = await self._write(lambda db: _insert_events(db, group, now_ms), durable=True)
+            results = await self._write(lambda db: _insert_events(db, group, now_ms), durable=False)
         except Exception as error:  # every waiter must hear of the failure
             if len(group) > 1 and not isinstance(error, StorageError):
                 # One request's rows broke the transaction (not the storage): commit each
@@ -669,16 +697,59 @@ class Store:
                 else StorageError(f"{self.path}: {type(error).__name__}: {error}")
             )
             log.error("store.commit_failed", error=failure.message, requests=len(group))
-            for pending in group:
-                if not pending.done.done():
-                    pending.done.set_exception(failure)
+            _fail(group, failure)
             return
         self.commits += 1
+        task = asyncio.create_task(self._acknowledge(group, results, self.commits))
+        self._acknowledging.add(task)
+        task.add_done_callback(self._acknowledging.discard)
+
+    async def _acknowledge(
+        self, group: list[_PendingAppend], results: list[AppendResult], commit: int
+    ) -> None:
+        try:
+            await self._sync_through(commit)
+        except StorageError as failure:
+            _fail(group, failure)
+            return
         for pending, result in zip(group, results, strict=True):
             if not pending.done.done():
                 pending.done.set_result(result)
         if self.on_events_committed is not None and any(r.accepted for r in results):
             self.on_events_committed()
+
+    async def _sync_through(self, commit: int) -> None:
+        """Return once ingest commit number ``commit`` is on disk. One fsync at a time;
+        each covers every commit made before it starts, so waiters share it."""
+        async with self._sync_lock:
+            if self._sync_failure is not None:
+                raise self._sync_failure
+            if self._synced >= commit:
+                return
+            through = self.commits  # all of these are in the WAL already
+            try:
+                await asyncio.get_running_loop().run_in_executor(self._syncer, self._fsync_wal)
+            except FileNotFoundError:
+                raise StorageError(
+                    f"{self.path}: the write-ahead log is gone; the database file was moved "
+                    "or deleted"
+                ) from None
+            except OSError as error:
+                self._sync_failure = StorageError(
+                    f"{self.path}: writing the database to disk failed ({error.strerror}); "
+                    "nothing more is acknowledged until almhookd is restarted"
+                )
+                log.error("store.sync_failed", error=self._sync_failure.message)
+                raise self._sync_failure from None
+            self._synced = through
+
+    def _fsync_wal(self) -> None:
+        """fsync the WAL file, whichever descriptor wrote it: its pages are the file's."""
+        fd = os.open(f"{self.path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     # --- reads -----------------------------------------------------------------------
 
@@ -721,6 +792,8 @@ class Store:
         """Raise :class:`StorageError` unless the database answers and the writer runs."""
         if self._closing:
             raise StorageClosed()
+        if self._sync_failure is not None:
+            raise self._sync_failure
         if self._writer is None or self._writer.done():
             raise StorageError(f"{self.path}: the store writer is not running")
         await self._fetchall("SELECT count(*) FROM sqlite_master")
@@ -1331,6 +1404,8 @@ class Store:
             if self._writer is not None:
                 self._queue.put_nowait(None)
                 await self._writer
+            while self._acknowledging:
+                await asyncio.wait(set(self._acknowledging))
             await self._close_connections()
         finally:
             self._closed.set()
@@ -1350,3 +1425,4 @@ class Store:
 
         await self._run(close_writer)
         self._executor.shutdown(wait=True)
+        self._syncer.shutdown(wait=True)

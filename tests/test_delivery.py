@@ -628,6 +628,9 @@ async def test_running_workers_wake_on_commit_and_idle_without_polling(
         ids = await engine.ingest(5)
         await asyncio.wait_for(_until(lambda: len(receiver.all_event_ids()) == 5), 10)
         assert receiver.all_event_ids() == ids
+        # The step after the last acknowledgement finds nothing and goes to sleep; from
+        # then on an idle worker takes no step at all.
+        await asyncio.sleep(0.1)
         settled = steps
         await asyncio.sleep(0.3)
         assert steps == settled, "an idle worker must not poll"

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
+import os
 import sqlite3
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -121,6 +124,62 @@ async def test_concurrent_appends_share_commits(store: Store) -> None:
     assert await store.count_events() == 200
     # All 200 were waiting when the writer woke: far fewer transactions than requests.
     assert store.commits <= 2
+
+
+async def test_an_append_is_acknowledged_after_the_fsync_that_follows_its_commit(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commit does not wait for the disk, the acknowledgement does; commits made
+    while one fsync runs share the next one."""
+    release, fsyncs = threading.Event(), []
+    real_fsync = store._fsync_wal
+
+    def slow_fsync() -> None:
+        fsyncs.append(store.commits)
+        assert release.wait(10)
+        real_fsync()
+
+    monkeypatch.setattr(store, "_fsync_wal", slow_fsync)
+    woken: list[int] = []
+    store.on_events_committed = lambda: woken.append(store.commits)
+    first = asyncio.ensure_future(store.append(make_events(1)))
+    while not fsyncs:  # noqa: ASYNC110 - another thread's progress: no event to wait on
+        await asyncio.sleep(0.005)
+    later = []
+    for commit in range(2, 6):  # four more commits, readable while the fsync runs
+        later.append(asyncio.ensure_future(store.append(make_events(1))))
+        while store.commits < commit:  # noqa: ASYNC110 - the writer task's progress
+            await asyncio.sleep(0.005)
+    assert await store.count_events() == 5
+    assert not first.done() and not any(p.done() for p in later) and woken == []
+    release.set()
+    assert all(r.accepted == 1 for r in await asyncio.gather(first, *later))
+    assert fsyncs == [1, 5]  # one for the first commit, one for the four others
+    assert woken  # workers are woken once the events are on disk
+
+
+async def test_a_failed_fsync_stops_ingest_until_a_restart(
+    store: Store, db_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel may drop pages it could not write: nothing more is acknowledged, and
+    the watchdog's ping and /healthz's check fail, so that systemd restarts almhookd."""
+
+    def failing_fsync() -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(store, "_fsync_wal", failing_fsync)
+    with pytest.raises(StorageError, match=r"Input/output error.*restarted"):
+        await store.append(make_events(1))
+    monkeypatch.undo()
+    for attempt in (store.append(make_events(1)), store.ping(), store.check()):
+        with pytest.raises(StorageError, match="restarted"):
+            await attempt
+    await store.close()
+    reopened = await Store.open(db_path, clock=clock)
+    try:
+        assert (await reopened.append(make_events(1))).accepted == 1
+    finally:
+        await reopened.close()
 
 
 async def test_duplicates_across_one_group_are_resolved_in_order(store: Store) -> None:
