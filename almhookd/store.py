@@ -265,8 +265,10 @@ class Claim:
     max_events: int
     max_batch_events: int
     max_bytes: int
-    #: request batches to pack, one after the other (a worker claims one ahead)
+    #: request batches to pack, one after the other (a worker claims several ahead)
     batches: int = 1
+    #: stop packing once the batches' bodies hold this many bytes (None: no limit)
+    total_bytes: int | None = None
 
 
 #: A webhook's outstanding deliveries (two parameters: its id twice), through the two
@@ -417,7 +419,8 @@ def _update_pending_deliveries(
 
 
 def _claim_batches(db: sqlite3.Connection, webhook_id: str, claim: Claim) -> list[RequestBatch]:
-    """Up to ``claim.batches`` batches, in order: each claim marks its events sending.
+    """Up to ``claim.batches`` batches, in order, and no more once they hold
+    ``claim.total_bytes``: each claim marks its events sending.
 
     Claims usually continue after the last event being sent, without walking the batches
     in flight. Only while a delivery below it is pending outside them (after a replay, a
@@ -429,11 +432,14 @@ def _claim_batches(db: sqlite3.Connection, webhook_id: str, claim: Claim) -> lis
     ).fetchone()
     after_seq: int | None = high_water if ready_below == sending else None
     batches: list[RequestBatch] = []
-    while len(batches) < claim.batches:
+    budget = claim.total_bytes
+    while len(batches) < claim.batches and (budget is None or budget > 0):
         batch = _claim(db, webhook_id, claim, after_seq)
         if batch is None:
             break
         batches.append(batch)
+        if budget is not None:
+            budget -= len(batch.body)
         last_seq = batch.event_seqs[-1]
         after_seq = last_seq if last_seq >= high_water else None
     return batches

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import itertools
 import json
+import math
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -19,13 +20,16 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
+from almhookd import worker as worker_module
 from almhookd.config import DeliveryConfig, Secret, parse_config
 from almhookd.errors import StorageError
+from almhookd.ingest import parse_ingest
 from almhookd.policy import FIRST_REMINDER_AFTER, Outcome
 from almhookd.sender import Sender
 from almhookd.store import Claim, RequestBatch
 from almhookd.webhooks import NewWebhook, Webhook, unsaved_webhook
 from almhookd.worker import CLAIMED_BATCHES
+from tests import samples
 from tests.conftest import FakeClock, free_port
 from tests.engine import Engine, running_engine
 from tests.receiver import Receiver
@@ -555,7 +559,7 @@ async def test_no_more_than_the_claimed_batches_are_recorded_as_sending_while_dr
     than CLAIMED_BATCHES recorded as sending, acknowledged ones included."""
     engine = one_event_engine
     webhook = await engine.webhook(receiver.url)
-    ids = await engine.ingest(30)
+    ids = await engine.ingest(2 * CLAIMED_BATCHES + 5)
     worker = engine.worker(webhook)
     seen = []
     with sqlite3.connect(db_path) as db:
@@ -570,6 +574,40 @@ async def test_no_more_than_the_claimed_batches_are_recorded_as_sending_while_dr
     assert max(seen) == CLAIMED_BATCHES
     assert [r.event_ids[0] for r in receiver.received] == ids
     assert await engine.store.backlog(webhook.id) == 0
+
+
+async def test_the_batches_claimed_ahead_stop_at_the_byte_budget(
+    one_event_engine: Engine, receiver: Receiver, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Large events: a worker holds about CLAIMED_BYTES of bodies claimed, not
+    CLAIMED_BATCHES requests of up to 1 MiB each."""
+    monkeypatch.setattr(worker_module, "CLAIMED_BYTES", 20_000)
+    engine = one_event_engine
+    webhook = await engine.webhook(receiver.url)
+    documents = [samples.event("COURSE_ENROLLMENT", eventId=f"large-{i}") for i in range(12)]
+    for document in documents:
+        document["data"]["padding"] = "x" * 5000
+    await engine.store.append(
+        parse_ingest(
+            {"events": documents},
+            now_ms=int(engine.clock() * 1000),
+            default_account_id=1010,
+            new_id=lambda: "unused",
+        )
+    )
+    worker = engine.worker(webhook)
+    seen = []
+    with sqlite3.connect(db_path) as db:
+        while await worker.step() is not None:
+            await asyncio.sleep(0.01)  # let a background record commit, if one runs
+            [(sending,)] = db.execute(
+                "SELECT count(*) FROM request_batches WHERE webhook_id = ? AND state = 'sending'",
+                (webhook.id,),
+            )
+            seen.append(sending)
+    size = max(len(request.body) for request in receiver.received)
+    assert max(seen) <= math.ceil(20_000 / size) + 1 < 12  # one more: the one being sent
+    assert [r.event_ids[0] for r in receiver.received] == [d["eventId"] for d in documents]
 
 
 async def test_a_failed_background_record_sends_its_batches_again(

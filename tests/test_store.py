@@ -7,6 +7,7 @@ import os
 import sqlite3
 import stat
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -422,3 +423,26 @@ async def test_a_claim_takes_deliveries_pending_again_below_the_batches_being_se
     claimed = await store.claim_batches(webhook.id, claim(3))
     assert [list(b.event_ids) for b in claimed] == [ids(held), ids(rest[2:])]
     assert await store.claim_batches(webhook.id, claim(1)) == []
+
+
+async def test_a_claim_stops_once_its_batches_hold_the_byte_budget(store: Store) -> None:
+    webhook = await store.create_webhook(
+        NewWebhook(
+            name="budget", target_url="https://example.invalid/", events=frozenset(samples.ALL)
+        )
+    )
+    await store.append(make_events(10, prefix="large", padding="x" * 5000))
+    claim = Claim(
+        now_ms=2_000_000_000_000,
+        retained_since_ms=0,
+        max_events=1,
+        max_batch_events=100,
+        max_bytes=1 << 20,
+        batches=10,
+        total_bytes=12_000,
+    )
+    claimed = await store.claim_batches(webhook.id, claim)
+    # Each body holds one event of about 5 KB: the third brings them past 12,000 bytes.
+    assert [len(batch.event_seqs) for batch in claimed] == [1, 1, 1]
+    assert sum(len(batch.body) for batch in claimed[:2]) < 12_000
+    assert len(await store.claim_batches(webhook.id, replace(claim, total_bytes=None))) == 7
