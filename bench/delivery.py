@@ -21,8 +21,9 @@ Scenarios:
   each request carries one event, while single events are ingested in a closed loop
   that keeps at most ``STEADY_AHEAD`` events per webhook ingested but not yet delivered:
   ingest runs at the delivery rate, as in a steady state, and the backlog never runs dry.
-  ``STEADY_CONCURRENCY`` ingest requests are in flight: with 4, each waiting for its
-  own commit, ingest could not keep 100 events ahead and the row measured ingest.
+  ``STEADY_CONCURRENCY`` ingest requests are in flight: with 4, or with 16 once the
+  daemon delivered faster, each waiting for its own commit, ingest could not keep 100
+  events ahead and the row measured ingest.
 * drains: events are ingested in 100-event envelopes while the webhook's port has no
   listener (each attempt fails at once; the backoff is 1 s, then 2 s), then the receiver
   opens that port. The rate runs from the first delivered request to the last arrival.
@@ -108,7 +109,7 @@ BACKOFF_MAX: Final = "2s"
 #: Steady state: ingested-but-undelivered events per webhook, ingest requests in flight,
 #: and how often a blocked ingest request checks the delivered count again.
 STEADY_AHEAD: Final = 100
-STEADY_CONCURRENCY: Final = 16
+STEADY_CONCURRENCY: Final = 32
 STEADY_POLL_S: Final = 0.01
 #: Envelope requests in flight while a backlog is built.
 BACKLOG_CONCURRENCY: Final = 4
