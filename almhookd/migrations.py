@@ -181,6 +181,14 @@ MIGRATIONS: Final[tuple[str, ...]] = (
             ON s.webhook_id = d.webhook_id AND s.event_seq = d.event_seq
             AND d.state = 'pending';
     """,
+    # 3: the ready index carries the delivery's state and due time, so a claim and the
+    # check of what is pending below the batches being sent read the index alone,
+    # without a lookup of each row in the table.
+    """
+    DROP INDEX deliveries_ready;
+    CREATE INDEX deliveries_ready ON deliveries (webhook_id, event_seq, due_at_ms, state)
+        WHERE state = 'pending' AND due_at_ms IS NOT NULL;
+    """,
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)
