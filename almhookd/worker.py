@@ -6,13 +6,12 @@ is due into a request batch recorded before sending, and retries that same batch
 loop, so tests drive the worker on a fake clock without sleeping.
 
 While a backlog drains, the worker holds up to CLAIMED_BATCHES batches (CLAIMED_BYTES of
-bodies) claimed ahead, so
-the next request goes out as soon as one is acknowledged, while the writer records the
-acknowledged ones (several in one transaction) and claims more. A crash re-sends what was
-claimed or acknowledged but not yet recorded, each batch under its own id: duplicates,
-never a loss. Each record claims only what brings the batches recorded as sending back
-to CLAIMED_BATCHES (acknowledging does not add any), so a crash re-sends at most that
-many per webhook.
+bodies) claimed ahead, so the next request goes out as soon as one is acknowledged,
+while the writer records the acknowledged ones (several in one transaction) and claims
+more. A crash re-sends what was claimed or acknowledged but not yet recorded, each batch
+under its own id: duplicates, never a loss. Each record claims only what brings the
+batches recorded as sending back to CLAIMED_BATCHES (acknowledging does not add any), so
+a crash re-sends at most that many per webhook.
 """
 
 from __future__ import annotations
