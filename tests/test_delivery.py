@@ -28,7 +28,7 @@ from almhookd.policy import FIRST_REMINDER_AFTER, Outcome
 from almhookd.sender import Sender
 from almhookd.store import Claim, RequestBatch
 from almhookd.webhooks import NewWebhook, Webhook, unsaved_webhook
-from almhookd.worker import CLAIMED_BATCHES
+from almhookd.worker import CLAIMED_BATCHES, Worker
 from tests import samples
 from tests.conftest import FakeClock, free_port
 from tests.engine import Engine, running_engine
@@ -552,6 +552,21 @@ async def test_batches_claimed_ahead_are_sent_again_in_order_after_a_crash(
     assert [r.event_ids[0] for r in receiver.received] == ids
 
 
+async def _drain_counting_sending(worker: Worker, db_path: Path) -> list[tuple[float, int]]:
+    """Step ``worker`` until nothing is due; after each step, its delay and the batches
+    recorded as sending (what a crash then would re-send)."""
+    steps = []
+    with sqlite3.connect(db_path) as db:
+        while (delay := await worker.step()) is not None:
+            await asyncio.sleep(0.01)  # let a background record commit, if one runs
+            [(sending,)] = db.execute(
+                "SELECT count(*) FROM request_batches WHERE webhook_id = ? AND state = 'sending'",
+                (worker.webhook.id,),
+            )
+            steps.append((delay, sending))
+    return steps
+
+
 async def test_no_more_than_the_claimed_batches_are_recorded_as_sending_while_draining(
     one_event_engine: Engine, receiver: Receiver, db_path: Path
 ) -> None:
@@ -561,17 +576,9 @@ async def test_no_more_than_the_claimed_batches_are_recorded_as_sending_while_dr
     webhook = await engine.webhook(receiver.url)
     ids = await engine.ingest(2 * CLAIMED_BATCHES + 5)
     worker = engine.worker(webhook)
-    seen = []
-    with sqlite3.connect(db_path) as db:
-        while (delay := await worker.step()) is not None:
-            assert delay == 0
-            await asyncio.sleep(0.01)  # let a background record commit, if one runs
-            [(sending,)] = db.execute(
-                "SELECT count(*) FROM request_batches WHERE webhook_id = ? AND state = 'sending'",
-                (webhook.id,),
-            )
-            seen.append(sending)
-    assert max(seen) == CLAIMED_BATCHES
+    steps = await _drain_counting_sending(worker, db_path)
+    assert all(delay == 0 for delay, _ in steps)
+    assert max(sending for _, sending in steps) == CLAIMED_BATCHES
     assert [r.event_ids[0] for r in receiver.received] == ids
     assert await engine.store.backlog(webhook.id) == 0
 
@@ -596,17 +603,10 @@ async def test_the_batches_claimed_ahead_stop_at_the_byte_budget(
         )
     )
     worker = engine.worker(webhook)
-    seen = []
-    with sqlite3.connect(db_path) as db:
-        while await worker.step() is not None:
-            await asyncio.sleep(0.01)  # let a background record commit, if one runs
-            [(sending,)] = db.execute(
-                "SELECT count(*) FROM request_batches WHERE webhook_id = ? AND state = 'sending'",
-                (webhook.id,),
-            )
-            seen.append(sending)
+    steps = await _drain_counting_sending(worker, db_path)
     size = max(len(request.body) for request in receiver.received)
-    assert max(seen) <= math.ceil(20_000 / size) + 1 < 12  # one more: the one being sent
+    most = max(sending for _, sending in steps)
+    assert most <= math.ceil(20_000 / size) + 1 < 12  # one more: the one being sent
     assert [r.event_ids[0] for r in receiver.received] == [d["eventId"] for d in documents]
 
 

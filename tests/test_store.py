@@ -335,15 +335,18 @@ async def test_a_request_whose_rows_break_the_group_fails_alone(store: Store) ->
     assert await store.count_events() == 2
 
 
+#: A claim late enough for every test event to be due; tests replace what they vary.
+CLAIM = Claim(
+    now_ms=2_000_000_000_000,
+    retained_since_ms=0,
+    max_events=50,
+    max_batch_events=100,
+    max_bytes=1 << 20,
+)
+
+
 async def _claim_all(store: Store, webhook_id: str, *, max_bytes: int) -> list[list[str]]:
-    claim = Claim(
-        now_ms=2_000_000_000_000,
-        retained_since_ms=0,
-        max_events=50,
-        max_batch_events=100,
-        max_bytes=max_bytes,
-        batches=100,
-    )
+    claim = replace(CLAIM, max_bytes=max_bytes, batches=100)
     return [list(batch.event_ids) for batch in await store.claim_batches(webhook_id, claim)]
 
 
@@ -407,14 +410,7 @@ async def test_a_claim_takes_deliveries_pending_again_below_the_batches_being_se
         await store.append(events)
 
     def claim(batches: int) -> Claim:
-        return Claim(
-            now_ms=2_000_000_000_000,
-            retained_since_ms=0,
-            max_events=2,
-            max_batch_events=100,
-            max_bytes=1 << 20,
-            batches=batches,
-        )
+        return replace(CLAIM, max_events=2, batches=batches)
 
     def ids(events: list[NewEvent]) -> list[str]:
         return [event.event_id for event in events]
@@ -434,15 +430,7 @@ async def test_a_claim_stops_once_its_batches_hold_the_byte_budget(store: Store)
         )
     )
     await store.append(make_events(10, prefix="large", padding="x" * 5000))
-    claim = Claim(
-        now_ms=2_000_000_000_000,
-        retained_since_ms=0,
-        max_events=1,
-        max_batch_events=100,
-        max_bytes=1 << 20,
-        batches=10,
-        total_bytes=12_000,
-    )
+    claim = replace(CLAIM, max_events=1, batches=10, total_bytes=12_000)
     claimed = await store.claim_batches(webhook.id, claim)
     # Each body holds one event of about 5 KB: the third brings them past 12,000 bytes.
     assert [len(batch.event_seqs) for batch in claimed] == [1, 1, 1]
