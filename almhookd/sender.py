@@ -1,32 +1,27 @@
 """The HTTP side of a delivery: one signed ``POST`` and what came of it.
 
-One aiohttp session for all webhooks, keep-alive connections reused, redirects never
-followed, the target guard applied at connect time on every resolved address.
+One :class:`~almhookd.httpclient.HttpClient` for all webhooks: keep-alive connections
+reused, redirects never followed, the target guard applied at connect time on every
+resolved address.
 """
 
 from __future__ import annotations
 
 import base64
+import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Final
 
-import aiohttp
-
-from almhookd import __version__
+from almhookd import __version__, targets
 from almhookd.backoff import parse_retry_after
 from almhookd.config import DeliveryConfig
 from almhookd.errors import AlmhookdError
+from almhookd.httpclient import BadResponse, ConnectFailed, Disconnected, HttpClient, HttpError
 from almhookd.policy import Outcome
 from almhookd.protocols import Clock
 from almhookd.signing import signature_header
-from almhookd.targets import (
-    GuardedResolver,
-    TargetPolicy,
-    TargetRefused,
-    check_literal,
-    check_url,
-)
+from almhookd.targets import TargetPolicy, TargetRefused, check_addresses, check_url
 from almhookd.webhooks import Webhook
 
 #: Bytes of a receiver's answer read at most; the rest is dropped with the connection,
@@ -39,39 +34,46 @@ USER_AGENT: Final = f"almhookd/{__version__}"
 class Sender:
     """Sends request bodies to webhooks. ``start()`` before use, ``close()`` after."""
 
-    def __init__(self, config: DeliveryConfig, *, clock: Clock) -> None:
+    def __init__(
+        self, config: DeliveryConfig, *, clock: Clock, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self._config = config
         self._clock = clock
         self._policy = TargetPolicy.from_config(config)
-        self._session: aiohttp.ClientSession | None = None
-        self._resolver: GuardedResolver | None = None
-        self._timeout = _timeout(config)
+        self._ssl_context = ssl_context
+        self._client: HttpClient | None = None
+
+    @property
+    def client(self) -> HttpClient | None:
+        return self._client
 
     async def start(self) -> None:
-        resolver = GuardedResolver(self._policy)
-        connector = aiohttp.TCPConnector(
-            resolver=resolver, limit=0, keepalive_timeout=30, ttl_dns_cache=10
+        self._client = HttpClient(
+            guard=self._guard,
+            resolve=self._resolve,
+            ssl_context=self._ssl_context,
+            user_agent=USER_AGENT,
         )
-        self._resolver = resolver
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            headers={"User-Agent": USER_AGENT},
-            auto_decompress=True,
-            raise_for_status=False,
-        )
+
+    def _guard(self, host: str, addresses: Sequence[str]) -> None:
+        check_addresses(host, addresses, self._policy)
+
+    @staticmethod
+    async def _resolve(host: str, port: int) -> list[tuple[int, str]]:
+        # Looked up at each call, so a test playing DNS replaces targets.resolve once.
+        return await targets.resolve(host, port)
 
     def reconfigure(self, config: DeliveryConfig) -> None:
         """New timeouts and target rules apply to the next request (a reload)."""
         self._config = config
         self._policy = TargetPolicy.from_config(config)
-        self._timeout = _timeout(config)
-        if self._resolver is not None:
-            self._resolver.policy = self._policy
+        if self._client is not None:
+            self._client.close_idle()  # reconnect, so the new rules see every address
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._client is not None:
+            self._client.close_idle()
+            self._client = None
 
     def headers(
         self, webhook: Webhook, *, message_id: str, body: bytes, timestamp: int
@@ -102,45 +104,48 @@ class Sender:
         extra_headers: Mapping[str, str] | None = None,
     ) -> Outcome:
         """POST ``body``; any failure becomes an unsuccessful :class:`Outcome`."""
-        if self._session is None:
+        client = self._client
+        if client is None:
             raise AlmhookdError("the sender is not started")
         timestamp = int(self._clock())
         started = time.monotonic()
+        config = self._config
         try:
-            host, _port, literal = check_url(webhook.target_url)
-            if literal is not None:  # aiohttp skips the resolver for IP literals
-                check_literal(host, literal, self._policy)
+            check_url(webhook.target_url)
             headers = self.headers(webhook, message_id=message_id, body=body, timestamp=timestamp)
             headers.update(extra_headers or {})
-            async with self._session.post(
+            response = await client.post(
                 webhook.target_url,
-                data=body,
                 headers=headers,
-                allow_redirects=False,
-                timeout=self._timeout,
-            ) as response:
-                raw = await response.content.read(MAX_RESPONSE_READ)
-                excerpt = raw[:RESPONSE_EXCERPT].decode("utf-8", errors="replace")
-                status = response.status
-                retry_after = parse_retry_after(
-                    response.headers.get("Retry-After"), now=self._clock()
-                )
+                body=body,
+                connect_timeout=config.connect_timeout,
+                read_timeout=config.read_timeout,
+                max_body=MAX_RESPONSE_READ,
+            )
         except TargetRefused as error:
             return self._failed(error.message, started)
         except TimeoutError:
+            # The whole request must finish within connect + read: a receiver that drips
+            # its answer byte by byte cannot hold a worker for longer.
             return self._failed(
-                f"timed out (connect {self._config.connect_timeout:g}s, "
-                f"read {self._config.read_timeout:g}s)",
+                f"timed out (connect {config.connect_timeout:g}s, read {config.read_timeout:g}s)",
                 started,
             )
-        except aiohttp.ClientConnectorError as error:
-            return self._failed(f"cannot connect: {error.os_error.strerror or error}", started)
-        except aiohttp.ServerDisconnectedError:
+        except Disconnected:
             return self._failed("the receiver closed the connection without an answer", started)
-        except aiohttp.ClientError as error:
-            return self._failed(f"{type(error).__name__}: {error}", started)
+        except (ConnectFailed, BadResponse) as error:
+            return self._failed(error.message, started)
+        except HttpError as error:
+            return self._failed(f"cannot send: {error.message}", started)
         except OSError as error:
             return self._failed(f"network error: {error.strerror or error}", started)
+        status = response.status
+        excerpt = response.decoded_body(RESPONSE_EXCERPT).decode("utf-8", errors="replace")
+        retry_after = (
+            parse_retry_after(response.headers.get("retry-after"), now=self._clock())
+            if status in (429, 503)
+            else None
+        )
         duration_ms = _elapsed_ms(started)
         ok = 200 <= status < 300
         error_text = None
@@ -154,22 +159,12 @@ class Sender:
             error=error_text,
             duration_ms=duration_ms,
             response_body=excerpt,
-            retry_after=retry_after if status in (429, 503) else None,
+            retry_after=retry_after,
         )
 
     @staticmethod
     def _failed(error: str, started: float) -> Outcome:
         return Outcome(ok=False, error=error, duration_ms=_elapsed_ms(started))
-
-
-def _timeout(config: DeliveryConfig) -> aiohttp.ClientTimeout:
-    # The whole request must finish within connect + read: a receiver that drips its
-    # answer byte by byte cannot hold a worker for longer.
-    return aiohttp.ClientTimeout(
-        total=config.connect_timeout + config.read_timeout,
-        sock_connect=config.connect_timeout,
-        sock_read=config.read_timeout,
-    )
 
 
 def _elapsed_ms(started: float) -> int:

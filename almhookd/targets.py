@@ -10,7 +10,7 @@ later resolves elsewhere (DNS rebinding) is caught.
 
 from __future__ import annotations
 
-import errno
+import asyncio
 import functools
 import ipaddress
 import socket
@@ -18,9 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
-
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
 
 from almhookd.config import DeliveryConfig, IPNetwork
 from almhookd.errors import AlmhookdError
@@ -105,52 +102,25 @@ def check_addresses(host: str, addresses: Sequence[str], policy: TargetPolicy) -
             )
 
 
-@functools.lru_cache(maxsize=256)
-def check_literal(host: str, literal: IPAddress, policy: TargetPolicy) -> None:
-    """:func:`check_addresses` for an IP-literal host, cached (checked every request)."""
-    check_addresses(host, [str(literal)], policy)
+async def resolve(host: str, port: int) -> list[tuple[int, str]]:
+    """``(family, address)`` for each distinct address ``host`` resolves to.
+
+    The one name-service seam: creation-time checks and the delivery client both come
+    here, so a test that plays DNS (rebinding) replaces this function."""
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+    )
+    return list(dict.fromkeys((int(info[0]), str(info[4][0])) for info in infos))
 
 
-async def check_target(
-    url: str, policy: TargetPolicy, resolver: AbstractResolver | None = None
-) -> None:
+async def check_target(url: str, policy: TargetPolicy) -> None:
     """Creation-time check: the URL's form and every address its host resolves to."""
     host, port, literal = check_url(url)
     if literal is not None:
         check_addresses(host, [str(literal)], policy)
         return
-    own = resolver is None
-    resolver = resolver or DefaultResolver()
     try:
-        results = await resolver.resolve(host, port, socket.AF_UNSPEC)
+        addresses = await resolve(host, port)
     except OSError as error:
         raise TargetRefused(f"target host {host} does not resolve: {error}") from None
-    finally:
-        if own:
-            await resolver.close()
-    check_addresses(host, [r["host"] for r in results], policy)
-
-
-class GuardedResolver(AbstractResolver):
-    """An aiohttp resolver that refuses names resolving to any address not allowed."""
-
-    def __init__(self, policy: TargetPolicy, inner: AbstractResolver | None = None) -> None:
-        self.policy = policy
-        self._inner = inner or DefaultResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        results = await self._inner.resolve(host, port, family)
-        try:
-            check_addresses(host, [r["host"] for r in results], self.policy)
-        except TargetRefused as error:
-            # aiohttp turns an OSError from the resolver into a connection error.
-            raise OSError(errno.EACCES, error.message) from None
-        return results
-
-    async def close(self) -> None:
-        await self._inner.close()
-
-    def __repr__(self) -> str:
-        return f"GuardedResolver({self.policy!r})"
+    check_addresses(host, [address for _family, address in addresses], policy)

@@ -17,7 +17,6 @@ from typing import Any, ClassVar
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.abc import AbstractResolver, ResolveResult
 
 import almhookd
 import almhookd.targets
@@ -155,7 +154,7 @@ def test_tokens_are_compared_in_constant_time() -> None:
                 )
 
 
-class FlippingResolver(AbstractResolver):
+class FlippingNameService:
     """A name service that answers a public address, then 127.0.0.1 (DNS rebinding).
     Only the answers are made up: nothing is ever sent to the public address, which
     is only looked at by the creation-time check."""
@@ -163,26 +162,20 @@ class FlippingResolver(AbstractResolver):
     answer: ClassVar[str] = "93.184.216.34"
     asked: ClassVar[list[str]] = []
 
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        FlippingResolver.asked.append(f"{host}->{self.answer}")
-        kind = socket.AF_INET6 if ":" in self.answer else socket.AF_INET
-        return [
-            ResolveResult(hostname=host, host=self.answer, port=port, family=kind, proto=0, flags=0)
-        ]
-
-    async def close(self) -> None:
-        return None
+    @staticmethod
+    async def resolve(host: str, port: int) -> list[tuple[int, str]]:
+        FlippingNameService.asked.append(f"{host}->{FlippingNameService.answer}")
+        answer = FlippingNameService.answer
+        return [(socket.AF_INET6 if ":" in answer else socket.AF_INET, answer)]
 
 
 @pytest.mark.parametrize("rebound_to", ["127.0.0.1", "127.8.9.10", "::ffff:127.0.0.1"])
 async def test_a_name_rebound_to_loopback_is_refused_at_connect_time(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, receiver: Receiver, rebound_to: str
 ) -> None:
-    monkeypatch.setattr(almhookd.targets, "DefaultResolver", FlippingResolver)
-    monkeypatch.setattr(FlippingResolver, "answer", "93.184.216.34")
-    FlippingResolver.asked.clear()
+    monkeypatch.setattr(almhookd.targets, "resolve", FlippingNameService.resolve)
+    monkeypatch.setattr(FlippingNameService, "answer", "93.184.216.34")
+    FlippingNameService.asked.clear()
     config = parse_config(
         f'[server]\nlisten = "127.0.0.1:0"\nadmin_token = "{ADMIN_TOKEN}"\n'
         f'ingest_token = "{INGEST_TOKEN}"\n[storage]\npath = "{tmp_path / "a.db"}"\n'
@@ -192,7 +185,7 @@ async def test_a_name_rebound_to_loopback_is_refused_at_connect_time(
     async with running_daemon(config) as daemon:
         url = f"http://rebind.example:{receiver.port}/hook"
         webhook = await create_webhook(daemon.session, daemon.url, url, ["COURSE_ENROLLMENT"])
-        monkeypatch.setattr(FlippingResolver, "answer", rebound_to)
+        monkeypatch.setattr(FlippingNameService, "answer", rebound_to)
         assert (await ingest(daemon.session, daemon.url, events(3)))[0] == 202
         attempts: list[dict[str, Any]] = []
 
@@ -214,7 +207,7 @@ async def test_a_name_rebound_to_loopback_is_refused_at_connect_time(
         assert status == 200 and not test["ok"] and "not allowed" in test["error"], test
     assert all("not allowed" in a["error"] for a in attempts), attempts
     assert receiver.received == [], "a request reached the rebound address"
-    assert any(a.endswith(rebound_to) for a in FlippingResolver.asked)
+    assert any(a.endswith(rebound_to) for a in FlippingNameService.asked)
     record("security_rebinding", **{f"refused_{rebound_to}": len(attempts)})
 
 
