@@ -499,7 +499,8 @@ class Store:
         self._acknowledging: set[asyncio.Task[None]] = set()
         #: write transactions of any kind since opening
         self.writes = 0
-        #: called after each ingest commit that stored new events (wakes the workers)
+        #: called after each ingest commit that stored new events, before its fsync
+        #: (wakes the workers)
         self.on_events_committed: Callable[[], None] | None = None
 
     @classmethod
@@ -706,6 +707,11 @@ class Store:
             _fail(group, failure)
             return
         self.commits += 1
+        if self.on_events_committed is not None and any(r.accepted for r in results):
+            # At commit, not after the fsync: delivery overlaps it. A delivery may thus
+            # beat its 202; after a power cut before the fsync the event is not stored,
+            # was never acknowledged, and comes again (a duplicate, never a loss).
+            self.on_events_committed()
         task = asyncio.create_task(self._acknowledge(group, results, self.commits))
         self._acknowledging.add(task)
         task.add_done_callback(self._acknowledging.discard)
@@ -721,8 +727,6 @@ class Store:
         for pending, result in zip(group, results, strict=True):
             if not pending.done.done():
                 pending.done.set_result(result)
-        if self.on_events_committed is not None and any(r.accepted for r in results):
-            self.on_events_committed()
 
     async def _sync_through(self, commit: int) -> None:
         """Return once ingest commit number ``commit`` is on disk. One fsync at a time;

@@ -90,6 +90,11 @@ class Worker:
         self._unrecorded: list[Attempt] = []
         #: the one record (and claim) running on the writer, returning what it claimed
         self._recording: asyncio.Future[list[RequestBatch]] | None = None
+        #: wakes so far: a claim that found nothing, made at the same count, needs no
+        #: repeating (every commit, release or replay that adds work wakes the worker)
+        self._wakes = 0
+        self._recording_wakes: int | None = None  #: the count when its claim was made
+        self._drained_at: int | None = None  #: the count when a claim last found nothing
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -119,11 +124,13 @@ class Worker:
         return self._task is not None and not self._task.done()
 
     def wake(self) -> None:
+        self._wakes += 1
         self._wake.set()
 
     def update(self, webhook: Webhook) -> None:
         """A changed target, auth or secret applies to the next request."""
         self.webhook = replace(webhook, schedule=self.webhook.schedule)
+        self._wakes += 1
         self._wake.set()
 
     async def stop(self, grace: float) -> None:
@@ -173,12 +180,14 @@ class Worker:
             await self._record()
             self._claimed = deque(await self._store.in_flight_batches(webhook.id))
             self._claimed_loaded = True
+            self._drained_at = None
         if self._claimed and self._claimed[0].oldest_ingested_at_ms < retained_since_ms:
             await self._record()
             await self._expire()  # dissolves the batch; its retained events are repacked
             self._claimed = deque(await self._store.in_flight_batches(webhook.id))
+            self._drained_at = None
         if not self._claimed:
-            await self._refill(now)
+            await self._refill()
             if not self._claimed:
                 return None
         batch = self._claimed[0]
@@ -201,7 +210,7 @@ class Worker:
             if self._recording is not None and self._recording.done():
                 await self._settle()
             if self._recording is None and (len(self._claimed) <= REFILL_AT or self._stopping):
-                self._start_record(now)  # runs while the batches claimed ahead go out
+                self._start_record(claim=True)  # runs while the claimed batches go out
             self._delivered.inc(len(batch.event_seqs))
             self._metrics.delivery_latency.observe_many(
                 max(0.0, now - ingested_at_ms / 1000) for ingested_at_ms in batch.ingested_at_ms
@@ -259,44 +268,56 @@ class Worker:
         if recording is None:
             return
         try:
-            self._claimed.extend(await asyncio.shield(recording))
+            claimed = await asyncio.shield(recording)
         except StorageError:
             self._claimed.clear()
             self._claimed_loaded = False
             raise
+        self._claimed.extend(claimed)
+        self._drained_at = self._recording_wakes if not claimed else None
 
-    async def _refill(self, now: float) -> None:
+    async def _refill(self) -> None:
         """Nothing left to send: take what the running record claimed and go on (the next
-        record runs in the background), else record and claim now."""
+        record runs in the background), else record and claim now; unless nothing waits
+        to be recorded and the last claim found nothing, with no wake since it was made."""
         await self._settle()
         if not self._claimed:
-            self._start_record(now)
+            if self._drained_at == self._wakes and not self._unrecorded:
+                return
+            self._start_record(claim=True)
             await self._settle()
         elif len(self._claimed) <= REFILL_AT:
-            self._start_record(now)
+            self._start_record(claim=True)
 
     async def _record(self, *, disable_reason: str | None = None) -> None:
         """Record every acknowledged attempt before going on (failing, stopping,
         expiring); claim nothing."""
         await self._settle()
-        self._start_record(None, disable_reason=disable_reason)
+        self._start_record(claim=False, disable_reason=disable_reason)
         await self._settle()
 
-    def _start_record(self, now: float | None, *, disable_reason: str | None = None) -> None:
+    def _start_record(self, *, claim: bool, disable_reason: str | None = None) -> None:
         """Hand the acknowledged attempts to the writer, and claim batches up to
-        CLAIMED_BATCHES unless ``now`` is None (stopping, failing, expiring)."""
+        CLAIMED_BATCHES if ``claim`` (not when stopping, failing, expiring)."""
         attempts, self._unrecorded = self._unrecorded, []
-        claim = None if now is None or self._stopping else self._claim(now)
+        claim_next = None
+        if claim and not self._stopping:
+            # The clock is read with the wake count, so an event woken in after this
+            # moment, even if due later than this claim's now, makes the count differ.
+            claim_next = self._claim(self._clock())
+            self._recording_wakes = self._wakes
+        else:
+            self._recording_wakes = None
         if attempts:
             record: Awaitable[list[RequestBatch]] = self._store.record_attempts(
                 self.webhook.id,
                 attempts,
                 schedule=self.webhook.schedule,
                 disable_reason=disable_reason,
-                claim_next=claim,
+                claim_next=claim_next,
             )
-        elif claim is not None:
-            record = self._store.claim_batches(self.webhook.id, claim)
+        elif claim_next is not None:
+            record = self._store.claim_batches(self.webhook.id, claim_next)
         else:
             return
         self._recording = asyncio.ensure_future(record)

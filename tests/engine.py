@@ -54,6 +54,13 @@ class Engine:
         self.notifier = notifier
         self.clock = clock
         self.config = config
+        self.hand_driven: list[Worker] = []
+
+    def wake_all(self) -> None:
+        """What a commit does in the daemon, for the hand-driven workers too."""
+        self.dispatcher.wake_all()
+        for worker in self.hand_driven:
+            worker.wake()
 
     async def webhook(
         self, url: str, *, events: frozenset[str] | None = None, start: bool = False, **fields: Any
@@ -71,8 +78,8 @@ class Engine:
         return webhook
 
     def worker(self, webhook: Webhook) -> Worker:
-        """A worker driven by hand through ``step()`` (not started)."""
-        return Worker(
+        """A worker driven by hand through ``step()`` (not started), woken by commits."""
+        worker = Worker(
             webhook,
             store=self.store,
             sender=self.dispatcher._sender,
@@ -82,6 +89,8 @@ class Engine:
             expire=self.dispatcher.expire,
             jitter=lambda: 0.0,
         )
+        self.hand_driven.append(worker)
+        return worker
 
     async def ingest(
         self, count: int = 1, name: str = "COURSE_ENROLLMENT", prefix: str = "ev"
@@ -118,11 +127,12 @@ async def running_engine(
     dispatcher = Dispatcher(
         store=store, sender=sender, notifier=notifier, clock=clock, config=config
     )
-    store.on_events_committed = dispatcher.wake_all
+    engine = Engine(
+        store=store, dispatcher=dispatcher, notifier=notifier, clock=clock, config=config
+    )
+    store.on_events_committed = engine.wake_all
     try:
-        yield Engine(
-            store=store, dispatcher=dispatcher, notifier=notifier, clock=clock, config=config
-        )
+        yield engine
     finally:
         await dispatcher.stop(1.0)
         await notifier.close()

@@ -29,7 +29,7 @@ def scheduler_for(engine: Engine) -> BatchScheduler:
         store=engine.store,
         clock=engine.clock,
         config=engine.config.batch,
-        wake_workers=engine.dispatcher.wake_all,
+        wake_workers=engine.wake_all,
         zone=UTC,
     )
 

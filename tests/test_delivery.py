@@ -465,6 +465,34 @@ async def test_creating_a_webhook_applies_the_guard(db_path: Path, clock: FakeCl
         assert await engine.store.list_webhooks() == []
 
 
+async def test_an_idle_worker_claims_again_only_once_woken(
+    engine: Engine, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    webhook = await engine.webhook(receiver.url)
+    worker = engine.worker(webhook)
+    calls: list[str] = []
+    for name in ("claim_batches", "record_attempts"):
+        original = getattr(engine.store, name)
+
+        def counting(*args: Any, _original: Any = original, _name: str = name, **kw: Any) -> Any:
+            calls.append(_name)
+            return _original(*args, **kw)
+
+        monkeypatch.setattr(engine.store, name, counting)
+    [first] = await engine.ingest(1)
+    assert await worker.step() == 0.0  # sent; its record (and claim) runs in the background
+    [second] = await engine.ingest(1)  # committed after that claim: only the wake tells
+    assert await engine.drain(worker) == 1
+    assert receiver.all_event_ids() == [first, second]
+    assert await engine.store.backlog(webhook.id) == 0
+    calls.clear()
+    assert await worker.step() is None
+    assert calls == []  # the last claim found nothing and no commit woke the worker since
+    worker.wake()
+    assert await worker.step() is None
+    assert calls == ["claim_batches"]
+
+
 async def test_connections_are_kept_alive(engine: Engine, receiver: Receiver) -> None:
     webhook = await engine.webhook(receiver.url)
     worker = engine.worker(webhook)
