@@ -66,6 +66,30 @@ async def test_the_database_is_private_wal_and_migrated(store: Store, db_path: P
     assert await store._writer_pragma("synchronous") == 2
 
 
+async def test_a_grown_wal_is_truncated_once_writes_pause(
+    db_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import almhookd.store
+
+    monkeypatch.setattr(almhookd.store, "CHECKPOINT_INTERVAL", 0.05)
+    monkeypatch.setattr(almhookd.store, "WAL_SHRINK_BYTES", 256 * 1024)
+    store = await Store.open(db_path, clock=clock)
+    wal = db_path.with_name(db_path.name + "-wal")
+    try:
+        for round_ in range(5):  # each commit alone grows the WAL past the limit, and
+            # none of them shrinks it (that is left to the checkpoint task)
+            await store.append(make_events(2000, prefix=f"r{round_}-", padding="x" * 200))
+            assert wal.stat().st_size > 256 * 1024
+        for _ in range(200):  # the checkpoint task's progress: no event to wait on
+            if wal.stat().st_size == 0:
+                break
+            await asyncio.sleep(0.025)
+        assert wal.stat().st_size == 0
+        assert await store.count_events() == 10_000
+    finally:
+        await store.close()
+
+
 async def test_an_existing_file_is_tightened_to_0600(db_path: Path, clock: FakeClock) -> None:
     db_path.parent.mkdir(parents=True)
     db_path.touch(mode=0o644)
