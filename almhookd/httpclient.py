@@ -253,8 +253,11 @@ class _Connection(asyncio.Protocol):
         self._timer = None
         if self._waiter is None:
             return
+        now = self._loop.time()
+        if self._transport is not None and self._transport.get_write_buffer_size():
+            self._last_read = now  # the body is still going out: no answer is due yet
         limit = min(self._last_read + self._read_timeout, self._deadline)
-        if self._loop.time() >= limit:
+        if now >= limit:
             self._fail(TimeoutError())
         else:
             self._timer = self._loop.call_at(limit, self._check_timeout)

@@ -324,6 +324,34 @@ async def test_a_dripping_receiver_times_out_at_connect_plus_read(client: HttpCl
     await server.stop()
 
 
+async def test_the_read_timeout_starts_once_the_body_is_out(client: HttpClient) -> None:
+    """A receiver that takes the body in slowly is not timed out while it takes it."""
+    body = b"x" * (32 << 20)  # taken in at 20 MB/s: 1.6 s, far beyond the sockets' buffers
+
+    async def slow_reader(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        received = 0
+        while received < len(body):
+            received += len(await reader.read(1 << 20))
+            await asyncio.sleep(0.05)
+        writer.write(OK)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(slow_reader, "127.0.0.1", 0, limit=4 << 20)
+    port = server.sockets[0].getsockname()[1]
+    response = await client.post(
+        f"http://127.0.0.1:{port}/",
+        headers={},
+        body=body,
+        connect_timeout=10.0,
+        read_timeout=1.0,
+        max_body=10,
+    )
+    assert (response.status, response.body) == (200, b"ok")
+    server.close()
+
+
 async def test_connection_refused_names_the_reason(client: HttpClient) -> None:
     server = await serve(answering(OK))
     url = server.url()
