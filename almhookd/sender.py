@@ -43,10 +43,6 @@ class Sender:
         self._ssl_context = ssl_context
         self._client: HttpClient | None = None
 
-    @property
-    def client(self) -> HttpClient | None:
-        return self._client
-
     async def start(self) -> None:
         self._client = HttpClient(
             guard=self._guard,
