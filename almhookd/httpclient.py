@@ -160,21 +160,30 @@ class _Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._waiter: asyncio.Future[Response] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self._expect_answer(max_body=0, read_timeout=0.0, deadline=0.0)
+
+    def _expect_answer(self, *, max_body: int, read_timeout: float, deadline: float) -> None:
+        """The parser's and the timer's state for the next answer."""
         self._head: _Head | None = None
         self._body = bytearray()
-        self._max_body = 0
+        self._max_body = max_body
         self._remaining = -1  #: Content-Length bytes still due; -1 when not length-framed
         self._chunked = False
         self._chunk_left = 0  #: bytes of the current chunk still due (data and CRLF)
         self._trailers = False
         self._answered = False  #: any byte of the current answer has arrived
-        self._last_read = 0.0
-        self._timer: asyncio.TimerHandle | None = None
-        self._read_timeout = 0.0
-        self._deadline = 0.0
+        self._read_timeout = read_timeout
+        self._deadline = deadline
+        self._last_read = self._loop.time()
         self.reusable = False
-        self.closed = False
-        self.idle_since = 0.0
+
+    @property
+    def _close_delimited(self) -> bool:
+        """The answer's body runs until the receiver closes the connection."""
+        return self._head is not None and self._remaining < 0 and not self._chunked
 
     # --- asyncio.Protocol ----------------------------------------------------------
 
@@ -184,7 +193,6 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._waiter is None or self._waiter.done():  # bytes nobody asked for
-            self.reusable = False
             self.abort()
             return
         self._answered = True
@@ -196,8 +204,7 @@ class _Connection(asyncio.Protocol):
             self._fail(error)
 
     def eof_received(self) -> bool | None:
-        close_delimited = self._head is not None and self._remaining < 0 and not self._chunked
-        if self._waiter is not None and close_delimited:  # the body ends here
+        if self._waiter is not None and self._close_delimited:  # the body ends here
             self._finish(reusable=False)
         return None  # close the transport
 
@@ -208,7 +215,7 @@ class _Connection(asyncio.Protocol):
             return
         if not self._answered:
             self._fail(Disconnected())
-        elif self._head is not None and self._remaining < 0 and not self._chunked:
+        elif self._close_delimited:
             self._finish(reusable=False)
         else:
             reason = f": {exc}" if exc is not None else ""
@@ -222,18 +229,7 @@ class _Connection(asyncio.Protocol):
         assert self._transport is not None
         waiter: asyncio.Future[Response] = self._loop.create_future()
         self._waiter = waiter
-        self._head = None
-        self._body = bytearray()
-        self._max_body = max_body
-        self._remaining = -1
-        self._chunked = False
-        self._chunk_left = 0
-        self._trailers = False
-        self._answered = False
-        self.reusable = False
-        self._read_timeout = read_timeout
-        self._deadline = deadline
-        self._last_read = self._loop.time()
+        self._expect_answer(max_body=max_body, read_timeout=read_timeout, deadline=deadline)
         self._timer = self._loop.call_at(
             min(self._last_read + read_timeout, deadline), self._check_timeout
         )
