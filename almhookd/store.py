@@ -28,7 +28,7 @@ import os
 import secrets
 import sqlite3
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +63,9 @@ WAL_AUTOCHECKPOINT_PAGES: Final = 50_000
 #: Commits never truncate it (no ``journal_size_limit``): truncating a WAL whose pages
 #: an fsync is writing made one commit in 3,000 wait 150 to 180 ms.
 WAL_SHRINK_BYTES: Final = 64 * 1024 * 1024
+
+#: ``WITH ... AS MATERIALIZED`` (3.35) and ``UPDATE ... FROM`` (3.33).
+MIN_SQLITE: Final = (3, 35)
 
 T = TypeVar("T")
 
@@ -347,105 +350,107 @@ def _request_batch(
     )
 
 
-def _claim(
-    db: sqlite3.Connection, webhook_id: str, claim: Claim, after_seq: int | None
-) -> RequestBatch | None:
-    """Pack the next due deliveries into a request batch (see ``Store.claim_batches``):
-    those after ``after_seq``, or with ``None`` the first ones in no batch being sent."""
-    limits = {True: claim.max_events, False: claim.max_batch_events}
-    if after_seq is None:
-        sql = CLAIM_AROUND_SENDING_SQL
-        parameters: tuple[object, ...] = (
-            webhook_id, claim.now_ms, claim.retained_since_ms, 0, webhook_id
-        )  # fmt: skip
-    else:
-        sql, parameters = CLAIM_SQL, (webhook_id, claim.now_ms, claim.retained_since_ms, after_seq)
-    # Fetch as many rows as a real-time request may carry, and more only when the first
-    # due event is a released batch event: each row fetched carries its body.
-    rows = db.execute(sql, (*parameters, claim.max_events)).fetchall()
-    if not rows:
-        return None
-    account_id, realtime, size = rows[0][2], bool(rows[0][5]), 0
-    if not realtime and claim.max_batch_events > len(rows) == claim.max_events:
-        rows = db.execute(sql, (*parameters, claim.max_batch_events)).fetchall()
-    rows = rows[: limits[realtime]]
-    # Columns at C speed; the row-by-row walk only when the rows do not all fit.
-    *columns, kinds = zip(*rows, strict=True)
-    events = _EventColumns(*columns)
-    if (
-        len(set(events.account_ids)) > 1
-        or len(set(kinds)) > 1
-        or sum(map(len, events.bodies)) + len(events.bodies) > claim.max_bytes
-    ):
-        for count, row in enumerate(rows):
-            size += len(row[4]) + 1
-            if count and (
-                row[2] != account_id or bool(row[5]) != realtime or size > claim.max_bytes
-            ):
-                break
-        else:
-            count = len(rows)
-        events = _EventColumns._make(column[:count] for column in events)
-    batch = _request_batch(
-        "msg_" + uuid.uuid4().hex, webhook_id, events, created_at_ms=claim.now_ms
-    )
-    db.execute(
-        "INSERT INTO request_batches (id, webhook_id, created_at_ms, state, event_seqs)"
-        " VALUES (?, ?, ?, 'sending', ?)",
-        (batch.id, webhook_id, claim.now_ms, json.dumps(batch.event_seqs)),
-    )
-    return batch
+#: One row of a claim query: a due delivery with its event, in ingest order.
+_DueRow = tuple[int, str, int, int, str, int]  # seq, id, account, ingested at, body, realtime
 
 
-def _update_pending_deliveries(
-    db: sqlite3.Connection,
-    assignments: str,
-    webhook_id: str,
-    updates: Sequence[tuple[tuple[object, ...], Sequence[int]]],
-) -> None:
-    """``UPDATE deliveries SET assignments`` on the pending ones among each group of
-    events (``(values of the assignments, event_seqs)``, typically one request batch).
+def _pack(fetch: Callable[[int], list[_DueRow]], claim: Claim) -> Iterator[_EventColumns]:
+    """The events of successive request batches, packed from due deliveries in order.
 
-    One statement per group through json_each when it holds several events: a statement
-    per event costs a third more. A one-event group goes by its primary key.
+    A batch holds events of one account and one kind: real-time events up to
+    ``claim.max_events``, released non-real-time events up to ``claim.max_batch_events``,
+    and up to ``claim.max_bytes`` of event bodies (one event always fits). Packing stops
+    after ``claim.batches`` batches, or once their events hold ``claim.total_bytes``.
+    ``fetch(n)`` reads up to n more rows; each carries its event's body, so rows are
+    read a batch at a time, as far as the last batch needs.
     """
-    where = " WHERE webhook_id = ? AND state = 'pending' AND event_seq {}"
-    statement = "UPDATE deliveries SET " + assignments + where  # noqa: S608 - our constants
-    db.executemany(
-        statement.format("= ?"),
-        [(*values, webhook_id, seqs[0]) for values, seqs in updates if len(seqs) == 1],
-    )
-    db.executemany(
-        statement.format("IN (SELECT value FROM json_each(?))"),
-        [(*values, webhook_id, json.dumps(seqs)) for values, seqs in updates if len(seqs) > 1],
-    )
+    left, budget = claim.batches, claim.total_bytes
+    rows: list[_DueRow] = []  # read, not packed yet
+    while left > 0 and (budget is None or budget > 0):
+        if not rows:
+            rows = fetch(claim.max_events)
+            if not rows:
+                return
+        limit = claim.max_events if rows[0][5] else claim.max_batch_events
+        if len(rows) < limit:
+            rows += fetch(limit - len(rows))
+        # Columns at C speed; the row-by-row walk only when the rows do not all fit.
+        seqs, ids, accounts, ingested_at_ms, bodies, kinds = zip(*rows[:limit], strict=True)
+        count, size = len(seqs), sum(map(len, bodies)) + len(seqs)
+        if len(set(accounts)) > 1 or len(set(kinds)) > 1 or size > claim.max_bytes:
+            size = len(bodies[0]) + 1
+            for count in range(1, len(seqs)):
+                fits = size + len(bodies[count]) + 1 <= claim.max_bytes
+                if accounts[count] != accounts[0] or kinds[count] != kinds[0] or not fits:
+                    break
+                size += len(bodies[count]) + 1
+            else:
+                count = len(seqs)
+        yield _EventColumns(
+            seqs[:count], ids[:count], accounts[:count], ingested_at_ms[:count], bodies[:count]
+        )
+        del rows[:count]
+        left -= 1
+        if budget is not None:
+            budget -= size
 
 
 def _claim_batches(db: sqlite3.Connection, webhook_id: str, claim: Claim) -> list[RequestBatch]:
     """Up to ``claim.batches`` batches, in order, and no more once they hold
-    ``claim.total_bytes``: each claim marks its events sending.
+    ``claim.total_bytes``, packed by :func:`_pack` from one query and recorded as being
+    sent by one statement.
 
     Claims usually continue after the last event being sent, without walking the batches
     in flight. Only while a delivery below it is pending outside them (after a replay, a
     release, a dissolved batch) does a claim skip them one by one. A claim takes every
     free due delivery up to its own last event, so the next one continues after that.
     """
+    if claim.batches <= 0:
+        return []
     high_water, sending, ready_below = db.execute(
         SENDING_HIGH_WATER_SQL, (webhook_id, webhook_id)
     ).fetchone()
-    after_seq: int | None = high_water if ready_below == sending else None
-    batches: list[RequestBatch] = []
-    budget = claim.total_bytes
-    while len(batches) < claim.batches and (budget is None or budget > 0):
-        batch = _claim(db, webhook_id, claim, after_seq)
-        if batch is None:
-            break
-        batches.append(batch)
-        if budget is not None:
-            budget -= len(batch.body)
-        last_seq = batch.event_seqs[-1]
-        after_seq = last_seq if last_seq >= high_water else None
+    if ready_below == sending:
+        sql = CLAIM_SQL
+        parameters: tuple[object, ...] = (
+            webhook_id, claim.now_ms, claim.retained_since_ms, high_water
+        )  # fmt: skip
+    else:
+        sql = CLAIM_AROUND_SENDING_SQL
+        parameters = (webhook_id, claim.now_ms, claim.retained_since_ms, 0, webhook_id)
+    # One statement for every batch: each further SQLite call would hand the GIL back
+    # and forth with the busy event loop. The limit is a bound; rows are read lazily.
+    limit = claim.batches * max(claim.max_events, claim.max_batch_events)
+    cursor = db.execute(sql, (*parameters, limit))
+    try:
+        packed = list(_pack(cursor.fetchmany, claim))
+    finally:
+        cursor.close()
+    batches = [
+        _request_batch("msg_" + uuid.uuid4().hex, webhook_id, events, created_at_ms=claim.now_ms)
+        for events in packed
+    ]
+    _insert_many(
+        db,
+        "INSERT INTO request_batches (id, webhook_id, created_at_ms, state, event_seqs) VALUES ",
+        "(?, ?, ?, 'sending', ?)",
+        [(batch.id, webhook_id, claim.now_ms, json.dumps(batch.event_seqs)) for batch in batches],
+    )
     return batches
+
+
+#: Acknowledged deliveries (parameters: delivered at, a JSON array of [event_seq,
+#: batch_id] pairs, the webhook id), pending ones only: some may have expired in flight.
+#: MATERIALIZED makes SQLite walk the pairs and look each delivery up by its primary key;
+#: without it, it may walk the webhook's every delivery and search the pairs for each.
+DELIVERED_SQL: Final = (
+    "WITH acked (event_seq, batch_id) AS MATERIALIZED"
+    " (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?2))"
+    " UPDATE deliveries SET state = 'delivered', delivered_at_ms = ?1,"
+    " attempts = attempts + 1, batch_id = acked.batch_id FROM acked"
+    " WHERE deliveries.webhook_id = ?3 AND deliveries.state = 'pending'"
+    " AND deliveries.event_seq = acked.event_seq"
+)
 
 
 def _fail(group: Sequence[_PendingAppend], failure: StorageError) -> None:
@@ -509,6 +514,11 @@ class Store:
     @classmethod
     async def open(cls, path: Path, *, clock: Clock) -> Store:
         """Open (creating and migrating as needed) the database at ``path``."""
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise StorageError(
+                f"almhookd needs SQLite {'.'.join(map(str, MIN_SQLITE))} or later; this "
+                f"Python uses SQLite {sqlite3.sqlite_version}"
+            )
         try:
             _create_private_file(path)
         except OSError as error:
@@ -1206,9 +1216,13 @@ class Store:
         now_ms = self._now_ms()
 
         def work(db: sqlite3.Connection) -> list[RequestBatch]:
-            db.executemany(
+            # A handful of statements whatever the number of attempts: each SQLite call
+            # hands the GIL to this thread and back, and the event loop is busy.
+            _insert_many(
+                db,
                 "INSERT INTO attempts (webhook_id, batch_id, started_at_ms, duration_ms,"
-                " event_count, status, error, response_body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " event_count, status, error, response_body) VALUES ",
+                "(?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         webhook_id,
@@ -1223,21 +1237,33 @@ class Store:
                     for attempt in attempts
                 ],
             )
-            for ok, batch_state in ((True, "delivered"), (False, "sending")):
-                batches = [a.batch for a in attempts if a.outcome.ok is ok]
-                db.executemany(
-                    "UPDATE request_batches SET state = ?, attempts = attempts + 1 WHERE id = ?",
-                    [(batch_state, batch.id) for batch in batches],
+            # A batch appears once per record: a failed attempt is recorded at once.
+            delivered = [a.batch for a in attempts if a.outcome.ok]
+            failed = [a.batch for a in attempts if not a.outcome.ok]
+            if delivered:
+                db.execute(
+                    "UPDATE request_batches SET state = 'delivered', attempts = attempts + 1"
+                    " WHERE id IN (SELECT value FROM json_each(?))",
+                    (json.dumps([batch.id for batch in delivered]),),
                 )
-                # Pending ones only: some may have expired while in flight.
-                _update_pending_deliveries(
-                    db,
-                    "state = 'delivered', delivered_at_ms = ?, attempts = attempts + 1,"
-                    " batch_id = ?"
-                    if ok
-                    else "attempts = attempts + 1",
-                    webhook_id,
-                    [((now_ms, batch.id) if ok else (), batch.event_seqs) for batch in batches],
+                db.execute(
+                    DELIVERED_SQL,
+                    (
+                        now_ms,
+                        json.dumps([[s, b.id] for b in delivered for s in b.event_seqs]),
+                        webhook_id,
+                    ),
+                )
+            if failed:
+                db.execute(
+                    "UPDATE request_batches SET attempts = attempts + 1"
+                    " WHERE id IN (SELECT value FROM json_each(?))",
+                    (json.dumps([batch.id for batch in failed]),),
+                )
+                db.execute(
+                    "UPDATE deliveries SET attempts = attempts + 1 WHERE webhook_id = ?"
+                    " AND state = 'pending' AND event_seq IN (SELECT value FROM json_each(?))",
+                    (webhook_id, json.dumps([s for b in failed for s in b.event_seqs])),
                 )
             db.execute(
                 "UPDATE webhooks SET consecutive_failures = ?, failing_since_ms = ?,"

@@ -18,10 +18,13 @@ from almhookd.migrations import SCHEMA_VERSION
 from almhookd.store import (
     CLAIM_AROUND_SENDING_SQL,
     CLAIM_SQL,
+    DELIVERED_SQL,
     OUTSTANDING_SQL,
     SENDING_HIGH_WATER_SQL,
     Claim,
     Store,
+    _DueRow,
+    _pack,
     event_key,
 )
 from almhookd.webhooks import NewWebhook
@@ -282,6 +285,7 @@ def test_hot_queries_use_their_indexes() -> None:
         "release": "UPDATE deliveries INDEXED BY deliveries_held SET due_at_ms = 1"
         " WHERE state = 'pending' AND due_at_ms IS NULL",
         "duplicates": "SELECT event_id FROM events WHERE event_key IN (1, 2)",
+        "acknowledge": DELIVERED_SQL,
     }
     expected = {
         # Migration 3: a claim and the check below the batches being sent read the
@@ -293,6 +297,10 @@ def test_hot_queries_use_their_indexes() -> None:
         "event": "deliveries_by_event",
         "release": "deliveries_held",
         "duplicates": "events_by_key",
+        # Each acknowledged pair looks its delivery up: not the webhook's every delivery,
+        # each searching the pairs.
+        "acknowledge": "SCAN acked SEARCH deliveries USING PRIMARY KEY"
+        " (webhook_id=? AND event_seq=?)",
     }
     for name, sql in plans.items():
         plan = " ".join(
@@ -460,3 +468,86 @@ async def test_a_claim_stops_once_its_batches_hold_the_byte_budget(store: Store)
     assert [len(batch.event_seqs) for batch in claimed] == [1, 1, 1]
     assert sum(len(batch.body) for batch in claimed[:2]) < 12_000
     assert len(await store.claim_batches(webhook.id, replace(claim, total_bytes=None))) == 7
+
+
+def _due(seq: int, *, account: int = 1, realtime: bool = True, size: int = 9) -> _DueRow:
+    return (seq, f"ev-{seq}", account, 0, "x" * size, int(realtime))
+
+
+@pytest.mark.parametrize(
+    ("rows", "claim", "expected", "read"),
+    [
+        pytest.param(
+            [_due(s) for s in range(1, 6)],
+            replace(CLAIM, max_events=2, batches=10),
+            [[1, 2], [3, 4], [5]],
+            5,
+            id="max_events",
+        ),
+        pytest.param(
+            [_due(1), _due(2, account=2), _due(3, account=2), _due(4)],
+            replace(CLAIM, batches=10),
+            [[1], [2, 3], [4]],
+            4,
+            id="one account",
+        ),
+        pytest.param(
+            [_due(1), _due(2, realtime=False), _due(3, realtime=False), _due(4, realtime=False)],
+            replace(CLAIM, max_events=1, max_batch_events=3, batches=10),
+            [[1], [2, 3, 4]],
+            4,
+            id="batch events up to max_batch_events",
+        ),
+        pytest.param(
+            [_due(1), _due(2), _due(3, size=50), _due(4)],
+            replace(CLAIM, max_bytes=20, batches=10),
+            [[1, 2], [3], [4]],
+            4,
+            id="max_bytes; a larger event alone",
+        ),
+        pytest.param(
+            [_due(s) for s in range(1, 10)],
+            replace(CLAIM, max_events=2, batches=2),
+            [[1, 2], [3, 4]],
+            4,
+            id="batches: no row read past them",
+        ),
+        pytest.param(
+            [_due(1), _due(2, account=2), *(_due(s) for s in range(3, 10))],
+            replace(CLAIM, max_events=3, batches=1),
+            [[1]],
+            3,
+            id="a batch cut short: the rest of its read only",
+        ),
+        pytest.param(
+            [_due(s) for s in range(1, 10)],
+            replace(CLAIM, max_events=1, batches=10, total_bytes=25),
+            [[1], [2], [3]],
+            3,
+            id="total_bytes: the batch that reaches it is the last",
+        ),
+        pytest.param([_due(1)], replace(CLAIM, batches=0), [], 0, id="no batches"),
+    ],
+)
+def test_pack(rows: list[_DueRow], claim: Claim, expected: list[list[int]], read: int) -> None:
+    unread = iter(rows)
+    reads = 0
+
+    def fetch(size: int) -> list[_DueRow]:
+        nonlocal reads
+        batch = list(itertools.islice(unread, size))
+        reads += len(batch)
+        return batch
+
+    assert [list(columns.seqs) for columns in _pack(fetch, claim)] == expected
+    assert reads == read
+
+
+def test_an_old_sqlite_is_refused_by_name(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 34, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.34.1")
+    with pytest.raises(StorageError, match=r"needs SQLite 3\.35 or later; .* uses SQLite 3\.34\.1"):
+        asyncio.run(Store.open(tmp_path / "old.db", clock=clock))
+    assert not (tmp_path / "old.db").exists()
