@@ -24,6 +24,12 @@ _LEVELS = {
 }
 
 
+def logs_at(configured: str, level: str) -> bool:
+    """Whether a logger configured at ``configured`` writes lines at ``level``: a hot path
+    skips building a line the filter drops (structlog's lazy proxy binds on every call)."""
+    return _LEVELS[level] >= _LEVELS[configured]
+
+
 #: syslog priorities of sd-daemon(3) by log level.
 PRIORITIES: Final = {"critical": 2, "error": 3, "exception": 3, "warning": 4, "info": 6, "debug": 7}
 

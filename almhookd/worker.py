@@ -28,9 +28,17 @@ import structlog
 
 from almhookd.config import Config
 from almhookd.errors import StorageError
+from almhookd.logs import logs_at
 from almhookd.metrics import Metrics, status_class
 from almhookd.notify import Notifier, Reminder
-from almhookd.policy import RetryPolicy, after_failure, after_success, disables_at
+from almhookd.policy import (
+    Outcome,
+    RetryPolicy,
+    Schedule,
+    after_failure,
+    after_success,
+    disables_at,
+)
 from almhookd.protocols import Clock
 from almhookd.sender import Sender
 from almhookd.store import Attempt, Claim, RequestBatch, Store
@@ -70,12 +78,15 @@ class Worker:
         metrics: Metrics | None = None,
     ) -> None:
         self.webhook = webhook
+        #: the live schedule (``webhook.schedule`` is the one the worker started with)
+        self.schedule: Schedule = webhook.schedule
         self._store = store
         self._sender = sender
         self._notifier = notifier
         self._clock = clock
         self._config = config
         self._policy = RetryPolicy.from_config(config)
+        self._log_successes = logs_at(config.log.level, "info")
         self._expire = expire
         self._on_disabled = on_disabled
         self._jitter = jitter
@@ -118,6 +129,7 @@ class Worker:
     def reconfigure(self, config: Config) -> None:
         self._config = config
         self._policy = RetryPolicy.from_config(config)
+        self._log_successes = logs_at(config.log.level, "info")
 
     @property
     def running(self) -> bool:
@@ -129,7 +141,7 @@ class Worker:
 
     def update(self, webhook: Webhook) -> None:
         """A changed target, auth or secret applies to the next request."""
-        self.webhook = replace(webhook, schedule=self.webhook.schedule)
+        self.webhook = webhook
         self._wakes += 1
         self._wake.set()
 
@@ -172,7 +184,7 @@ class Worker:
         (0: at once), or ``None`` when nothing is pending until the worker is woken."""
         webhook = self.webhook
         now = self._clock()
-        due = webhook.schedule.next_attempt_at
+        due = self.schedule.next_attempt_at
         if due is not None and due > now:
             return due - now
         retained_since_ms = int((now - self._config.storage.retention) * 1000)
@@ -196,17 +208,10 @@ class Worker:
         now = self._clock()
         self._attempts_counter(outcome.status).inc()
         attempt = Attempt(batch=batch, outcome=outcome, started_at_ms=started_ms)
-        fields = {
-            "webhook_id": webhook.id,
-            "batch_id": batch.id,
-            "events": len(batch.event_seqs),
-            "status": outcome.status,
-            "duration_ms": outcome.duration_ms,
-        }
         if outcome.ok:
             self._claimed.popleft()
             self._unrecorded.append(attempt)
-            self.webhook = replace(self.webhook, schedule=after_success(webhook.schedule, now=now))
+            self.schedule = after_success(self.schedule, now=now)
             if self._recording is not None and self._recording.done():
                 await self._settle()
             if self._recording is None and (len(self._claimed) <= REFILL_AT or self._stopping):
@@ -215,17 +220,18 @@ class Worker:
             self._metrics.delivery_latency.observe_many(
                 max(0.0, now - ingested_at_ms / 1000) for ingested_at_ms in batch.ingested_at_ms
             )
-            log.info("delivery.succeeded", **fields)
+            if self._log_successes:
+                log.info("delivery.succeeded", **_fields(webhook, batch, outcome))
             return 0.0
         decision = after_failure(
-            webhook.schedule, outcome, now=now, policy=self._policy, jitter=self._jitter()
+            self.schedule, outcome, now=now, policy=self._policy, jitter=self._jitter()
         )
         self._unrecorded.append(attempt)
-        self.webhook = replace(self.webhook, schedule=decision.schedule)
+        self.schedule = decision.schedule
         await self._record(disable_reason=decision.disable_reason)
         log.warning(
             "delivery.failed",
-            **fields,
+            **_fields(webhook, batch, outcome),
             error=decision.schedule.last_error,
             attempt=decision.schedule.consecutive_failures,
             retry_in_s=round(decision.schedule.next_attempt_at - now, 3)
@@ -312,7 +318,7 @@ class Worker:
             record: Awaitable[list[RequestBatch]] = self._store.record_attempts(
                 self.webhook.id,
                 attempts,
-                schedule=self.webhook.schedule,
+                schedule=self.schedule,
                 disable_reason=disable_reason,
                 claim_next=claim_next,
             )
@@ -323,7 +329,7 @@ class Worker:
         self._recording = asyncio.ensure_future(record)
 
     async def _remind(self) -> None:
-        webhook, schedule = self.webhook, self.webhook.schedule
+        webhook, schedule = self.webhook, self.schedule
         if schedule.failing_since is None:
             return
         self._notifier.remind(
@@ -339,3 +345,14 @@ class Worker:
                 disables_at=disables_at(schedule, self._policy) or schedule.failing_since,
             )
         )
+
+
+def _fields(webhook: Webhook, batch: RequestBatch, outcome: Outcome) -> dict[str, object]:
+    """The fields of a delivery's log line."""
+    return {
+        "webhook_id": webhook.id,
+        "batch_id": batch.id,
+        "events": len(batch.event_seqs),
+        "status": outcome.status,
+        "duration_ms": outcome.duration_ms,
+    }

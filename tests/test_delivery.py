@@ -171,15 +171,15 @@ async def test_failures_are_retried_with_the_same_batch(
     receiver.respond(behaviour, 202)  # type: ignore[arg-type]
     [event_id] = await engine.ingest(1)
     assert await worker.step() == 5.0
-    assert worker.webhook.schedule.last_error is not None
-    assert error in worker.webhook.schedule.last_error
+    assert worker.schedule.last_error is not None
+    assert error in worker.schedule.last_error
     attempts = await engine.store.attempts(webhook.id)
     assert attempts[0]["error"] is not None and error in attempts[0]["error"]
     engine.clock.advance(5)
     assert await engine.drain(worker) == 1
     assert receiver.received[-1].event_ids == [event_id]
     assert len({r.headers["webhook-id"] for r in receiver.received}) == 1
-    assert worker.webhook.schedule.consecutive_failures == 0
+    assert worker.schedule.consecutive_failures == 0
     stored = await engine.store.get_event(event_id)
     assert stored is not None and stored.deliveries[0].state == "delivered"
     assert stored.deliveries[0].attempts == 2
@@ -190,7 +190,7 @@ async def test_connection_refused_is_retried(engine: Engine) -> None:
     worker = engine.worker(webhook)
     await engine.ingest(1)
     assert await worker.step() == 5.0
-    assert "cannot connect" in (worker.webhook.schedule.last_error or "")
+    assert "cannot connect" in (worker.schedule.last_error or "")
 
 
 async def test_the_backoff_schedule_on_a_fake_clock(engine: Engine, receiver: Receiver) -> None:
@@ -353,7 +353,7 @@ async def test_reminders_reach_a_real_smtp_server(
             reminded_at: list[float] = []
             while engine.clock() - started < 3 * DAY:
                 delay = await worker.step()
-                last = worker.webhook.schedule.last_reminder_at
+                last = worker.schedule.last_reminder_at
                 if last is not None and last - started not in reminded_at:
                     reminded_at.append(last - started)
                 assert delay is not None
