@@ -1240,12 +1240,16 @@ class Store:
             # A batch appears once per record: a failed attempt is recorded at once.
             delivered = [a.batch for a in attempts if a.outcome.ok]
             failed = [a.batch for a in attempts if not a.outcome.ok]
+            db.execute(
+                "UPDATE request_batches SET attempts = attempts + 1, state = CASE WHEN id IN"
+                " (SELECT value FROM json_each(?1)) THEN 'delivered' ELSE state END"
+                " WHERE id IN (SELECT value FROM json_each(?2))",
+                (
+                    json.dumps([batch.id for batch in delivered]),
+                    json.dumps([attempt.batch.id for attempt in attempts]),
+                ),
+            )
             if delivered:
-                db.execute(
-                    "UPDATE request_batches SET state = 'delivered', attempts = attempts + 1"
-                    " WHERE id IN (SELECT value FROM json_each(?))",
-                    (json.dumps([batch.id for batch in delivered]),),
-                )
                 db.execute(
                     DELIVERED_SQL,
                     (
@@ -1255,11 +1259,6 @@ class Store:
                     ),
                 )
             if failed:
-                db.execute(
-                    "UPDATE request_batches SET attempts = attempts + 1"
-                    " WHERE id IN (SELECT value FROM json_each(?))",
-                    (json.dumps([batch.id for batch in failed]),),
-                )
                 db.execute(
                     "UPDATE deliveries SET attempts = attempts + 1 WHERE webhook_id = ?"
                     " AND state = 'pending' AND event_seq IN (SELECT value FROM json_each(?))",

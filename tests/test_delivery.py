@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
 import math
@@ -164,7 +165,7 @@ async def _reset(request: web.Request) -> web.StreamResponse:
     ],
 )
 async def test_failures_are_retried_with_the_same_batch(
-    engine: Engine, receiver: Receiver, behaviour: object, error: str
+    engine: Engine, receiver: Receiver, db_path: Path, behaviour: object, error: str
 ) -> None:
     webhook = await engine.webhook(receiver.url)
     worker = engine.worker(webhook)
@@ -183,6 +184,9 @@ async def test_failures_are_retried_with_the_same_batch(
     stored = await engine.store.get_event(event_id)
     assert stored is not None and stored.deliveries[0].state == "delivered"
     assert stored.deliveries[0].attempts == 2
+    with contextlib.closing(sqlite3.connect(db_path)) as db:
+        batches = db.execute("SELECT id, state, attempts FROM request_batches").fetchall()
+    assert batches == [(receiver.received[-1].headers["webhook-id"], "delivered", 2)]
 
 
 async def test_connection_refused_is_retried(engine: Engine) -> None:
