@@ -21,6 +21,7 @@ from almhookd.store import (
     DELIVERED_SQL,
     OUTSTANDING_SQL,
     SENDING_HIGH_WATER_SQL,
+    SUBSCRIBERS_SQL,
     Claim,
     Store,
     _DueRow,
@@ -286,6 +287,7 @@ def test_hot_queries_use_their_indexes() -> None:
         " WHERE state = 'pending' AND due_at_ms IS NULL",
         "duplicates": "SELECT event_id FROM events WHERE event_key IN (1, 2)",
         "acknowledge": DELIVERED_SQL,
+        "subscribers": SUBSCRIBERS_SQL,
     }
     expected = {
         # Migration 3: a claim and the check below the batches being sent read the
@@ -301,6 +303,8 @@ def test_hot_queries_use_their_indexes() -> None:
         # each searching the pairs.
         "acknowledge": "SCAN acked SEARCH deliveries USING PRIMARY KEY"
         " (webhook_id=? AND event_seq=?)",
+        # An ingest commit reads the subscriptions of its events' names only.
+        "subscribers": "SEARCH s USING PRIMARY KEY (event_name=?)",
     }
     for name, sql in plans.items():
         plan = " ".join(
