@@ -84,9 +84,7 @@ class Worker:
         self._sender = sender
         self._notifier = notifier
         self._clock = clock
-        self._config = config
-        self._policy = RetryPolicy.from_config(config)
-        self._log_successes = logs_at(config.log.level, "info")
+        self.reconfigure(config)
         self._expire = expire
         self._on_disabled = on_disabled
         self._jitter = jitter
@@ -127,6 +125,7 @@ class Worker:
         return counter
 
     def reconfigure(self, config: Config) -> None:
+        """The configuration at start and after each reload: retry policy, log level."""
         self._config = config
         self._policy = RetryPolicy.from_config(config)
         self._log_successes = logs_at(config.log.level, "info")
