@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import uvloop
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -17,6 +19,25 @@ from tests.receiver import Receiver
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 INGEST_TOKEN = "test-ingest-token-0123456789"
+
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+#: The daemon runs on uvloop; most tests run on asyncio's own loop, and the code that
+#: talks to sockets through transports (``pytest.mark.both_loops``) runs on both.
+STDLIB_LOOP: Mapping[str, LoopFactory] = {"asyncio": asyncio.new_event_loop}
+BOTH_LOOPS: Mapping[str, LoopFactory] = {**STDLIB_LOOP, "uvloop": uvloop.new_event_loop}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "both_loops: run the async test on asyncio's loop and on uvloop"
+    )
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, LoopFactory]:
+    return BOTH_LOOPS if item.get_closest_marker("both_loops") else STDLIB_LOOP
 
 
 class FakeClock:

@@ -159,8 +159,8 @@ class DaemonProcess:
     def log_events(self) -> list[dict[str, Any]]:
         events = []
         for line in self.log().splitlines():
-            try:
-                events.append(json.loads(line))
+            try:  # a journald stream's lines start with their priority, as in <6>{...}
+                events.append(json.loads(line[3:] if line[:1] == "<" else line))
             except ValueError:
                 continue
         return events

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,43 @@ class Running:
                 with contextlib.suppress(ValueError):
                     payload = await response.json(content_type=None)
             return response.status, payload, dict(response.headers)
+
+    async def delivery_states(self, event_id: str) -> dict[str, str]:
+        """The event's delivery state per webhook id, as ``GET /v1/events/{id}`` shows it."""
+        status, event, _ = await self.call("GET", f"/v1/events/{event_id}")
+        assert status == 200, event
+        return {d["webhookId"]: d["state"] for d in event["deliveries"]}
+
+    async def until_delivered(self, webhook_id: str, *event_ids: str) -> None:
+        """Waits for the delivered mark, which is committed after the receiver's answer."""
+
+        async def all_delivered() -> bool:
+            for event_id in event_ids:
+                if (await self.delivery_states(event_id)).get(webhook_id) != "delivered":
+                    return False
+            return True
+
+        await eventually(all_delivered, what=f"{list(event_ids)} delivered to {webhook_id}")
+
+
+async def until(
+    condition: Callable[[], bool], *, timeout: float = 10.0, what: str = "condition"
+) -> None:
+    """Polls another party's state (a receiver's, a worker's) until ``condition`` holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not met in {timeout:g} s"
+        await asyncio.sleep(0.01)
+
+
+async def eventually(
+    condition: Callable[[], Awaitable[bool]], *, timeout: float = 10.0, what: str = "condition"
+) -> None:
+    """Polls an asynchronous condition until it holds; fails the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        assert time.monotonic() < deadline, f"{what}: not met in {timeout:g} s"
+        await asyncio.sleep(0.01)
 
 
 @contextlib.asynccontextmanager

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +11,7 @@ import pytest
 from tests import samples
 from tests.conftest import ADMIN_TOKEN, INGEST_TOKEN
 from tests.receiver import Receiver
-from tests.running import Running, daemon_config, running_daemon
+from tests.running import Running, daemon_config, eventually, running_daemon, until
 from tests.verifier import verify
 
 
@@ -30,13 +28,6 @@ def create_body(url: str, **fields: Any) -> dict[str, Any]:
         "events": fields.pop("events", ["COURSE_ENROLLMENT", "COURSE_COMPLETED"]),
         **fields,
     }
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 async def ingest(daemon: Running, *events: dict[str, Any]) -> list[str]:
@@ -160,9 +151,10 @@ async def test_archive_stops_deliveries_and_reenable_resumes(
     )
     assert status == 200 and archived["status"] == "inactive" and not archived["active"]
     [second] = await ingest(daemon, samples.event())
-    await asyncio.sleep(0.3)
-    assert receiver.all_event_ids() == [first]
-    assert archived["backlog"]["realtime"] == 0
+    # Acknowledged means committed: an archived webhook got no delivery of it to send.
+    assert hook["id"] not in await daemon.delivery_states(second)
+    status, after_ingest, _ = await daemon.call("GET", f"/v1/webhooks/{hook['id']}")
+    assert status == 200 and after_ingest["backlog"]["realtime"] == 0
 
     status, enabled, _ = await daemon.call("PATCH", f"/v1/webhooks/{hook['id']}", {"active": True})
     assert status == 200 and enabled["status"] == "active"
@@ -289,7 +281,7 @@ async def test_deliveries_and_attempts_are_paginated(daemon: Running, receiver: 
     _, hook, _ = await daemon.call("POST", "/v1/webhooks", create_body(receiver.url))
     ids = await ingest(daemon, *(samples.event() for _ in range(5)))
     await until(lambda: len(receiver.all_event_ids()) == 5)
-    await asyncio.sleep(0.05)  # the delivered mark is committed after the answer
+    await daemon.until_delivered(hook["id"], *ids)
     seen: list[str] = []
     cursor = None
     while True:
@@ -313,8 +305,7 @@ async def test_deliveries_and_attempts_are_paginated(daemon: Running, receiver: 
 async def test_replay_since_a_time(daemon: Running, receiver: Receiver) -> None:
     _, hook, _ = await daemon.call("POST", "/v1/webhooks", create_body(receiver.url))
     ids = await ingest(daemon, samples.event(), samples.event())
-    await until(lambda: len(receiver.all_event_ids()) == 2)
-    await asyncio.sleep(0.05)
+    await daemon.until_delivered(hook["id"], *ids)
     status, answer, _ = await daemon.call("POST", f"/v1/webhooks/{hook['id']}/replay", {"since": 0})
     assert status == 202 and answer == {"queued": 2}
     await until(lambda: len(receiver.all_event_ids()) == 4)
@@ -374,7 +365,7 @@ async def test_metrics_in_the_prometheus_text_format(daemon: Running, receiver: 
     ids = await ingest(daemon, samples.event(), samples.event(), samples.event("CI_STATS"))
     await ingest(daemon, samples.event(eventId=ids[0]))  # a duplicate
     await until(lambda: len(receiver.all_event_ids()) == 2)  # CI_STATS is not subscribed
-    await asyncio.sleep(0.05)
+    await daemon.until_delivered(hook["id"], *ids[:2])
     async with daemon.session.get(
         daemon.url + "/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
     ) as response:
@@ -407,8 +398,13 @@ async def test_an_event_shows_its_state_per_webhook(daemon: Running, receiver: R
         "POST", "/v1/webhooks", create_body("http://127.0.0.1:9/", name="dead")
     )
     [event_id] = await ingest(daemon, samples.event())
-    await until(lambda: receiver.all_event_ids() == [event_id])
-    await asyncio.sleep(0.05)
+    await daemon.until_delivered(live["id"], event_id)
+
+    async def dead_attempted() -> bool:
+        _, event, _ = await daemon.call("GET", f"/v1/events/{event_id}")
+        return any(d["webhookId"] == dead["id"] and d["attempts"] for d in event["deliveries"])
+
+    await eventually(dead_attempted, what="an attempt at the dead webhook")
     status, event, _ = await daemon.call("GET", f"/v1/events/{event_id}")
     assert status == 200
     states = {d["webhookId"]: d for d in event["deliveries"]}

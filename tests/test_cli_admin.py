@@ -92,11 +92,8 @@ async def test_every_webhook_command(daemon: Running, receiver: Receiver, tmp_pa
 
     status, _, _ = await daemon.call("POST", "/v1/events", samples.event(eventId="cli-e1"))
     assert status == 202
-    for _ in range(500):
-        if "cli-e1" in receiver.all_event_ids():
-            break
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.05)
+    await daemon.until_delivered(hook_id, "cli-e1")
+    assert "cli-e1" in receiver.all_event_ids()
     code, out, _ = await cli(daemon, "webhooks", "deliveries", hook_id, "--state", "delivered")
     assert code == 0 and "cli-e1" in out and "delivered" in out
     code, out, _ = await cli(daemon, "webhooks", "attempts", hook_id)

@@ -26,7 +26,9 @@ async def _ingest_until_killed(
     killed = asyncio.Event()
 
     async def worker(session: aiohttp.ClientSession, number: int) -> None:
-        while not killed.is_set():
+        for _ in range(kill_after):  # each round acknowledges at least one event
+            if killed.is_set():
+                return
             size = 10 if number % 2 else 1
             batch = [f"crash-{next(_ids)}" for _ in range(size)]
             body = {"events": [samples.event(eventId=event_id) for event_id in batch]}

@@ -13,7 +13,8 @@ import itertools
 import json
 import math
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from tests import samples
 from tests.conftest import FakeClock, free_port
 from tests.engine import Engine, running_engine
 from tests.receiver import Receiver
+from tests.running import until
 from tests.verifier import verify
 
 DAY = 86_400.0
@@ -298,14 +300,14 @@ async def test_a_webhook_failing_for_the_whole_retention_is_disabled(
     worker = engine.worker(webhook)
     await engine.ingest(1)
     steps = 0
-    while not worker.disabled:
+    for steps in range(1, 3000):  # about 2,020 are due in 7 days; more means no disable
         delay = await worker.step()
-        steps += 1
-        if delay is None:
+        if worker.disabled or delay is None:
             break
         engine.clock.advance(delay)
         if steps % 50 == 0:
             await engine.ingest(1)  # new events keep arriving during the outage
+    assert worker.disabled, f"still active after {steps} failed attempts"
     stored = await engine.store.get_webhook(webhook.id)
     assert stored is not None and stored.status == "disabled"
     assert stored.disabled_reason is not None
@@ -355,13 +357,17 @@ async def test_reminders_reach_a_real_smtp_server(
             await engine.ingest(4)
             started = engine.clock()
             reminded_at: list[float] = []
-            while engine.clock() - started < 3 * DAY:
+            for _ in range(3 * 288 + 50):  # one attempt per 5 minutes for 3 days
+                if engine.clock() - started >= 3 * DAY:
+                    break
                 delay = await worker.step()
                 last = worker.schedule.last_reminder_at
                 if last is not None and last - started not in reminded_at:
                     reminded_at.append(last - started)
                 assert delay is not None
                 engine.clock.advance(delay)
+            else:
+                raise AssertionError("3 days of retries took more attempts than the backoff")
             await engine.notifier.close()
         assert engine.notifier.failed == 0
     finally:
@@ -389,7 +395,9 @@ async def test_a_dead_smtp_server_never_blocks_delivery(
         webhook = await engine.webhook(receiver.url)
         worker = engine.worker(webhook)
         await engine.ingest(1)
+        deadline = time.monotonic() + 30  # the reminder goes out on its own task
         while engine.notifier.failed == 0:
+            assert time.monotonic() < deadline, "no failed reminder was counted"
             delay = await worker.step()
             assert delay is not None
             engine.clock.advance(delay)
@@ -589,13 +597,17 @@ async def _drain_counting_sending(worker: Worker, db_path: Path) -> list[tuple[f
     recorded as sending (what a crash then would re-send)."""
     steps = []
     with sqlite3.connect(db_path) as db:
-        while (delay := await worker.step()) is not None:
+        for _ in range(1000):
+            if (delay := await worker.step()) is None:
+                break
             await asyncio.sleep(0.01)  # let a background record commit, if one runs
             [(sending,)] = db.execute(
                 "SELECT count(*) FROM request_batches WHERE webhook_id = ? AND state = 'sending'",
                 (worker.webhook.id,),
             )
             steps.append((delay, sending))
+        else:
+            raise AssertionError("the worker did not drain in 1,000 steps")
     return steps
 
 
@@ -680,41 +692,35 @@ async def test_a_failed_background_record_sends_its_batches_again(
 async def test_running_workers_wake_on_commit_and_idle_without_polling(
     db_path: Path, receiver: Receiver
 ) -> None:
-    import time
-
     real_clock = FakeClock(time.time())
     async with running_engine(db_path, real_clock) as engine:
         webhook = await engine.webhook(receiver.url, start=True)
         worker = engine.dispatcher.workers[webhook.id]
         steps = 0
+        delays: list[float | None] = []
         original = worker.step
 
         async def counting_step() -> float | None:
             nonlocal steps
             steps += 1
-            return await original()
+            delays.append(await original())
+            return delays[-1]
 
         worker.step = counting_step  # type: ignore[method-assign]
         ids = await engine.ingest(5)
-        await asyncio.wait_for(_until(lambda: len(receiver.all_event_ids()) == 5), 10)
+        await until(lambda: len(receiver.all_event_ids()) == 5)
         assert receiver.all_event_ids() == ids
         # The step after the last acknowledgement finds nothing and goes to sleep; from
-        # then on an idle worker takes no step at all.
-        await asyncio.sleep(0.1)
+        # then on an idle worker takes no step at all, however long it is watched.
+        await until(lambda: bool(delays) and delays[-1] is None and steps == len(delays))
         settled = steps
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # the window in which a polling worker would step
         assert steps == settled, "an idle worker must not poll"
         await engine.dispatcher.refresh(webhook.id)
         assert webhook.id in engine.dispatcher.workers
         await engine.store.set_webhook_status(webhook.id, "inactive")
         await engine.dispatcher.refresh(webhook.id)
         assert webhook.id not in engine.dispatcher.workers
-
-
-async def _until(condition: Callable[[], bool]) -> None:
-    # The condition is another server's state; there is no event to wait on.
-    while not condition():  # noqa: ASYNC110
-        await asyncio.sleep(0.01)
 
 
 def test_payload_is_valid_json_with_unicode(tmp_path: Path) -> None:

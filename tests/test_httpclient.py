@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import trustme
@@ -26,6 +28,8 @@ Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[b
 """Answers the request numbered n (from 1, over all connections); False ends the connection."""
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+pytestmark = pytest.mark.both_loops
 
 
 @dataclass
@@ -189,6 +193,25 @@ async def test_answers_are_framed_by_the_rules_of_http_1_1(
     await server.stop()
 
 
+async def test_a_connection_holding_bytes_past_the_answer_is_not_reused(
+    client: HttpClient,
+) -> None:
+    """Bytes after a whole answer (here a second answer nobody asked for) would be read
+    as the next request's answer on that connection: it is closed instead."""
+    stale = b"HTTP/1.1 500 Stale\r\nContent-Length: 5\r\n\r\nstale"
+    fresh = b"HTTP/1.1 201 Created\r\nContent-Length: 5\r\n\r\nfresh"
+    server = await serve(answering(OK + stale, fresh))
+    assert await post(client, server.url()) == (200, b"ok")
+    assert await post(client, server.url()) == (201, b"fresh")
+    assert client.connections_made == 2
+    await server.stop()
+
+
+async def test_the_tests_run_on_the_loop_their_id_names(request: pytest.FixtureRequest) -> None:
+    loop_module = type(asyncio.get_running_loop()).__module__
+    assert loop_module.startswith("uvloop") == ("[uvloop" in request.node.name)
+
+
 async def test_a_body_without_length_ends_with_the_connection(client: HttpClient) -> None:
     async def close_delimited(
         _reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _n: int
@@ -213,9 +236,10 @@ async def test_a_long_body_is_cut_at_the_cap_and_its_connection_dropped(
 ) -> None:
     async def endless(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _n: int) -> bool:
         writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-        while True:
+        for _ in range(16_384):  # 64 MiB: far beyond the cap, ends the test if it is ignored
             writer.write(b"1000\r\n" + b"x" * 4096 + b"\r\n")
             await writer.drain()
+        return False
 
     server = await serve(endless)
     status, body = await post(client, server.url(), max_body=10_000)
@@ -311,10 +335,11 @@ async def test_a_silent_receiver_times_out_after_the_read_timeout(client: HttpCl
 
 async def test_a_dripping_receiver_times_out_at_connect_plus_read(client: HttpClient) -> None:
     async def drip(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _n: int) -> bool:
-        while True:  # each byte comes well within the read timeout; the answer never ends
+        for _ in range(1500):  # each byte well within the read timeout, for 30 s at least
             writer.write(b"HTTP/1.1 200 OK\r\n"[:1])
             await writer.drain()
             await asyncio.sleep(0.02)
+        return False
 
     server = await serve(drip)
     with pytest.raises(TimeoutError):
@@ -324,31 +349,49 @@ async def test_a_dripping_receiver_times_out_at_connect_plus_read(client: HttpCl
     await server.stop()
 
 
-async def test_the_read_timeout_starts_once_the_body_is_out(client: HttpClient) -> None:
-    """A receiver that takes the body in slowly is not timed out while it takes it."""
-    body = b"x" * (32 << 20)  # taken in at 20 MB/s: 1.6 s, far beyond the sockets' buffers
+def _most_a_socket_takes_in(key: str) -> int:
+    """The kernel's ceiling for a TCP socket's buffer (``tcp_wmem`` or ``tcp_rmem``)."""
+    try:
+        return int(Path(f"/proc/sys/net/ipv4/{key}").read_text().split()[2])
+    except (OSError, IndexError, ValueError):
+        return 32 << 20
 
-    async def slow_reader(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+
+async def test_the_read_timeout_starts_once_the_body_is_out(client: HttpClient) -> None:
+    """A receiver that does not take the body in for longer than the read timeout is
+    not timed out while the body is still going out."""
+    read_timeout = 1.0
+    # The server's receive buffer is pinned small, so only the client's send buffer
+    # (at most tcp_wmem's ceiling, whatever this host sets) can hold the body: a body
+    # larger than that is still being written while the server does not read.
+    receive_buffer = 64 << 10
+    body = b"x" * (_most_a_socket_takes_in("tcp_wmem") + (8 << 20))
+    taken_in = asyncio.Event()
+
+    async def stalled_reader(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
-        received = 0
-        while received < len(body):
-            received += len(await reader.read(1 << 20))
-            await asyncio.sleep(0.05)
+        await asyncio.sleep(2.5 * read_timeout)  # reads nothing for 2.5 read timeouts
+        await reader.readexactly(len(body))
+        taken_in.set()
         writer.write(OK)
         await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(slow_reader, "127.0.0.1", 0, limit=4 << 20)
-    port = server.sockets[0].getsockname()[1]
+    listening = socket.socket()
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    listening.bind(("127.0.0.1", 0))
+    server = await asyncio.start_server(stalled_reader, sock=listening, limit=receive_buffer)
+    port = listening.getsockname()[1]
     response = await client.post(
         f"http://127.0.0.1:{port}/",
         headers={},
         body=body,
-        connect_timeout=10.0,
-        read_timeout=1.0,
+        connect_timeout=30.0,  # the whole exchange's deadline is connect + read
+        read_timeout=read_timeout,
         max_body=10,
     )
     assert (response.status, response.body) == (200, b"ok")
+    assert taken_in.is_set()
     server.close()
 
 

@@ -21,6 +21,10 @@ from tests import samples
 from tests.conftest import ADMIN_TOKEN, INGEST_TOKEN
 from tests.daemon_process import write_config
 
+#: A producer's lane posts until told to stop, or at most this many times (a bound, in
+#: case the stop never comes: a kill comes within a second, at about 100 posts a second).
+MAX_POSTS_PER_LANE = 10_000
+
 #: Receivers live on 127.0.0.1; timeouts and backoff are short so failures retry fast.
 FAST_DELIVERY = {
     "allowed_networks": '["127.0.0.0/8"]',
@@ -152,7 +156,9 @@ class Producer:
         async with aiohttp.ClientSession(timeout=timeout) as session:
 
             async def lane() -> None:
-                while not stop.is_set():
+                for _ in range(MAX_POSTS_PER_LANE):
+                    if stop.is_set():
+                        return
                     batch = [
                         samples.event(self.rng.choice(self.names), eventId=new_id("crash"))
                         for _ in range(self.rng.randint(1, 4))
