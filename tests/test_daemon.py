@@ -14,6 +14,7 @@ import aiohttp
 from tests import samples
 from tests.conftest import ADMIN_TOKEN, INGEST_TOKEN, free_port
 from tests.daemon_process import DaemonProcess, almhookd, write_config
+from tests.running import until
 
 _ids = itertools.count()
 
@@ -92,8 +93,8 @@ async def test_sigterm_finishes_in_flight_requests_and_exits_0(tmp_path: Path) -
 
     async with aiohttp.ClientSession() as session:
         tasks = [asyncio.create_task(post(session, f"term-{i}")) for i in range(300)]
-        await asyncio.sleep(0.05)
-        daemon.signal(signal.SIGTERM)
+        await until(lambda: len(acknowledged) >= 10, what="ingest under way")
+        daemon.signal(signal.SIGTERM)  # with most of the 300 requests still to come
         await asyncio.gather(*tasks)
     assert daemon.wait() == 0
     events = [entry["event"] for entry in daemon.log_events()]

@@ -600,7 +600,9 @@ async def _drain_counting_sending(worker: Worker, db_path: Path) -> list[tuple[f
         for _ in range(1000):
             if (delay := await worker.step()) is None:
                 break
-            await asyncio.sleep(0.01)  # let a background record commit, if one runs
+            recording = worker._recording  # a background record's commit, if one runs
+            if recording is not None:
+                await asyncio.wait({recording})
             [(sending,)] = db.execute(
                 "SELECT count(*) FROM request_batches WHERE webhook_id = ? AND state = 'sending'",
                 (worker.webhook.id,),

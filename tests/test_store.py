@@ -31,6 +31,7 @@ from almhookd.store import (
 from almhookd.webhooks import NewWebhook
 from tests import samples
 from tests.conftest import FakeClock
+from tests.running import until
 
 _ids = itertools.count()
 
@@ -84,11 +85,9 @@ async def test_a_grown_wal_is_truncated_once_writes_pause(
             # none of them shrinks it (that is left to the checkpoint task)
             await store.append(make_events(2000, prefix=f"r{round_}-", padding="x" * 200))
             assert wal.stat().st_size > 256 * 1024
-        for _ in range(200):  # the checkpoint task's progress: no event to wait on
-            if wal.stat().st_size == 0:
-                break
-            await asyncio.sleep(0.025)
-        assert wal.stat().st_size == 0
+        await until(
+            lambda: wal.stat().st_size == 0, what="the checkpoint task truncating the grown WAL"
+        )
         assert await store.count_events() == 10_000
     finally:
         await store.close()
@@ -172,13 +171,14 @@ async def test_an_append_is_acknowledged_after_the_fsync_that_follows_its_commit
     woken: list[int] = []
     store.on_events_committed = lambda: woken.append(store.commits)
     first = asyncio.ensure_future(store.append(make_events(1)))
-    while not fsyncs:  # noqa: ASYNC110 - another thread's progress: no event to wait on
-        await asyncio.sleep(0.005)
+    await until(lambda: bool(fsyncs), what="the fsync of the first commit starting")
     later = []
     for commit in range(2, 6):  # four more commits, readable while the fsync runs
         later.append(asyncio.ensure_future(store.append(make_events(1))))
-        while store.commits < commit:  # noqa: ASYNC110 - the writer task's progress
-            await asyncio.sleep(0.005)
+        await until(
+            lambda: store.commits >= commit,  # noqa: B023 - awaited within this iteration
+            what=f"commit {commit} while the fsync runs",
+        )
     assert await store.count_events() == 5
     assert not first.done() and not any(p.done() for p in later)
     assert woken == [1, 2, 3, 4, 5]  # workers deliver while the fsync runs
@@ -472,6 +472,45 @@ async def test_a_claim_stops_once_its_batches_hold_the_byte_budget(store: Store)
     assert [len(batch.event_seqs) for batch in claimed] == [1, 1, 1]
     assert sum(len(batch.body) for batch in claimed[:2]) < 12_000
     assert len(await store.claim_batches(webhook.id, replace(claim, total_bytes=None))) == 7
+
+
+RETENTION_S = 7 * 86_400
+
+
+async def test_a_claim_never_takes_an_event_past_the_retention(
+    store: Store, clock: FakeClock
+) -> None:
+    """An event not delivered within the retention is lost for good (SPEC), also while
+    the minutely expiry pass has not marked it yet: the claim itself leaves it out, on
+    both of its queries. An event ingested exactly at the cut-off is still retained."""
+    webhook = await store.create_webhook(
+        NewWebhook(
+            name="retention", target_url="https://example.invalid/", events=frozenset(samples.ALL)
+        )
+    )
+    past_retention = make_events(2, prefix="past")
+    await store.append(past_retention)
+    clock.advance(1)
+    at_the_cut_off = make_events(1, prefix="cut-off")
+    await store.append(at_the_cut_off)
+    clock.advance(RETENTION_S)
+    fresh = make_events(1, prefix="fresh")
+    await store.append(fresh)
+    now_ms = int(clock() * 1000)
+    claim = replace(CLAIM, now_ms=now_ms, retained_since_ms=now_ms - RETENTION_S * 1000, batches=10)
+
+    first = await store.claim_batches(webhook.id, claim)
+    assert [list(b.event_ids) for b in first] == [[at_the_cut_off[0].event_id, fresh[0].event_id]]
+    # Pending below the batch being sent, the events past the retention send the next
+    # claim to the query that skips that batch: it must leave them out as well.
+    later = make_events(1, prefix="later")
+    await store.append(later)
+    second = await store.claim_batches(webhook.id, claim)
+    assert [list(b.event_ids) for b in second] == [[later[0].event_id]]
+    assert await store.claim_batches(webhook.id, claim) == []
+    # They were still pending, left for the expiry pass, which now takes exactly them.
+    expired = await store.expire(retained_since_ms=claim.retained_since_ms)
+    assert [(count.webhook_id, count.events) for count in expired] == [(webhook.id, 2)]
 
 
 def _due(seq: int, *, account: int = 1, realtime: bool = True, size: int = 9) -> _DueRow:
