@@ -135,5 +135,7 @@ def describe(outcome: Outcome) -> str:
 
 
 def _days(seconds: float) -> str:
-    days = seconds / 86_400
-    return f"{days:g} days" if days >= 1 else f"{seconds / 3600:g} hours"
+    days, hours = seconds / 86_400, seconds / 3600
+    if days >= 1:
+        return "1 day" if days == 1 else f"{days:g} days"
+    return "1 hour" if hours == 1 else f"{hours:g} hours"

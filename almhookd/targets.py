@@ -1,11 +1,12 @@
 """The target guard: which addresses a webhook may be aimed at.
 
 By default a webhook may not reach loopback, private, link-local (the cloud metadata
-service), CGNAT, multicast or reserved addresses, so it cannot be turned against the
-admin port or the internal network. ``delivery.allow_private_targets`` lifts the rule;
-``delivery.allowed_networks`` lifts it for chosen networks. The rule applies to every
-address a name resolves to, at creation and again at every connection, so a name that
-later resolves elsewhere (DNS rebinding) is caught.
+service), IPv6 site-local, CGNAT, multicast or reserved addresses, so it cannot be
+turned against the admin port or the internal network.
+``delivery.allow_private_targets`` lifts the rule; ``delivery.allowed_networks`` lifts
+it for chosen networks. The rule applies to every address a name resolves to, at
+creation and again at every connection, so a name that later resolves elsewhere (DNS
+rebinding) is caught.
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ def refusal(address: IPAddress, policy: TargetPolicy) -> str | None:
     for kind, hit in (
         ("loopback", address.is_loopback),
         ("link-local", address.is_link_local),
+        # fec0::/10, deprecated (RFC 3879) yet routed inside some networks; Python
+        # counts it as global.
+        ("site-local", isinstance(address, ipaddress.IPv6Address) and address.is_site_local),
         ("multicast", address.is_multicast),
         ("unspecified", address.is_unspecified),
         ("CGNAT", isinstance(address, ipaddress.IPv4Address) and address in _CGNAT),

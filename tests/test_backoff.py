@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
+
 import pytest
 
 from almhookd.backoff import JITTER_FRACTION, next_delay, parse_retry_after, retry_delay
@@ -68,3 +71,38 @@ def test_retry_after_within_the_cap(
 def test_parse_retry_after(header: str | None, seconds: float | None) -> None:
     now = 1_767_225_600.0  # 2026-01-01T00:00:00Z
     assert parse_retry_after(header, now=now) == seconds
+
+
+@pytest.fixture
+def host_time_zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
+    """Sets the host's local time zone (``TZ``) for the test, then restores it."""
+
+    def set_zone(name: str) -> None:
+        monkeypatch.setenv("TZ", name)
+        time.tzset()
+
+    yield set_zone
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.parametrize("zone", ["UTC", "America/New_York", "Asia/Kolkata"])
+def test_an_http_date_is_read_the_same_in_any_host_time_zone(
+    host_time_zone: Callable[[str], None], zone: str
+) -> None:
+    host_time_zone(zone)
+    now = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+    # "-0000" (RFC 5322: UTC, zone unknown) parses to a datetime without a zone.
+    assert parse_retry_after("Thu, 01 Jan 2026 00:01:40 -0000", now=now) == 100.0
+    assert parse_retry_after("Thu, 01 Jan 2026 01:01:40 +0100", now=now) == 100.0
+    assert parse_retry_after("Thu, 01 Jan 2026 00:01:40 GMT", now=now) == 100.0
+
+
+def test_a_retry_after_in_the_past_asks_for_no_wait() -> None:
+    assert parse_retry_after("Wed, 31 Dec 2025 23:00:00 GMT", now=1_767_225_600.0) == 0.0
+
+
+@pytest.mark.parametrize("jitter", [0.0, 0.5, 0.9])
+def test_retry_after_keeps_the_jittered_schedule(jitter: float) -> None:
+    delay = next_delay(3, initial=5, maximum=300, jitter=jitter, retry_after=10)
+    assert delay == pytest.approx(20 * (1 + JITTER_FRACTION * jitter))

@@ -5,7 +5,13 @@ from typing import Any
 
 import pytest
 
-from almhookd.catalogue import BATCH_EVENTS, CATALOGUE, REALTIME_EVENTS, validate_data
+from almhookd.catalogue import (
+    BATCH_EVENTS,
+    CATALOGUE,
+    REALTIME_EVENTS,
+    suggest_event_name,
+    validate_data,
+)
 from tests import samples
 
 
@@ -92,3 +98,38 @@ def test_has_passed_is_required_on_course_and_path_completions_only() -> None:
         assert "hasPassed" in CATALOGUE[name].fields
     for name in ("CERTIFICATION_COMPLETED", "CERTIFICATION_COMPLETED_BATCH"):
         assert "hasPassed" not in CATALOGUE[name].fields
+
+
+@pytest.mark.parametrize("name", sorted(samples.ALL))
+def test_every_missing_field_is_named_in_the_catalogue_order(name: str) -> None:
+    problems = validate_data(name, {}, "events[0].data")
+    assert [(p.path, p.message) for p in problems] == [
+        (f"events[0].data.{key}", "required") for key in CATALOGUE[name].fields
+    ]
+
+
+@pytest.mark.parametrize(
+    ("typed", "suggestion"),
+    [
+        ("course_enrollment", "COURSE_ENROLLMENT"),
+        (" Course Enrollment ", "COURSE_ENROLLMENT"),
+        ("learning-path-completed", "LEARNING_PATH_COMPLETED"),
+        ("COURSE_ENROLMENT", "COURSE_ENROLLMENT"),
+        # Short names: only the separators, read as underscores, make them close enough.
+        ("ci-sta", "CI_STATS"),
+        ("ci sta", "CI_STATS"),
+        # Not close enough to any name for a hint.
+        ("enrollment", None),
+        ("ci_st", None),
+        ("", None),
+    ],
+)
+def test_a_misspelt_event_name_gets_a_hint_only_when_close(
+    typed: str, suggestion: str | None
+) -> None:
+    assert suggest_event_name(typed) == suggestion
+
+
+def test_every_event_type_is_described() -> None:
+    assert all(t.description.strip() for t in CATALOGUE.values())
+    assert CATALOGUE["COURSE_ENROLLMENT"].description == "a learner enrolled in a course"

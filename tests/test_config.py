@@ -9,6 +9,7 @@ from almhookd.config import (
     Config,
     ListenAddress,
     Secret,
+    format_duration,
     load_config,
     parse_config,
     parse_duration,
@@ -116,6 +117,62 @@ def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
+@pytest.mark.parametrize("text", ["", "   "])
+def test_an_empty_duration_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match=r'^empty duration; use a number and a unit, e.g. "5s"$'):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (86_400, "1d"),
+        (7 * 86_400, "7d"),
+        (90_000, "25h"),  # not a whole number of days: the next unit down
+        (3600, "1h"),
+        (5400, "90m"),
+        (60, "1m"),
+        (3660, "61m"),
+        (90, "90s"),
+        (1, "1s"),
+        (61.5, "61500ms"),
+        (0.5, "500ms"),
+        (0.001, "1ms"),
+        (0, "0ms"),
+    ],
+)
+def test_format_duration_uses_the_largest_whole_unit(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
+    assert parse_duration(text) == seconds
+
+
+#: Lets storage.retention go down to its minimum (backoff_max must not exceed it).
+SHORT_BACKOFF = '[delivery]\nbackoff_initial = "1s"\nbackoff_max = "1m"\n'
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "minimum", "prelude"),
+    [
+        ("storage.retention", "1m", "1m", SHORT_BACKOFF),
+        ("notify.reminder_interval", "60s", "1m", ""),
+        ("batch.interval", "1s", "1s", ""),
+        ("delivery.connect_timeout", "1ms", "1ms", ""),
+        ("delivery.secret_rotation_grace", "0s", "0ms", ""),
+    ],
+)
+def test_a_duration_may_be_its_minimum_and_not_less(
+    key: str, value: str, minimum: str, prelude: str
+) -> None:
+    section, name = key.split(".")
+    config = parse_config(f'{prelude}[{section}]\n{name} = "{value}"\n', env={})
+    assert getattr(getattr(config, section), name) == parse_duration(value)
+    if parse_duration(value) > 0:
+        below = f"{parse_duration(value) * 1000 - 1:g}ms"
+        assert f"{key}: must be at least {minimum}, got '{below}'" in _error(
+            f'{prelude}[{section}]\n{name} = "{below}"\n'
+        )
+
+
 # One test per kind of configuration error; each message names the file and the key.
 
 
@@ -152,7 +209,9 @@ def test_bad_duration_is_named() -> None:
 
 
 def test_duration_given_as_a_number_is_named() -> None:
-    assert "storage.retention: expected a duration string" in _error("[storage]\nretention = 7\n")
+    assert 'storage.retention: expected a duration string such as "5s", got an integer' in _error(
+        "[storage]\nretention = 7\n"
+    )
 
 
 @pytest.mark.parametrize("listen", ["8787", "localhost", "127.0.0.1:99999", "[zz]:80", ":80"])

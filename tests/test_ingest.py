@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from typing import Any
 
 import pytest
@@ -156,3 +157,234 @@ def test_nan_and_infinity_are_refused() -> None:
     document = samples.event()
     document["data"]["score"] = float("nan")
     assert ("data", "contains NaN or Infinity, which JSON cannot carry") in _problems(document)
+
+
+EARLIEST_MS = 100_000_000_000  # 1973-03-03: earlier is taken for seconds
+LATEST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+HUGE = "holds an integer outside the 64-bit range"
+
+
+def test_the_event_keeps_its_catalogue_name_and_account() -> None:
+    [event] = _parse({"accountId": 0, "events": [samples.event("CI_STATS")]})
+    assert (event.event_name, event.account_id, event.realtime) == ("CI_STATS", 0, True)
+
+
+def test_generated_event_info_has_the_platform_shape() -> None:
+    [event] = _parse(samples.event(eventId="abc", timestamp=1727414643000))
+    assert re.fullmatch(r"1727414643000-\d{6}-\d{5}-0", json.loads(event.body)["eventInfo"])
+
+
+@pytest.mark.parametrize(
+    "timestamp", [EARLIEST_MS, EARLIEST_MS + 1, NOW_MS, LATEST_MS - 1, LATEST_MS]
+)
+def test_timestamps_within_the_range_are_kept(timestamp: int) -> None:
+    [event] = _parse(samples.event(timestamp=timestamp))
+    assert event.timestamp_ms == timestamp == json.loads(event.body)["timestamp"]
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "message"),
+    [
+        (LATEST_MS + 1, "expected epoch milliseconds before the year 10000"),
+        (2**63, "expected epoch milliseconds before the year 10000"),
+        (EARLIEST_MS - 1, f"{EARLIEST_MS - 1} looks like seconds; expected epoch milliseconds"),
+        (0, "0 looks like seconds; expected epoch milliseconds"),
+        (-1, "expected epoch milliseconds as an integer"),
+        (True, "expected epoch milliseconds as an integer"),
+        (1727414643000.0, "expected epoch milliseconds as an integer"),
+    ],
+)
+def test_timestamps_outside_the_range_are_refused(timestamp: Any, message: str) -> None:
+    assert _problems(samples.event(timestamp=timestamp)) == [("timestamp", message)]
+
+
+@pytest.mark.parametrize("length", [1, 255, 256])
+def test_event_info_up_to_256_characters_is_kept(length: int) -> None:
+    [event] = _parse(samples.event(eventInfo="i" * length))
+    assert json.loads(event.body)["eventInfo"] == "i" * length
+
+
+def test_event_info_longer_than_256_characters_is_refused() -> None:
+    assert _problems(samples.event(eventInfo="i" * 257)) == [
+        ("eventInfo", "expected a string of at most 256 characters")
+    ]
+
+
+def test_values_at_the_limits_raise_no_problem_of_their_own() -> None:
+    """An event the fast path refuses is examined field by field: fields that are fine
+    (at their limits, or absent) must not be reported with the field that is not."""
+    document = samples.event(timestamp=EARLIEST_MS, eventInfo="i" * 256)
+    del document["data"]["loId"]
+    assert _problems(document) == [("data.loId", "required")]
+    document = samples.event(timestamp=LATEST_MS)
+    document["data"]["userId"] = "4279332"
+    assert _problems(document) == [("data.userId", "expected an integer")]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"big": INT64_MAX, "small": INT64_MIN},
+        {"nested": {"list": [INT64_MAX, [INT64_MIN, {"x": 0}]]}},
+        {"floats": [1e300, -1e300]},
+    ],
+)
+def test_64_bit_integers_are_kept(data: dict[str, Any]) -> None:
+    document = samples.event()
+    document["data"].update(data)
+    [event] = _parse(document)
+    assert json.loads(event.body)["data"] == document["data"]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"big": INT64_MAX + 1},
+        {"small": INT64_MIN - 1},
+        {"nested": {"deeper": {"big": 2**70}}},
+        {"list": [1, 2, 2**64]},
+        {"lists": [[0], [[10**30]]]},
+        {"mixed": [{"a": [0, {"b": -(2**100)}]}]},
+    ],
+)
+def test_integers_beyond_64_bits_are_refused_at_any_depth(extra: dict[str, Any]) -> None:
+    document = samples.event()
+    document["data"].update(extra)
+    assert _problems(document) == [("data", HUGE)]
+    assert ("events[1].data", HUGE) in _problems({"events": [samples.event(), document]})
+
+
+def test_a_huge_integer_is_reported_with_the_other_problems_of_its_event() -> None:
+    document = samples.event()
+    del document["data"]["userId"]
+    document["data"]["count"] = 2**64
+    assert _problems({"events": [document]}) == [
+        ("events[0].data.userId", "required"),
+        ("events[0].data", HUGE),
+    ]
+
+
+def test_an_envelope_names_each_problem_with_its_event_index() -> None:
+    nan = samples.event()
+    nan["data"]["score"] = float("inf")
+    surrogate = json.loads('{"eventName": "CI_STATS", "data": {"x": "\\udc00"}}')
+    surrogate["data"].update(samples.ALL["CI_STATS"])
+    assert _problems(
+        {
+            "events": [
+                nan,
+                samples.event(extra=1),
+                {"data": {}},
+                {"eventName": "CI_STATS"},
+                samples.event(eventId="no spaces"),
+                samples.event(timestamp=5),
+                samples.event(eventInfo=["x"]),
+                surrogate,
+                nan,
+                samples.event(timestamp="1727414643000"),
+                samples.event(timestamp=LATEST_MS + 1),
+            ]
+        }
+    ) == [
+        ("events[0].data", "contains NaN or Infinity, which JSON cannot carry"),
+        ("events[1].extra", "unknown key"),
+        ("events[2].eventName", "required"),
+        ("events[3].data", "required"),
+        (
+            "events[4].eventId",
+            "expected 1 to 128 characters: letters, digits and . _ : - (a UUID fits)",
+        ),
+        ("events[5].timestamp", "5 looks like seconds; expected epoch milliseconds"),
+        ("events[6].eventInfo", "expected a string of at most 256 characters"),
+        ("events[7].data", "contains an invalid Unicode escape (a lone surrogate)"),
+        ("events[8].data", "contains NaN or Infinity, which JSON cannot carry"),
+        ("events[9].timestamp", "expected epoch milliseconds as an integer"),
+        ("events[10].timestamp", "expected epoch milliseconds before the year 10000"),
+    ]
+
+
+@pytest.mark.parametrize("name", [["COURSE_ENROLLMENT"], {"a": 1}, None, 3.5])
+def test_an_event_name_that_is_not_a_string_is_refused(name: Any) -> None:
+    message = "required" if name is None else "expected a string"
+    assert _problems({"eventName": name, "data": {}}) == [("eventName", message)]
+
+
+@pytest.mark.parametrize(
+    ("account_id", "kept"), [(0, 0), (1, 1), (INT64_MAX, INT64_MAX), (None, 1010)]
+)
+def test_account_ids_within_64_bits(account_id: int | None, kept: int) -> None:
+    envelope: dict[str, Any] = {"events": [samples.event()]}
+    if account_id is not None:
+        envelope["accountId"] = account_id
+    assert [e.account_id for e in _parse(envelope)] == [kept]
+
+
+@pytest.mark.parametrize("account_id", [2**63, 2**100])
+def test_an_account_id_beyond_64_bits_is_refused(account_id: int) -> None:
+    assert _problems({"accountId": account_id, "events": [samples.event()]}) == [
+        ("accountId", "must fit in 64 bits")
+    ]
+
+
+def test_up_to_10000_events_per_request() -> None:
+    assert len(_parse({"events": [samples.event("CI_STATS")] * 10_000})) == 10_000
+    problems = _problems({"events": [samples.event("CI_STATS")] * 10_001})
+    assert problems == [("events", "at most 10000 events per request")]
+
+
+@pytest.mark.parametrize("name", sorted(samples.ALL))
+def test_every_catalogue_event_is_accepted_with_its_data_unchanged(name: str) -> None:
+    [event] = _parse(samples.event(name))
+    assert event.event_name == name
+    assert json.loads(event.body)["data"] == samples.ALL[name]
+
+
+def test_data_keys_keep_the_order_they_came_in() -> None:
+    data = {"zeta": 1, **samples.ALL["COURSE_ENROLLMENT"], "alpha": {"y": 2, "b": 1}}
+    [event] = _parse({"eventName": "COURSE_ENROLLMENT", "data": data})
+    pairs = json.loads(event.body, object_pairs_hook=list)
+    assert dict(pairs)["data"][0] == ("zeta", 1)
+    assert [key for key, _ in dict(pairs)["data"]] == list(data)
+    assert dict(dict(pairs)["data"])["alpha"] == [("y", 2), ("b", 1)]
+
+
+@pytest.mark.parametrize(
+    ("name", "key", "value"),
+    [
+        ("LEARNER_PROGRESS", "progressPercent", 0),
+        ("LEARNER_PROGRESS", "progressPercent", 100),
+        ("LEARNER_PROGRESS", "progressPercent", 55.5),
+        ("COURSE_COMPLETED", "hasPassed", False),
+        ("COURSE_ENROLLMENT", "loType", "jobAid"),
+    ],
+)
+def test_valid_field_values_are_accepted(name: str, key: str, value: Any) -> None:
+    document = samples.event(name)
+    document["data"][key] = value
+    [event] = _parse(document)
+    assert json.loads(event.body)["data"][key] == value
+
+
+@pytest.mark.parametrize(
+    ("name", "key", "value", "message"),
+    [
+        ("LEARNER_PROGRESS", "progressPercent", 100.5, "expected a number from 0 to 100"),
+        ("LEARNER_PROGRESS", "progressPercent", -1, "expected a number from 0 to 100"),
+        ("LEARNER_PROGRESS", "progressPercent", "40", "expected a number from 0 to 100"),
+        ("LEARNER_PROGRESS", "progressPercent", True, "expected a number from 0 to 100"),
+        ("COURSE_COMPLETED", "hasPassed", 1, "expected a boolean"),
+        ("COURSE_COMPLETED", "hasPassed", "true", "expected a boolean"),
+        ("COURSE_ENROLLMENT", "loType", 5, "expected a string that is not empty"),
+        ("COURSE_ENROLLMENT", "loType", "learning_program", "expected one of course"),
+        ("COURSE_ENROLLMENT", "loId", 7374992, "expected a string that is not empty"),
+        ("COURSE_ENROLLMENT", "loId", "  ", "expected a string that is not empty"),
+        ("COURSE_ENROLLMENT", "userId", 1.0, "expected an integer"),
+        ("CI_STATS", "seatLimit", True, "expected an integer"),
+    ],
+)
+def test_invalid_field_values_are_refused(name: str, key: str, value: Any, message: str) -> None:
+    document = samples.event(name)
+    document["data"][key] = value
+    [(path, text)] = _problems(document)
+    assert path == f"data.{key}" and text.startswith(message)

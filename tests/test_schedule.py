@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time as host_clock
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, time
 from zoneinfo import ZoneInfo
 
@@ -76,3 +78,43 @@ def test_spring_forward_gap_is_one_hour_after_the_named_time() -> None:
     gap_night = FlushSchedule(at=(time(2, 30),), zone=BERLIN)
     result = next_flush(None, now=ts("2026-03-29 00:00", BERLIN), schedule=gap_night)
     assert result == ts("2026-03-29 03:30", BERLIN)
+
+
+@pytest.fixture
+def host_time_zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
+    """Sets the host's local time zone (``TZ``) for the test, then restores it."""
+
+    def set_zone(name: str) -> None:
+        monkeypatch.setenv("TZ", name)
+        host_clock.tzset()
+
+    yield set_zone
+    monkeypatch.undo()
+    host_clock.tzset()
+
+
+NEW_YORK, TOKYO = ZoneInfo("America/New_York"), ZoneInfo("Asia/Tokyo")
+
+
+@pytest.mark.parametrize("host_zone", ["UTC", "Asia/Tokyo", "America/New_York", "Europe/Berlin"])
+@pytest.mark.parametrize(
+    ("zone", "at", "now", "expected"),
+    [
+        # 22:00 in New York is already the next day in Tokyo and in UTC.
+        (NEW_YORK, time(23, 0), "2026-11-27 22:00", "2026-11-27 23:00"),
+        # 01:00 in Tokyo is still the previous day in New York and in UTC.
+        (TOKYO, time(2, 0), "2026-11-28 01:00", "2026-11-28 02:00"),
+        (TOKYO, time(0, 30), "2026-11-28 01:00", "2026-11-29 00:30"),
+    ],
+)
+def test_flush_times_follow_the_configured_zone_not_the_hosts(
+    host_time_zone: Callable[[str], None],
+    host_zone: str,
+    zone: ZoneInfo,
+    at: time,
+    now: str,
+    expected: str,
+) -> None:
+    host_time_zone(host_zone)
+    schedule = FlushSchedule(at=(at,), zone=zone)
+    assert next_flush(None, now=ts(now, zone), schedule=schedule) == ts(expected, zone)
