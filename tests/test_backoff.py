@@ -1,7 +1,6 @@
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -71,19 +70,6 @@ def test_retry_after_within_the_cap(
 def test_parse_retry_after(header: str | None, seconds: float | None) -> None:
     now = 1_767_225_600.0  # 2026-01-01T00:00:00Z
     assert parse_retry_after(header, now=now) == seconds
-
-
-@pytest.fixture
-def host_time_zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
-    """Sets the host's local time zone (``TZ``) for the test, then restores it."""
-
-    def set_zone(name: str) -> None:
-        monkeypatch.setenv("TZ", name)
-        time.tzset()
-
-    yield set_zone
-    monkeypatch.undo()
-    time.tzset()
 
 
 @pytest.mark.parametrize("zone", ["UTC", "America/New_York", "Asia/Kolkata"])

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
-import time as host_clock
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, time
 from zoneinfo import ZoneInfo
 
@@ -78,19 +77,6 @@ def test_spring_forward_gap_is_one_hour_after_the_named_time() -> None:
     gap_night = FlushSchedule(at=(time(2, 30),), zone=BERLIN)
     result = next_flush(None, now=ts("2026-03-29 00:00", BERLIN), schedule=gap_night)
     assert result == ts("2026-03-29 03:30", BERLIN)
-
-
-@pytest.fixture
-def host_time_zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
-    """Sets the host's local time zone (``TZ``) for the test, then restores it."""
-
-    def set_zone(name: str) -> None:
-        monkeypatch.setenv("TZ", name)
-        host_clock.tzset()
-
-    yield set_zone
-    monkeypatch.undo()
-    host_clock.tzset()
 
 
 NEW_YORK, TOKYO = ZoneInfo("America/New_York"), ZoneInfo("Asia/Tokyo")
