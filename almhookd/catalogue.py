@@ -264,9 +264,6 @@ def validate_data(event_name: str, data: Any, path: str) -> list[Problem]:
 
 _SAMPLE_VALUES: Final[Mapping[str, Any]] = {
     "userId": 4279332,
-    "loId": "course:7374992",
-    "loInstanceId": "course:7374992_10250977",
-    "loType": "course",
     "enrollmentSource": "ADMIN_ENROLL",
     "dateEnrolled": 1727414643,
     "dateCompleted": 1727500000,
@@ -278,7 +275,33 @@ _SAMPLE_VALUES: Final[Mapping[str, Any]] = {
     "seatLimit": 20,
 }
 
+#: ``(loId, loInstanceId)`` of a sample learning object of each type; the platform
+#: prefixes both ids with the object's type.
+_SAMPLE_LEARNING_OBJECTS: Final[Mapping[str, tuple[str, str]]] = {
+    "course": ("course:7374992", "course:7374992_10250977"),
+    "learningProgram": ("learningProgram:112853", "learningProgram:112853_118937"),
+    "certification": ("certification:77412", "certification:77412_81260"),
+}
+
+
+def _sample_lo_type(event_name: str) -> str:
+    """The type of learning object a sample of ``event_name`` is about.
+
+    Learning-path and certification events are about their own kind (a receiver that
+    files a learning-path enrolment under a course would be misled by its test);
+    course events, seat statistics, progress and the generic learning-object events
+    use a course.
+    """
+    if event_name.startswith("LEARNING_PATH_"):
+        return "learningProgram"
+    if event_name.startswith("CERTIFICATION_"):
+        return "certification"
+    return "course"
+
 
 def sample_data(event_name: str) -> dict[str, Any]:
     """A valid ``data`` object for ``event_name``, for test deliveries."""
-    return {key: _SAMPLE_VALUES[key] for key in CATALOGUE[event_name].fields}
+    lo_type = _sample_lo_type(event_name)
+    lo_id, lo_instance_id = _SAMPLE_LEARNING_OBJECTS[lo_type]
+    values = {**_SAMPLE_VALUES, "loId": lo_id, "loInstanceId": lo_instance_id, "loType": lo_type}
+    return {key: values[key] for key in CATALOGUE[event_name].fields}

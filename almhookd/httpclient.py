@@ -25,14 +25,18 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, cast
 
+import httptools
 import yarl
 
 from almhookd.errors import AlmhookdError
 
-#: Bytes of response head (status line and headers) accepted at most.
+#: Bytes of an answer that are not body accepted at most: its head, interim answers
+#: and trailers (and chunk lines, of which each chunk may add ``_CHUNK_LINE``).
 MAX_HEAD: Final = 64 * 1024
-#: Chunk-size lines longer than this are not HTTP.
-_MAX_CHUNK_LINE: Final = 1024
+#: Interim (1xx) answers accepted before the final one.
+MAX_INTERIM: Final = 8
+#: Framing bytes each chunk may add beyond ``MAX_HEAD``: its size line and CRLFs.
+_CHUNK_LINE: Final = 64
 
 Guard = Callable[[str, Sequence[str]], None]
 """Raises when a host's resolved addresses may not be connected to."""
@@ -125,40 +129,25 @@ def request_head(target: Target, headers: Mapping[str, str], body_length: int) -
         raise HttpError("a header holds characters outside ISO-8859-1") from None
 
 
-class _Head:
-    """A parsed status line and header block."""
-
-    __slots__ = ("headers", "keep_alive", "status")
-
-    def __init__(self, raw: bytes) -> None:
-        lines = raw.decode("latin-1").split("\r\n")
-        version, _, rest = lines[0].partition(" ")
-        code = rest[:3]
-        if version not in ("HTTP/1.1", "HTTP/1.0") or len(code) != 3 or not code.isdigit():
-            raise BadResponse(f"the receiver's answer is not HTTP/1.x: {lines[0][:80]!r}")
-        self.status = int(code)
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, colon, value = line.partition(":")
-            if not colon or not name or name != name.strip():
-                raise BadResponse(f"the receiver sent a malformed header line: {line[:80]!r}")
-            name = name.lower()
-            value = value.strip()
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        self.headers = headers
-        connection = headers.get("connection", "").lower()
-        self.keep_alive = (
-            "close" not in connection if version == "HTTP/1.1" else "keep-alive" in connection
-        )
+class _Parsed(Exception):
+    """Stops the parser from inside a callback: the answer is settled, or it failed."""
 
 
 class _Connection(asyncio.Protocol):
-    """One keep-alive connection; ``exchange()`` sends a request and parses the answer."""
+    """One keep-alive connection; ``exchange()`` sends a request and reads the answer.
+
+    ``httptools`` (llhttp, Node.js's parser) frames the answer; this class bounds what a
+    receiver may make it do: the bytes that are not body (heads, interim answers, chunk
+    lines, trailers), the count of interim answers and the body kept."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._transport: asyncio.Transport | None = None
-        self._buffer = bytearray()
+        self._parser = httptools.HttpResponseParser(self)
+        # A 2xx acknowledges the delivery however odd its headers' values (a control
+        # character in a Content-Type); names, and the values that frame the body
+        # (Content-Length here, Transfer-Encoding in on_headers_complete), stay strict.
+        self._parser.set_dangerous_leniencies(lenient_headers=True)
         self._waiter: asyncio.Future[Response] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.closed = False
@@ -167,14 +156,19 @@ class _Connection(asyncio.Protocol):
 
     def _expect_answer(self, *, max_body: int, read_timeout: float, deadline: float) -> None:
         """The parser's and the timer's state for the next answer."""
-        self._head: _Head | None = None
+        self._status = 0
+        self._status_line_seen = False
+        self._headers: dict[str, str] = {}
+        self._headers_done = False  #: the final (non-1xx) answer's head is complete
+        self._framing = False  #: Content-Length or Transfer-Encoding frames the body
+        self._interim = 0
+        self._received = 0  #: bytes of this answer fed to the parser
         self._body = bytearray()
+        self._body_seen = 0  #: body bytes the parser reported, kept or not
+        self._chunks = 0
+        self._first_bytes = b""  #: the answer's start, to name what a non-HTTP peer sent
+        self._settled = False
         self._max_body = max_body
-        self._remaining = -1  #: Content-Length bytes still due; -1 when not length-framed
-        self._chunked = False
-        self._chunk_left = 0  #: bytes of the current chunk still due (data and CRLF)
-        self._trailers = False
-        self._answered = False  #: any byte of the current answer has arrived
         self._read_timeout = read_timeout
         self._deadline = deadline
         self._last_read = self._loop.time()
@@ -183,7 +177,7 @@ class _Connection(asyncio.Protocol):
     @property
     def _close_delimited(self) -> bool:
         """The answer's body runs until the receiver closes the connection."""
-        return self._head is not None and self._remaining < 0 and not self._chunked
+        return self._headers_done and not self._framing and not self._settled
 
     # --- asyncio.Protocol ----------------------------------------------------------
 
@@ -195,13 +189,32 @@ class _Connection(asyncio.Protocol):
         if self._waiter is None or self._waiter.done():  # bytes nobody asked for
             self.abort()
             return
-        self._answered = True
         self._last_read = self._loop.time()
-        self._buffer += data
+        if not self._received:
+            self._first_bytes = data[:80]
+        self._received += len(data)
         try:
-            self._parse()
-        except BadResponse as error:
-            self._fail(error)
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(BadResponse("bad response: the receiver switched protocols"))
+            return
+        except httptools.HttpParserError as error:
+            cause = error.__context__
+            if isinstance(cause, _Parsed):
+                return  # a callback settled the answer and stopped the parser
+            if isinstance(cause, BadResponse):
+                self._fail(cause)
+                return
+            if self._settled:  # junk after a whole answer: it is kept, not the connection
+                self.abort()
+                return
+            self._fail(BadResponse(self._describe(error)))
+            return
+        # Whatever is not body is framing: heads, interim answers, chunk lines, trailers.
+        if self._received - self._body_seen > MAX_HEAD + _CHUNK_LINE * self._chunks:
+            self._fail(
+                BadResponse(f"bad response: more than {MAX_HEAD} bytes of headers and framing")
+            )
 
     def eof_received(self) -> bool | None:
         if self._waiter is not None and self._close_delimited:  # the body ends here
@@ -213,13 +226,66 @@ class _Connection(asyncio.Protocol):
         self.reusable = False
         if self._waiter is None:
             return
-        if not self._answered:
+        if not self._received:
             self._fail(Disconnected())
         elif self._close_delimited:
             self._finish(reusable=False)
         else:
             reason = f": {exc}" if exc is not None else ""
-            self._fail(BadResponse(f"the receiver closed the connection mid-answer{reason}"))
+            self._fail(BadResponse(f"bad response: the connection closed mid-answer{reason}"))
+
+    # --- httptools callbacks ---------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._settled:  # bytes past the whole answer: the connection is not reused
+            self.reusable = False
+            raise _Parsed
+
+    def on_status(self, _reason: bytes) -> None:
+        self._status_line_seen = True
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        self._headers[key] = f"{self._headers[key]}, {text}" if key in self._headers else text
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:  # an interim answer (100 Continue, 103 Early Hints)
+            self._interim += 1
+            if self._interim > MAX_INTERIM:
+                raise BadResponse(f"bad response: more than {MAX_INTERIM} interim answers")
+            self._headers = {}
+            return
+        encoding = self._headers.get("transfer-encoding")
+        if encoding is not None:
+            if self._parser.get_http_version() != "1.1":
+                # RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding is faulty.
+                raise BadResponse("bad response: Transfer-Encoding in an HTTP/1.0 answer")
+            if not encoding.isprintable() or not encoding.isascii():
+                raise BadResponse(f"bad response: invalid Transfer-Encoding {encoding[:40]!r}")
+        self._status = status
+        self._headers_done = True
+        self._framing = (
+            status in (204, 304)
+            or "transfer-encoding" in self._headers
+            or "content-length" in self._headers
+        )
+
+    def on_chunk_header(self) -> None:
+        self._chunks += 1
+
+    def on_body(self, body: bytes) -> None:
+        self._body_seen += len(body)
+        room = self._max_body - len(self._body)
+        self._body += body[:room]
+        if len(body) >= room:
+            self._finish(reusable=False)  # the rest is dropped with the connection
+            raise _Parsed
+
+    def on_message_complete(self) -> None:
+        if self._status:  # the final answer, not an interim one
+            self._finish(reusable=self._parser.should_keep_alive())
 
     # --- the exchange ------------------------------------------------------------------
 
@@ -258,98 +324,24 @@ class _Connection(asyncio.Protocol):
         else:
             self._timer = self._loop.call_at(limit, self._check_timeout)
 
-    def _parse(self) -> None:
-        if self._head is None and not self._parse_head():
-            return
-        if self._chunked:
-            self._parse_chunks()
-        elif self._remaining >= 0:
-            take = min(self._remaining, len(self._buffer))
-            self._append(self._buffer[:take])
-            del self._buffer[:take]
-            self._remaining -= take
-            if self._remaining == 0:
-                self._finish(reusable=self._head is not None and self._head.keep_alive)
-        else:
-            self._append(self._buffer)
-            self._buffer.clear()
-
-    def _parse_head(self) -> bool:
-        while True:
-            end = self._buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(self._buffer) > MAX_HEAD:
-                    raise BadResponse(f"the receiver's headers exceed {MAX_HEAD} bytes")
-                return False
-            head = _Head(bytes(self._buffer[:end]))
-            del self._buffer[: end + 4]
-            if 100 <= head.status < 200:
-                continue  # an interim answer (100 Continue, 103 Early Hints)
-            self._head = head
-            break
-        encoding = head.headers.get("transfer-encoding", "").lower()
-        length = head.headers.get("content-length")
-        if head.status in (204, 304):
-            self._remaining = 0
-        elif encoding:
-            self._chunked = encoding.rsplit(",", 1)[-1].strip() == "chunked"
-        elif length is not None:
-            if not length.isdigit():
-                raise BadResponse(f"the receiver sent an invalid Content-Length: {length[:40]!r}")
-            self._remaining = int(length)
-        if self._remaining == 0:
-            self._finish(reusable=head.keep_alive)
-            return False
-        return True
-
-    def _parse_chunks(self) -> None:
-        buffer = self._buffer
-        while self._waiter is not None and not self._waiter.done():
-            if self._trailers:
-                end = buffer.find(b"\r\n")
-                if end < 0:
-                    return
-                del buffer[: end + 2]
-                if end == 0:  # the empty line after the trailers
-                    self._finish(reusable=self._head is not None and self._head.keep_alive)
-                continue
-            if self._chunk_left == 0:
-                end = buffer.find(b"\r\n")
-                if end < 0:
-                    if len(buffer) > _MAX_CHUNK_LINE:
-                        raise BadResponse("the receiver sent an invalid chunk size")
-                    return
-                size_text = bytes(buffer[:end]).split(b";", 1)[0].strip()
-                del buffer[: end + 2]
-                try:
-                    size = int(size_text, 16)
-                except ValueError:
-                    raise BadResponse("the receiver sent an invalid chunk size") from None
-                if size == 0:
-                    self._trailers = True
-                    continue
-                self._chunk_left = size + 2
-            take = min(self._chunk_left, len(buffer))
-            if take == 0:
-                return
-            data_part = min(take, max(self._chunk_left - 2, 0))
-            self._append(buffer[:data_part])
-            del buffer[:take]
-            self._chunk_left -= take
-
-    def _append(self, data: bytes | bytearray) -> None:
-        self._body += data
-        if len(self._body) >= self._max_body:
-            del self._body[self._max_body :]
-            self._finish(reusable=False)  # the rest is dropped with the connection
+    def _describe(self, error: httptools.HttpParserError) -> str:
+        reason = str(error) or type(error).__name__
+        if self._status_line_seen:
+            return f"bad response: {reason}"
+        # The status line itself: show it, so a peer that is not HTTP is recognised.
+        if reason.startswith("Expected HTTP/"):
+            reason = "not HTTP/1.x"
+        first_line = self._first_bytes.split(b"\r\n", 1)[0].decode("latin-1")
+        return f"bad response: {reason}: {first_line!r}"
 
     def _finish(self, *, reusable: bool) -> None:
-        waiter, head = self._waiter, self._head
-        if waiter is None or head is None or waiter.done():
+        waiter = self._waiter
+        if waiter is None or not self._headers_done or waiter.done():
             return
-        self.reusable = reusable and not self._buffer and not self.closed
+        self._settled = True
+        self.reusable = reusable and not self.closed
         waiter.set_result(
-            Response(status=head.status, headers=head.headers, body=bytes(self._body))
+            Response(status=self._status, headers=self._headers, body=bytes(self._body))
         )
 
     def _fail(self, error: BaseException) -> None:

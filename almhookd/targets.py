@@ -7,6 +7,24 @@ turned against the admin port or the internal network.
 it for chosen networks. The rule applies to every address a name resolves to, at
 creation and again at every connection, so a name that later resolves elsewhere (DNS
 rebinding) is caught.
+
+IPv6 addresses that carry an IPv4 address are judged by the address they carry, since
+that is where their packets end up: IPv4-mapped (``::ffff:a.b.c.d``), 6to4
+(``2002::/16``), NAT64 (the well-known ``64:ff9b::/96`` and the local-use
+``64:ff9b:1::/48``, both read as the /96 layout of RFC 6052, the address in the last
+32 bits) and the deprecated IPv4-compatible form (``::a.b.c.d``). So
+``2002:7f00:1::`` (6to4 of 127.0.0.1) is refused as loopback, and ``64:ff9b::808:808``
+(what DNS64 answers for 8.8.8.8 on an IPv6-only host) is allowed. Teredo
+(``2001::/32``) is refused whatever it carries: it tunnels through third-party relays
+to an obfuscated client address.
+
+An ``allowed_networks`` entry covers the addresses written inside it, and nothing
+else: an IPv6 entry covers the IPv6 forms inside it (``"64:ff9b::a14:0/112"`` allows
+NAT64 of 10.20.0.0/16, ``"2001::/32"`` allows Teredo), an IPv4 entry covers IPv4
+addresses and their IPv4-mapped forms (the same destination on a dual-stack socket),
+but not the 6to4, NAT64, Teredo or IPv4-compatible forms of them: those reach the
+IPv4 host through a relay or a translator, a path the admin did not name by listing
+the IPv4 network.
 """
 
 from __future__ import annotations
@@ -44,14 +62,37 @@ class TargetPolicy:
         )
 
 
-def refusal(address: IPAddress, policy: TargetPolicy) -> str | None:
-    """Why ``address`` may not be a target, or ``None`` when it may."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    if policy.allow_private or any(
-        address in net for net in policy.allowed_networks if net.version == address.version
-    ):
-        return None
+# The IPv6 forms that carry an IPv4 address, named as a refusal puts them.
+_MAPPED: Final = "an IPv4-mapped"
+_SIXTOFOUR: Final = "a 6to4"
+_TEREDO: Final = "a Teredo"
+_NAT64_FORM: Final = "a NAT64"
+_COMPATIBLE: Final = "an IPv4-compatible"
+#: NAT64 prefixes whose last 32 bits are the IPv4 address (RFC 6052, RFC 8215).
+_NAT64: Final = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+#: Deprecated IPv4-compatible addresses (RFC 4291 2.5.5.1), but for ``::`` and ``::1``.
+_IPV4_COMPATIBLE: Final = ipaddress.ip_network("::/96")
+
+
+def _carried_ipv4(address: ipaddress.IPv6Address) -> tuple[str, ipaddress.IPv4Address] | None:
+    """``(form, IPv4 address)`` when ``address`` is one of the forms that carry one."""
+    if address.ipv4_mapped is not None:
+        return _MAPPED, address.ipv4_mapped
+    if address.sixtofour is not None:
+        return _SIXTOFOUR, address.sixtofour
+    if address.teredo is not None:
+        _server, client = address.teredo
+        return _TEREDO, client
+    last_32_bits = ipaddress.IPv4Address(int(address) & 0xFFFF_FFFF)
+    if any(address in prefix for prefix in _NAT64):
+        return _NAT64_FORM, last_32_bits
+    if address in _IPV4_COMPATIBLE and int(address) > 1:  # :: and ::1 are IPv6's own
+        return _COMPATIBLE, last_32_bits
+    return None
+
+
+def _kind(address: IPAddress) -> str | None:
+    """The kind of address that may not be a target, or ``None`` for a global one."""
     for kind, hit in (
         ("loopback", address.is_loopback),
         ("link-local", address.is_link_local),
@@ -66,8 +107,33 @@ def refusal(address: IPAddress, policy: TargetPolicy) -> str | None:
         ("non-global", not address.is_global),
     ):
         if hit:
-            return f"{address} is a {kind} address"
+            return kind
     return None
+
+
+def _in_allowed_networks(address: IPAddress, policy: TargetPolicy) -> bool:
+    return any(address in net for net in policy.allowed_networks if net.version == address.version)
+
+
+def refusal(address: IPAddress, policy: TargetPolicy) -> str | None:
+    """Why ``address`` may not be a target, or ``None`` when it may."""
+    if policy.allow_private or _in_allowed_networks(address, policy):
+        return None
+    carried = _carried_ipv4(address) if isinstance(address, ipaddress.IPv6Address) else None
+    if carried is None:
+        kind = _kind(address)
+        return None if kind is None else f"{address} is a {kind} address"
+    form, ipv4 = carried
+    if form == _TEREDO:
+        return f"{address} is {form} address of {ipv4}, tunnelled through third-party relays"
+    if form == _MAPPED and _in_allowed_networks(ipv4, policy):
+        return None
+    kind = _kind(ipv4)
+    if kind is None:
+        return None
+    # Python before 3.13 writes ::ffff:127.0.0.1 as ::ffff:7f00:1.
+    shown = f"::ffff:{ipv4}" if form == _MAPPED else address
+    return f"{shown} is {form} address of {ipv4}, a {kind} address"
 
 
 @functools.lru_cache(maxsize=256)
@@ -120,8 +186,8 @@ async def resolve(host: str, port: int) -> list[tuple[int, str]]:
 async def check_target(url: str, policy: TargetPolicy) -> None:
     """Creation-time check: the URL's form and every address its host resolves to."""
     host, port, literal = check_url(url)
-    if literal is not None:
-        check_addresses(host, [str(literal)], policy)
+    if literal is not None:  # named as written, once: "::ffff:127.0.0.1", not its str()
+        check_addresses(host, [host], policy)
         return
     try:
         addresses = await resolve(host, port)

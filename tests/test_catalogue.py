@@ -9,6 +9,7 @@ from almhookd.catalogue import (
     BATCH_EVENTS,
     CATALOGUE,
     REALTIME_EVENTS,
+    sample_data,
     suggest_event_name,
     validate_data,
 )
@@ -133,3 +134,40 @@ def test_a_misspelt_event_name_gets_a_hint_only_when_close(
 def test_every_event_type_is_described() -> None:
     assert all(t.description.strip() for t in CATALOGUE.values())
     assert CATALOGUE["COURSE_ENROLLMENT"].description == "a learner enrolled in a course"
+
+
+def expected_lo_type(event_name: str) -> str:
+    """The learning-object type an event is about, read from its name as SPEC.md puts
+    it: learning paths are ``learningProgram`` objects, certifications
+    ``certification``; the rest (course events, seat statistics, progress, the generic
+    learning-object events) are written for a course."""
+    if event_name.startswith("LEARNING_PATH_"):
+        return "learningProgram"
+    if event_name.startswith("CERTIFICATION_"):
+        return "certification"
+    return "course"
+
+
+@pytest.mark.parametrize("name", sorted(samples.ALL))
+def test_the_sample_data_of_every_event_is_valid(name: str) -> None:
+    assert validate_data(name, sample_data(name), "data") == []
+    assert list(sample_data(name)) == list(CATALOGUE[name].fields)
+
+
+@pytest.mark.parametrize("name", sorted(samples.ALL))
+def test_the_sample_data_is_about_a_learning_object_of_the_events_kind(name: str) -> None:
+    data = sample_data(name)
+    kind = expected_lo_type(name)
+    assert data.get("loType", kind) == kind
+    ids = {key: data[key] for key in ("loId", "loInstanceId") if key in data}
+    assert ids, "every event names a learning object or an instance of one"
+    for key, value in ids.items():
+        assert value.startswith(f"{kind}:"), (key, value)
+    if "loId" in ids and "loInstanceId" in ids:  # an instance of that very object
+        assert ids["loInstanceId"].startswith(f"{ids['loId']}_")
+
+
+def test_learning_path_and_certification_samples_are_not_a_courses() -> None:
+    assert sample_data("LEARNING_PATH_ENROLLMENT")["loType"] == "learningProgram"
+    assert sample_data("CERTIFICATION_UNENROLLMENT_BATCH")["loId"].startswith("certification:")
+    assert sample_data("COURSE_COMPLETED")["loId"].startswith("course:")

@@ -302,22 +302,177 @@ async def test_a_fresh_connection_closed_without_an_answer_is_not_retried(
     await server.stop()
 
 
+#: Answers RFC 9112 calls faulty, and what the client says of each: every one is a
+#: failed attempt and its connection is closed, never reused.
+BROKEN_ANSWERS = [
+    pytest.param(
+        b"\x00\xffSMTP ready\r\n\r\n", r"not HTTP/1\.x: '\\x00\xffSMTP ready'", id="garbage"
+    ),
+    pytest.param(b"<html>HTTP/0.9 has no head</html>", r"not HTTP/1\.x: '<html>", id="HTTP/0.9"),
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+        "Invalid character in Content-Length",
+        id="Content-Length not a number",
+    ),
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\nok",  # str.isdigit("²") is true
+        "Invalid character in Content-Length",
+        id="Content-Length superscript two",
+    ),
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+        "Duplicate Content-Length",
+        id="two Content-Lengths",
+    ),
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"2\r\nok\r\n0\r\n\r\n",
+        "Transfer-Encoding can't be present with Content-Length",
+        id="Transfer-Encoding and Content-Length",
+    ),
+    pytest.param(
+        b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        "Transfer-Encoding in an HTTP/1.0 answer",
+        id="Transfer-Encoding in HTTP/1.0",
+    ),
+    *(
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%s\r\nok\r\n0\r\n\r\n" % size,
+            "Invalid character in chunk size",
+            id=f"chunk size {size.decode()}",
+        )
+        for size in (b"0x2", b"0_2", b"-3", b"zz")
+    ),
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nokXX0\r\n\r\n",
+        "Expected LF after chunk data",
+        id="no CRLF after chunk data",
+    ),
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\x01\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        r"invalid Transfer-Encoding 'chunked\\x01'",
+        id="Transfer-Encoding with a control character",
+    ),
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\x01\r\n\r\nok",
+        "Invalid character in Content-Length",
+        id="Content-Length with a control character",
+    ),
+    pytest.param(
+        b"HTTP/1.1 2000 OK\r\nContent-Length: 2\r\n\r\nok", "Invalid response status", id="2000"
+    ),
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nbroken header\r\n\r\n", "Invalid header token", id="not a token"
+    ),
+    pytest.param(b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok", "Missing expected CR", id="bare LF"),
+    pytest.param(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n",
+        "the receiver switched protocols",
+        id="101 unasked",
+    ),
+    pytest.param(
+        b"HTTP/1.1 100 Continue\r\n\r\n" * 9 + OK,
+        "more than 8 interim answers",
+        id="too many interim answers",
+    ),
+]
+
+
+async def test_odd_header_values_do_not_spoil_an_acknowledgement(client: HttpClient) -> None:
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: \x01bogus/\xff\r\nContent-Length: 2\r\n\r\nok"
+    server = await serve(answering(answer))
+    response = await client.post(
+        server.url(), headers={}, body=b"{}", connect_timeout=5, read_timeout=5, max_body=10
+    )
+    assert (response.status, response.body) == (200, b"ok")
+    assert response.headers["content-type"] == "\x01bogus/\xff"
+    await server.stop()
+
+
+@pytest.mark.parametrize(("answer", "error"), BROKEN_ANSWERS)
+async def test_a_broken_answer_names_what_is_wrong_and_its_connection_is_dropped(
+    client: HttpClient, answer: bytes, error: str
+) -> None:
+    server = await serve(answering(answer, OK))
+    with pytest.raises(BadResponse, match="^bad response: .*" + error):
+        await post(client, server.url())
+    assert await post(client, server.url()) == (200, b"ok")
+    assert client.connections_made == 2
+    await server.stop()
+
+
 @pytest.mark.parametrize(
     ("answer", "error"),
     [
-        (b"\x00\xffSMTP ready\r\n\r\n", "not HTTP/1.x"),
-        (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", "invalid Content-Length"),
-        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "invalid chunk size"),
-        (b"HTTP/1.1 200 OK\r\nbroken header\r\n\r\n", "malformed header"),
-        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", "closed the connection mid-answer"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nContent-", "closed mid-answer", id="mid-head"),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", "closed mid-answer", id="mid-body"
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+            "closed mid-answer",
+            id="mid-chunk",
+        ),
     ],
 )
-async def test_a_broken_answer_names_what_is_wrong(
+async def test_a_receiver_closing_mid_answer_is_a_bad_response(
     client: HttpClient, answer: bytes, error: str
 ) -> None:
     server = await serve(answering(answer, keep_open=False))
     with pytest.raises(BadResponse, match=error):
         await post(client, server.url())
+    await server.stop()
+
+
+def endless(start: bytes, repeated: bytes) -> Answer:
+    """Writes ``start``, then ``repeated`` until the client hangs up (64 MiB at most)."""
+
+    async def answer(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _n: int) -> bool:
+        writer.write(start)
+        for _ in range((64 << 20) // len(repeated)):
+            writer.write(repeated)
+            await writer.drain()
+        return False
+
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        pytest.param(
+            endless(b"", b"HTTP/1.1 100 Continue\r\n\r\n"),
+            "more than 8 interim answers",
+            id="endless interim answers",
+        ),
+        pytest.param(
+            endless(b"HTTP/1.1 200 OK\r\n", b"X-More: %s\r\n" % (b"h" * 100)),
+            "more than 65536 bytes of headers",
+            id="endless headers",
+        ),
+        pytest.param(
+            endless(b"HTTP/1.1 200 OK\r\nX-Long: ", b"v" * 1000),
+            "more than 65536 bytes of headers",
+            id="endless header value",
+        ),
+        pytest.param(
+            endless(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n",
+                b"X-Trailer: %s\r\n" % (b"t" * 100),
+            ),
+            "more than 65536 bytes of headers",
+            id="endless trailers",
+        ),
+    ],
+)
+async def test_an_endless_head_is_cut_at_its_bound_long_before_the_deadline(
+    client: HttpClient, answer: Answer, error: str
+) -> None:
+    """Each would keep the client reading until the deadline: it is a bad response after
+    64 KiB (or 8 interim answers), not a timeout."""
+    server = await serve(answer)
+    with pytest.raises(BadResponse, match=error):
+        await post(client, server.url(), read_timeout=60.0)
     await server.stop()
 
 
@@ -335,8 +490,9 @@ async def test_a_silent_receiver_times_out_after_the_read_timeout(client: HttpCl
 
 async def test_a_dripping_receiver_times_out_at_connect_plus_read(client: HttpClient) -> None:
     async def drip(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _n: int) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Drip: ")
         for _ in range(1500):  # each byte well within the read timeout, for 30 s at least
-            writer.write(b"HTTP/1.1 200 OK\r\n"[:1])
+            writer.write(b"a")  # a header that never ends
             await writer.drain()
             await asyncio.sleep(0.02)
         return False

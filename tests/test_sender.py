@@ -372,17 +372,17 @@ RECEIVER_FAILURES = [
     pytest.param(None, "cannot connect: Connection refused", id="connection refused"),
     pytest.param(
         writing(b"SSH-2.0-OpenSSH_9.6\r\n\r\n"),
-        r"the receiver's answer is not HTTP/1\.x: 'SSH-2\.0-OpenSSH_9\.6'",
+        r"bad response: not HTTP/1\.x: 'SSH-2\.0-OpenSSH_9\.6'",
         id="not HTTP",
     ),
     pytest.param(
         writing(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"),
-        "the receiver closed the connection mid-answer.*",
+        "bad response: the connection closed mid-answer.*",
         id="cut short",
     ),
     pytest.param(
         writing(b"HTTP/1.1 200 OK\r\nbroken header\r\n\r\n"),
-        "the receiver sent a malformed header line: 'broken header'",
+        "bad response: Invalid header token",
         id="malformed header",
     ),
 ]
