@@ -292,7 +292,8 @@ async def replay(request: web.Request) -> web.Response:
             )
     else:
         since = body["since"]
-        if isinstance(since, bool) or not isinstance(since, int) or since < 0:
+        # SQLite holds 64-bit integers: a larger one must not reach it (a 500 before).
+        if isinstance(since, bool) or not isinstance(since, int) or not 0 <= since < 2**63:
             problems.append(Problem(path="since", message="expected epoch milliseconds"))
     if problems:
         raise InvalidInput(problems)

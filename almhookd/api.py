@@ -408,7 +408,8 @@ def epoch_ms(seconds: float | None) -> int | None:
 
 async def healthz(request: web.Request) -> web.Response:
     """200 when the database reads and takes writes; else 503 saying what is wrong,
-    including a storage failure ingest met since (a full disk) until ingest works again."""
+    including a storage failure ingest met since (a full disk) until ingest works again,
+    and a delivery worker that died and is not running again yet."""
     store, state = request.app[STORE], request.app[STATE]
     try:
         await store.check()
@@ -428,6 +429,21 @@ async def healthz(request: web.Request) -> web.Response:
                 "code": fault.code,
                 "error": fault.message,
                 "since": fault.since_ms,
+                "version": __version__,
+            },
+            status=503,
+        )
+    dispatcher = request.app.get(DISPATCHER)
+    dead = dispatcher.dead_workers() if dispatcher is not None else []
+    if dead:
+        # Between a worker's death and its restart by the dispatcher: those webhooks
+        # get nothing delivered meanwhile.
+        return web.json_response(
+            {
+                "status": "unavailable",
+                "code": "worker_stopped",
+                "error": "a delivery worker stopped; the dispatcher restarts it",
+                "webhooks": dead,
                 "version": __version__,
             },
             status=503,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import re
 from datetime import UTC
 from typing import Final
 
@@ -28,20 +29,39 @@ def retry_delay(failures: int, *, initial: float, maximum: float, jitter: float 
     return base * (1.0 + JITTER_FRACTION * jitter)
 
 
+#: ``Retry-After`` delta-seconds are 1*DIGIT (RFC 9110 §10.2.3): ASCII digits only.
+#: ``str.isdigit()`` also accepts superscript, Arabic-Indic or fullwidth digits (U+00B2,
+#: U+0663, U+FF11), which ``float()`` then refuses.
+_DELTA_SECONDS: Final = re.compile(r"[0-9]+")
+#: Longer asks are read as this long (the caller caps them at ``backoff_max`` anyway), so
+#: a number of thousands of digits gives a finite delay, never ``inf``.
+MAX_RETRY_AFTER: Final = 365 * 86_400.0
+#: Surrounding whitespace an HTTP field value may carry (OWS: space and tab).
+_OWS: Final = " \t"
+
+
 def parse_retry_after(value: str | None, *, now: float) -> float | None:
-    """Seconds a ``Retry-After`` header asks for (delta-seconds or an HTTP date)."""
+    """Seconds a ``Retry-After`` header asks for (delta-seconds or an HTTP date).
+
+    Anything else, a receiver's typo or bytes nobody foresaw, is ``None``: this never
+    raises, whatever the header holds.
+    """
     if not value:
         return None
-    text = value.strip()
-    if text.isdigit():
-        return float(text)
+    text = value.strip(_OWS)
+    if _DELTA_SECONDS.fullmatch(text):
+        return min(float(text), MAX_RETRY_AFTER)  # float(): no int digit limit; inf at worst
+    # An HTTP date is ASCII too: the date parser reads ``int()`` digits of any script
+    # (Arabic-Indic "01 Jan") as a day.
+    if not text.isascii():
+        return None
     try:
         moment = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return max(0.0, moment.timestamp() - now)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, moment.timestamp() - now)
 
 
 def next_delay(

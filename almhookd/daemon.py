@@ -3,6 +3,12 @@
 :func:`serve` takes an injectable ``shutdown_trigger`` (an awaitable that returns when
 it is time to stop), so tests run the whole daemon in-process without signals;
 :func:`run` wires that trigger to SIGTERM/SIGINT and runs the loop under uvloop.
+
+The daemon's one-of-a-kind tasks (maintenance, batch flushes, status, watchdog,
+reloads) run for as long as it does. Should one end, its traceback is logged and the
+daemon shuts down and exits 1, so systemd restarts it at once rather than once its
+watchdog notices, 30 s later, or never. Delivery workers are the dispatcher's: it
+restarts them.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from almhookd.scheduler import BatchScheduler
 from almhookd.sdnotify import SystemdNotifier
 from almhookd.sender import Sender
 from almhookd.store import Store
+from almhookd.worker import crash_fields
 
 log = structlog.get_logger("almhookd.daemon")
 
@@ -46,6 +53,10 @@ ShutdownTrigger = Callable[[], Awaitable[object]]
 
 class StartupError(AlmhookdError):
     """almhookd could not start."""
+
+
+class TaskFailed(AlmhookdError):
+    """A task of the daemon stopped unexpectedly; see the log."""
 
 
 async def serve(
@@ -143,7 +154,9 @@ async def serve(
             systemd=systemd,
         )
         systemd.ready(await parts.status_line())
-        background = [asyncio.create_task(parts.report_status(), name="almhookd-status")]
+        background: list[asyncio.Task[None]] = []
+        if systemd.enabled:
+            background.append(asyncio.create_task(parts.report_status(), name="almhookd-status"))
         if systemd.watchdog_interval:
             background.append(
                 asyncio.create_task(
@@ -154,18 +167,53 @@ async def serve(
             background.append(
                 asyncio.create_task(parts.reloads(reload_trigger), name="almhookd-reload")
             )
+        watched = [
+            task for task in (dispatcher.maintenance_task, scheduler.task) if task is not None
+        ]
+        watched += background
         if on_ready is not None:
             on_ready(bound)
         try:
-            await shutdown_trigger()
+            ended = await _until_stopped(shutdown_trigger, watched)
         finally:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+        if ended is not None:
+            log.error("daemon.task_failed", task=ended.get_name(), **_ending(ended))
         log.info("daemon.stopping")
         systemd.stopping()
         state.draining = True
     log.info("daemon.stopped")
+    if ended is not None:
+        raise TaskFailed(f"the {ended.get_name()} task stopped unexpectedly; see the log")
+
+
+async def _until_stopped(
+    shutdown_trigger: ShutdownTrigger, watched: list[asyncio.Task[None]]
+) -> asyncio.Task[None] | None:
+    """Wait for the shutdown trigger, or for a watched task to end (none ever should);
+    returns the task that ended, if one did."""
+    stop = asyncio.ensure_future(shutdown_trigger())
+    try:
+        await asyncio.wait({stop, *watched}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not stop.done():
+            stop.cancel()
+            await asyncio.gather(stop, return_exceptions=True)
+    ended = next((task for task in watched if task.done()), None)
+    if ended is None:
+        stop.result()  # the trigger's own error, if it raised one
+    return ended
+
+
+def _ending(task: asyncio.Task[None]) -> dict[str, str]:
+    """How a task that should have run for ever ended, for its log line (the traceback
+    without local variables: see :func:`almhookd.worker.crash_fields`)."""
+    if task.cancelled():
+        return {"error": "cancelled"}
+    error = task.exception()
+    return crash_fields(error) if error is not None else {"error": "returned"}
 
 
 #: How often the systemd STATUS line is refreshed.

@@ -2,17 +2,21 @@
 
 It starts and stops workers as webhooks are created, archived, disabled or deleted,
 wakes them when the store commits new events, and once a minute expires what outlived
-the retention (logged and counted, never silently gone) and prunes old rows.
+the retention (logged and counted, never silently gone), prunes old rows and lets each
+worker remind or disable its failing webhook by the clock, without waiting for traffic.
+
+It supervises the workers: a worker whose loop dies is logged and started again after
+a pause that doubles while it keeps dying, so one receiver never stops the daemon.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Final
 
 import structlog
 
+from almhookd.backoff import retry_delay
 from almhookd.config import Config
 from almhookd.errors import StorageError
 from almhookd.metrics import Metrics
@@ -22,11 +26,17 @@ from almhookd.sender import Sender
 from almhookd.store import Store
 from almhookd.targets import TargetPolicy, check_target
 from almhookd.webhooks import NewWebhook, SigningSecret, Webhook, WebhookChanges
-from almhookd.worker import Worker
+from almhookd.worker import Worker, crash_fields
 
 log = structlog.get_logger("almhookd.dispatcher")
 
 MAINTENANCE_INTERVAL: Final = 60.0
+#: A dead worker is started again after this pause, doubling while it keeps dying soon
+#: after each start, up to WORKER_RESTART_MAX; one that ran that long starts afresh.
+#: The watchdog counts a worker waiting for its restart as supervised, so a crash loop
+#: costs that webhook's deliveries, never the daemon (``/healthz`` says 503 meanwhile).
+WORKER_RESTART_INITIAL: Final = 1.0
+WORKER_RESTART_MAX: Final = 60.0
 
 
 class Dispatcher:
@@ -49,6 +59,10 @@ class Dispatcher:
         self.workers: dict[str, Worker] = {}
         self._maintenance: asyncio.Task[None] | None = None
         self._expiry_lock = asyncio.Lock()
+        #: restarts waiting, by webhook id, and how often each worker died in a row
+        self._restarts: dict[str, asyncio.Task[None]] = {}
+        self._deaths: dict[str, int] = {}
+        self._stopping = False
         #: events expired since start, and webhooks disabled by the daemon
         self.expired_events = 0
         self.disabled_webhooks = 0
@@ -124,6 +138,7 @@ class Dispatcher:
                 config=self._config,
                 expire=self.expire,
                 on_disabled=self._disabled,
+                on_died=self._died,
                 metrics=self.metrics,
             )
             self.workers[webhook_id] = worker
@@ -136,6 +151,35 @@ class Dispatcher:
         self.metrics.webhooks_disabled.inc()
         self.workers.pop(webhook_id, None)
 
+    def _died(self, worker: Worker, error: BaseException | None) -> None:
+        """A worker's loop ended unasked: log it and start it again after a pause."""
+        webhook_id = worker.webhook.id
+        loop = asyncio.get_running_loop()
+        lived = loop.time() - worker.started_at
+        deaths = 1 if lived >= WORKER_RESTART_MAX else self._deaths.get(webhook_id, 0) + 1
+        self._deaths[webhook_id] = deaths
+        delay = retry_delay(deaths, initial=WORKER_RESTART_INITIAL, maximum=WORKER_RESTART_MAX)
+        fields = crash_fields(error) if error is not None else {"error": "the loop returned"}
+        log.error("worker.died", webhook_id=webhook_id, restart_in_s=delay, **fields)
+        if self._stopping:
+            return
+        self._restarts[webhook_id] = loop.create_task(
+            self._restart(worker, delay), name=f"almhookd-restart-{webhook_id}"
+        )
+
+    async def _restart(self, worker: Worker, delay: float) -> None:
+        webhook_id = worker.webhook.id
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            if self._restarts.get(webhook_id) is asyncio.current_task():
+                del self._restarts[webhook_id]
+        # Archived, deleted, disabled or replaced meanwhile: nothing to restart.
+        if self._stopping or self.workers.get(webhook_id) is not worker or not worker.dead:
+            return
+        worker.restart()
+        log.info("worker.restarted", webhook_id=webhook_id)
+
     def reconfigure(self, config: Config) -> None:
         """New limits, timeouts and retry settings for every worker (a reload)."""
         self._config = config
@@ -143,8 +187,18 @@ class Dispatcher:
             worker.reconfigure(config)
 
     def healthy(self) -> bool:
-        """Every worker's loop is running (none died of an unexpected error)."""
-        return all(worker.running for worker in self.workers.values())
+        """Every worker's loop is running or, dead, due to be restarted (the watchdog's
+        check: a dying receiver's worker must not get the daemon restarted)."""
+        return all(webhook_id in self._restarts for webhook_id in self.dead_workers())
+
+    def dead_workers(self) -> list[str]:
+        """The webhooks whose worker died and is not running again yet (``/healthz``)."""
+        return [webhook_id for webhook_id, worker in self.workers.items() if worker.dead]
+
+    @property
+    def maintenance_task(self) -> asyncio.Task[None] | None:
+        """The maintenance loop, which the daemon watches: should it end, the daemon stops."""
+        return self._maintenance
 
     def wake_all(self) -> None:
         for worker in self.workers.values():
@@ -175,6 +229,17 @@ class Dispatcher:
         removed = await self._store.prune(retained_since_ms=retained_since_ms)
         if removed:
             log.info("store.pruned", rows=removed)
+        # By the clock, not by traffic: a webhook failing for the whole retention is
+        # disabled, and reminders keep coming, even when nothing new arrives.
+        for worker in list(self.workers.values()):
+            try:
+                await worker.maintain()
+            except StorageError:
+                raise
+            except Exception as error:  # one webhook's data never stops the daemon
+                log.error(
+                    "maintenance.worker_failed", webhook_id=worker.webhook.id, **crash_fields(error)
+                )
 
     async def _maintain(self) -> None:
         while True:
@@ -186,10 +251,15 @@ class Dispatcher:
 
     async def stop(self, grace: float) -> None:
         """Stop every worker, letting requests in flight finish within ``grace``."""
+        self._stopping = True
+        restarts = list(self._restarts.values())
+        for task in restarts:
+            task.cancel()
+        await asyncio.gather(*restarts, return_exceptions=True)
         if self._maintenance is not None:
             self._maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._maintenance
+            # A loop that died has already been reported by the daemon, which watches it.
+            await asyncio.gather(self._maintenance, return_exceptions=True)
             self._maintenance = None
         workers, self.workers = list(self.workers.values()), {}
         await asyncio.gather(*(worker.stop(grace) for worker in workers))

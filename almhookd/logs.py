@@ -35,6 +35,13 @@ PRIORITIES: Final = {"critical": 2, "error": 3, "exception": 3, "warning": 4, "i
 
 Renderer = Callable[[Any, str, Any], Any]
 
+#: Tracebacks as structured data, frames without their local variables: a sender's or a
+#: request handler's locals hold tokens, passwords and signing secrets, and structlog's
+#: default (``dict_tracebacks``, rich on a console) prints them.
+_TRACEBACKS_WITHOUT_LOCALS: Final = structlog.processors.ExceptionRenderer(
+    structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+)
+
 
 class JournalPrefix:
     """Wraps a renderer: ``<priority>`` before each line for journald."""
@@ -76,9 +83,13 @@ def configure_logging(
         json_renderer: Renderer = structlog.processors.JSONRenderer()
         if under_journald(stream, environ):
             json_renderer = JournalPrefix(json_renderer)
-        renderer = [structlog.processors.dict_tracebacks, json_renderer]
+        renderer = [_TRACEBACKS_WITHOUT_LOCALS, json_renderer]
     else:
-        renderer = [structlog.dev.ConsoleRenderer(colors=stream.isatty())]
+        renderer = [
+            structlog.dev.ConsoleRenderer(
+                colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback
+            )
+        ]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

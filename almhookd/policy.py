@@ -98,17 +98,35 @@ def after_failure(
     )
     if outcome.status == 410:
         return Decision(schedule=updated, disable_reason="the receiver answered 410 Gone")
-    if now - failing_since >= policy.retention:
-        return Decision(
-            schedule=updated,
-            disable_reason=(
-                f"no successful delivery for {_days(policy.retention)}: "
-                f"last error: {updated.last_error}"
-            ),
-        )
-    if reminder_due(updated, now=now, policy=policy):
-        return Decision(schedule=replace(updated, last_reminder_at=now), send_reminder=True)
-    return Decision(schedule=updated)
+    return review(updated, now=now, policy=policy)
+
+
+def review(schedule: Schedule, *, now: float, policy: RetryPolicy) -> Decision:
+    """What a failing webhook is due at ``now``, whether or not an attempt was just made:
+    disabled once it has failed for the whole retention, else a reminder when one is due
+    (``last_reminder_at`` set to ``now``, so whoever asks next is told no).
+
+    After each failed attempt, and from the periodic maintenance pass while the worker
+    waits for its backoff or has nothing left to send (its events expired): the outage
+    is measured by time, not by traffic.
+    """
+    reason = disable_due(schedule, now=now, policy=policy)
+    if reason is not None:
+        return Decision(schedule=schedule, disable_reason=reason)
+    if reminder_due(schedule, now=now, policy=policy):
+        return Decision(schedule=replace(schedule, last_reminder_at=now), send_reminder=True)
+    return Decision(schedule=schedule)
+
+
+def disable_due(schedule: Schedule, *, now: float, policy: RetryPolicy) -> str | None:
+    """Why the webhook is to be disabled at ``now``: failing since a whole retention ago
+    (every event of the outage's start is gone by then), else ``None``."""
+    if schedule.failing_since is None or now - schedule.failing_since < policy.retention:
+        return None
+    reason = f"no successful delivery for {_period(policy.retention)}"
+    if schedule.last_error:
+        reason += f": last error: {schedule.last_error}"
+    return reason
 
 
 def reminder_due(schedule: Schedule, *, now: float, policy: RetryPolicy) -> bool:
@@ -134,8 +152,20 @@ def describe(outcome: Outcome) -> str:
     return "no answer"
 
 
-def _days(seconds: float) -> str:
-    days, hours = seconds / 86_400, seconds / 3600
-    if days >= 1:
-        return "1 day" if days == 1 else f"{days:g} days"
-    return "1 hour" if hours == 1 else f"{hours:g} hours"
+#: The units a period is named in, largest first.
+_UNITS: Final = ((86_400.0, "day"), (3600.0, "hour"), (60.0, "minute"))
+
+
+def _period(seconds: float) -> str:
+    """A period as a person writes it: "7 days", "1 day", "1.5 days", "12 hours",
+    "90 minutes", "1 minute", "45 seconds". The largest unit it is at least one of,
+    unless that needs more than one decimal: 100 minutes are not "1.66667 hours"."""
+    for size, unit in _UNITS:
+        count = seconds / size
+        if count >= 1 and round(count, 1) == count:
+            return _count(count, unit)
+    return _count(seconds, "second")
+
+
+def _count(count: float, unit: str) -> str:
+    return f"1 {unit}" if count == 1 else f"{count:g} {unit}s"

@@ -4,6 +4,10 @@ The times come from the pure :func:`almhookd.schedule.next_flush`; the last flus
 stored with the release itself, so a restart neither skips nor repeats one. Workers
 then send the released events packed up to ``batch.max_events_per_request`` per
 request, under the same retry, retention and crash-safety rules as real-time events.
+
+A storage error is retried; anything else ends the flush task, which the daemon
+watches: it logs the traceback and stops with exit 1, so systemd restarts it at once
+rather than run on with batch events held for ever.
 """
 
 from __future__ import annotations
@@ -104,9 +108,14 @@ class BatchScheduler:
                 log.error("batch.flush_failed", error=error.message)
                 await asyncio.sleep(FLUSH_RETRY_SECONDS)
 
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The flush loop, which the daemon watches: should it end, the daemon stops."""
+        return self._task
+
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # A loop that died has already been reported by the daemon, which watches it.
+            await asyncio.gather(self._task, return_exceptions=True)
             self._task = None

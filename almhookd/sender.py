@@ -20,7 +20,7 @@ from almhookd.errors import AlmhookdError
 from almhookd.httpclient import BadResponse, ConnectFailed, Disconnected, HttpClient, HttpError
 from almhookd.policy import Outcome
 from almhookd.protocols import Clock
-from almhookd.signing import signature_header
+from almhookd.signing import InvalidSecret, signature_header
 from almhookd.targets import TargetPolicy, TargetRefused, check_addresses, check_url
 from almhookd.webhooks import Webhook
 
@@ -120,6 +120,8 @@ class Sender:
             )
         except TargetRefused as error:
             return self._failed(error.message, started)
+        except InvalidSecret:
+            return self._failed("the stored signing secret is unusable: rotate it", started)
         except TimeoutError:
             # The whole request must finish within connect + read: a receiver that drips
             # its answer byte by byte cannot hold a worker for longer.

@@ -12,6 +12,11 @@ more. A crash re-sends what was claimed or acknowledged but not yet recorded, ea
 under its own id: duplicates, never a loss. Each record claims only what brings the
 batches recorded as sending back to CLAIMED_BATCHES (acknowledging does not add any), so
 a crash re-sends at most that many per webhook.
+
+Whatever else escapes a turn (a bug, an answer nobody foresaw) is logged with the
+webhook id and counts as a failed attempt: the batch waits for the next retry, nothing
+is lost and the order is kept. Should the loop itself die, the dispatcher restarts it:
+one receiver never stops the daemon.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -38,6 +44,7 @@ from almhookd.policy import (
     after_failure,
     after_success,
     disables_at,
+    review,
 )
 from almhookd.protocols import Clock
 from almhookd.sender import Sender
@@ -60,6 +67,22 @@ CLAIMED_BATCHES: Final = 32
 CLAIMED_BYTES: Final = 4 * MAX_REQUEST_BYTES
 #: Claimed batches left when the acknowledged ones are recorded and more are claimed.
 REFILL_AT: Final = CLAIMED_BATCHES // 2
+#: Characters of an unexpected exception's message kept in its log line.
+ERROR_EXCERPT: Final = 500
+
+
+def crash_fields(error: BaseException) -> dict[str, str]:
+    """The log fields of an exception nobody foresaw: its type, message and traceback.
+
+    The traceback is the standard library's, file and line of each frame only: the
+    configured structlog renderers (``exc_info``) would print every frame's local
+    variables, and a sender's locals hold secrets and signatures.
+    """
+    return {
+        "error_type": f"{type(error).__module__}.{type(error).__qualname__}",
+        "error": str(error)[:ERROR_EXCERPT],
+        "traceback": "".join(traceback.format_exception(error)),
+    }
 
 
 class Worker:
@@ -74,6 +97,7 @@ class Worker:
         config: Config,
         expire: Callable[[], Awaitable[object]],
         on_disabled: Callable[[str], None] | None = None,
+        on_died: Callable[[Worker, BaseException | None], None] | None = None,
         jitter: Callable[[], float] = random.random,
         metrics: Metrics | None = None,
     ) -> None:
@@ -87,6 +111,7 @@ class Worker:
         self.reconfigure(config)
         self._expire = expire
         self._on_disabled = on_disabled
+        self._on_died = on_died
         self._jitter = jitter
         self._metrics = metrics or Metrics()
         self._delivered = self._metrics.deliveries.labels(webhook.id, "delivered")
@@ -107,12 +132,33 @@ class Worker:
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
+        #: held through each turn and each maintenance look, so the decision to remind
+        #: or disable has one owner at a time and a reminder never goes out twice
+        self._turn = asyncio.Lock()
         self.disabled = False
+        #: loop time of the last start, for the dispatcher's restart back-off
+        self.started_at = 0.0
 
     # --- control -----------------------------------------------------------------------
 
     def start(self) -> None:
+        self.started_at = asyncio.get_running_loop().time()
         self._task = asyncio.create_task(self._run(), name=f"almhookd-worker-{self.webhook.id}")
+        self._task.add_done_callback(self._ended)
+
+    def restart(self) -> None:
+        """Start the loop again after it died; what it held is read back from the store."""
+        self._forget_claims()
+        self.start()
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        # Retrieving the exception also keeps asyncio from logging it with the frames'
+        # locals ("Task exception was never retrieved").
+        error = None if task.cancelled() else task.exception()
+        if self._stopping or self.disabled:
+            return
+        if self._on_died is not None:
+            self._on_died(self, error)
 
     def _attempts_counter(self, status: int | None) -> Any:
         """The attempts counter of this webhook and status class (children cached)."""
@@ -134,6 +180,16 @@ class Worker:
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
+    @property
+    def dead(self) -> bool:
+        """Started, and its loop ended though nobody stopped or disabled it."""
+        return (
+            self._task is not None
+            and self._task.done()
+            and not self._stopping
+            and not self.disabled
+        )
+
     def wake(self) -> None:
         self._wakes += 1
         self._wake.set()
@@ -153,10 +209,10 @@ class Worker:
             await asyncio.wait({task}, timeout=grace)
             if not task.done():
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await asyncio.gather(task, return_exceptions=True)  # its end is logged
         with contextlib.suppress(StorageError):
-            await self._record()
+            async with self._turn:
+                await self._record()
 
     # --- the loop ----------------------------------------------------------------------
 
@@ -164,7 +220,7 @@ class Worker:
         while not self._stopping and not self.disabled:
             self._wake.clear()
             try:
-                delay = await self.step()
+                delay = await self._supervised_step()
             except StorageError as error:
                 log.error("delivery.storage_error", webhook_id=self.webhook.id, error=error.message)
                 delay = STORAGE_RETRY_SECONDS
@@ -178,9 +234,23 @@ class Worker:
             else:
                 await asyncio.sleep(0)  # let ingest and other workers run between requests
 
+    async def _supervised_step(self) -> float | None:
+        """A turn; whatever it raises but a storage error is a failed attempt."""
+        try:
+            return await self.step()
+        except StorageError:
+            raise
+        except Exception as error:  # one receiver's answer, or a bug, never stops the daemon
+            log.error("worker.step_failed", webhook_id=self.webhook.id, **crash_fields(error))
+            return await self._step_failed(error)
+
     async def step(self) -> float | None:
         """Send one request if one is due. Returns seconds until the next is due
         (0: at once), or ``None`` when nothing is pending until the worker is woken."""
+        async with self._turn:
+            return await self._step()
+
+    async def _step(self) -> float | None:
         webhook = self.webhook
         now = self._clock()
         due = self.schedule.next_attempt_at
@@ -237,19 +307,70 @@ class Worker:
             if decision.schedule.next_attempt_at
             else None,
         )
-        if decision.send_reminder:
-            await self._remind()
-        if decision.disable_reason is not None:
-            self.disabled = True
-            self.webhook = replace(
-                self.webhook, status="disabled", disabled_reason=decision.disable_reason
+        return await self._decided(decision.send_reminder, decision.disable_reason, now)
+
+    async def _step_failed(self, error: Exception) -> float | None:
+        """A turn raised: count it as a failed attempt, with the normal backoff.
+
+        No attempt is logged (nothing may have been sent); the batches held are read back
+        from the store at the next turn, so the one being sent goes out again, in order.
+        """
+        async with self._turn:
+            self._forget_claims()
+            now = self._clock()
+            failed = Outcome(
+                ok=False, error=f"internal error ({type(error).__name__}): see the daemon's log"
             )
-            log.error("webhook.disabled", webhook_id=webhook.id, reason=decision.disable_reason)
-            if self._on_disabled is not None:
-                self._on_disabled(webhook.id)
+            decision = after_failure(
+                self.schedule, failed, now=now, policy=self._policy, jitter=self._jitter()
+            )
+            self.schedule = decision.schedule
+            await self._record(disable_reason=decision.disable_reason, save_schedule=True)
+            return await self._decided(decision.send_reminder, decision.disable_reason, now)
+
+    async def maintain(self) -> None:
+        """The maintenance pass's look between turns: remind or disable a failing webhook
+        by the clock, whether or not anything new arrived (its worker may wait for its
+        backoff, or have nothing left to send once the outage's events expired).
+
+        A turn under way is left alone: it decides the same after its attempt.
+        """
+        if self._stopping or self.disabled or self._turn.locked():
+            return
+        async with self._turn:
+            decision = review(self.schedule, now=self._clock(), policy=self._policy)
+            if not decision.send_reminder and decision.disable_reason is None:
+                return
+            self.schedule = decision.schedule
+            await self._record(disable_reason=decision.disable_reason, save_schedule=True)
+            await self._decided(decision.send_reminder, decision.disable_reason, self._clock())
+
+    async def _decided(
+        self, send_reminder: bool, disable_reason: str | None, now: float
+    ) -> float | None:
+        """Carry out a recorded decision; the seconds until the next attempt."""
+        if send_reminder:
+            await self._remind()
+        if disable_reason is not None:
+            self._disable(disable_reason)
             return None
-        next_attempt = decision.schedule.next_attempt_at
+        next_attempt = self.schedule.next_attempt_at
         return max(0.0, next_attempt - now) if next_attempt is not None else 0.0
+
+    def _disable(self, reason: str) -> None:
+        """Stop for good (the reason is stored with the schedule); the dispatcher forgets
+        this worker and counts it."""
+        self.disabled = True
+        self.webhook = replace(self.webhook, status="disabled", disabled_reason=reason)
+        log.error("webhook.disabled", webhook_id=self.webhook.id, reason=reason)
+        self._wake.set()  # an idle loop ends now
+        if self._on_disabled is not None:
+            self._on_disabled(self.webhook.id)
+
+    def _forget_claims(self) -> None:
+        """Drop the claimed batches held in memory: the next turn reads them back."""
+        self._claimed.clear()
+        self._claimed_loaded = False
 
     def _claim(self, now: float) -> Claim:
         """What to claim so that the worker holds CLAIMED_BATCHES batches again."""
@@ -294,14 +415,19 @@ class Worker:
         elif len(self._claimed) <= REFILL_AT:
             self._start_record(claim=True)
 
-    async def _record(self, *, disable_reason: str | None = None) -> None:
+    async def _record(
+        self, *, disable_reason: str | None = None, save_schedule: bool = False
+    ) -> None:
         """Record every acknowledged attempt before going on (failing, stopping,
-        expiring); claim nothing."""
+        expiring); claim nothing. ``save_schedule`` stores the schedule even when no
+        attempt waits to be recorded (a decision made between attempts)."""
         await self._settle()
-        self._start_record(claim=False, disable_reason=disable_reason)
+        self._start_record(claim=False, disable_reason=disable_reason, save_schedule=save_schedule)
         await self._settle()
 
-    def _start_record(self, *, claim: bool, disable_reason: str | None = None) -> None:
+    def _start_record(
+        self, *, claim: bool, disable_reason: str | None = None, save_schedule: bool = False
+    ) -> None:
         """Hand the acknowledged attempts to the writer, and claim batches up to
         CLAIMED_BATCHES if ``claim`` (not when stopping, failing, expiring)."""
         attempts, self._unrecorded = self._unrecorded, []
@@ -313,7 +439,7 @@ class Worker:
             self._recording_wakes = self._wakes
         else:
             self._recording_wakes = None
-        if attempts:
+        if attempts or save_schedule:
             record: Awaitable[list[RequestBatch]] = self._store.record_attempts(
                 self.webhook.id,
                 attempts,

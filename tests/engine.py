@@ -77,8 +77,12 @@ class Engine:
             await self.dispatcher.refresh(webhook.id)
         return webhook
 
-    def worker(self, webhook: Webhook) -> Worker:
-        """A worker driven by hand through ``step()`` (not started), woken by commits."""
+    def worker(self, webhook: Webhook, *, maintained: bool = False) -> Worker:
+        """A worker driven by hand through ``step()`` (not started), woken by commits.
+
+        ``maintained``: the dispatcher also holds it, as it holds the workers it starts,
+        so ``maintain_once()`` reminds and disables through it, and a disable is counted.
+        """
         worker = Worker(
             webhook,
             store=self.store,
@@ -87,9 +91,13 @@ class Engine:
             clock=self.clock,
             config=self.config,
             expire=self.dispatcher.expire,
+            on_disabled=self.dispatcher._disabled if maintained else None,
             jitter=lambda: 0.0,
+            metrics=self.dispatcher.metrics if maintained else None,
         )
         self.hand_driven.append(worker)
+        if maintained:
+            self.dispatcher.workers[webhook.id] = worker
         return worker
 
     async def ingest(

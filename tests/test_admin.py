@@ -313,6 +313,7 @@ async def test_replay_since_a_time(daemon: Running, receiver: Receiver) -> None:
     bad_bodies: list[dict[str, Any]] = [
         {},
         {"since": -1},
+        {"since": 2**63},
         {"eventIds": []},
         {"since": 0, "eventIds": ["x"]},
     ]

@@ -4,7 +4,13 @@ from collections.abc import Callable
 
 import pytest
 
-from almhookd.backoff import JITTER_FRACTION, next_delay, parse_retry_after, retry_delay
+from almhookd.backoff import (
+    JITTER_FRACTION,
+    MAX_RETRY_AFTER,
+    next_delay,
+    parse_retry_after,
+    retry_delay,
+)
 
 
 @pytest.mark.parametrize(
@@ -68,6 +74,59 @@ def test_retry_after_within_the_cap(
     ],
 )
 def test_parse_retry_after(header: str | None, seconds: float | None) -> None:
+    now = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+    assert parse_retry_after(header, now=now) == seconds
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        # Only ASCII digits are delta-seconds: these pass str.isdigit() but are not.
+        ("\u00b2", None),  # superscript two, byte 0xB2 read as latin-1
+        ("1\u00b2", None),
+        ("\u0663", None),  # Arabic-Indic three
+        ("\uff11", None),  # fullwidth one
+        ("\u2460", None),  # circled one
+        ("\U0001d7d9", None),  # mathematical double-struck one
+        ("\u0e51\u0e52", None),  # Thai digits
+        # Huge numbers never raise: a year at most (the caller caps at backoff_max).
+        ("9" * 5000, MAX_RETRY_AFTER),
+        ("9" * 20, MAX_RETRY_AFTER),
+        (str(int(MAX_RETRY_AFTER) + 1), MAX_RETRY_AFTER),
+        ("0" * 40 + "12", 12.0),
+        ("0", 0.0),
+        # Signs, fractions, exponents, separators: not 1*DIGIT.
+        ("-5", None),
+        ("+5", None),
+        ("-0", None),
+        ("1.5", None),
+        ("1e3", None),
+        ("1_000", None),
+        ("1 000", None),
+        ("0x10", None),
+        ("inf", None),
+        ("nan", None),
+        # HTTP whitespace (space, tab) around the value is allowed; nothing else is.
+        ("\t30\t", 30.0),
+        ("  30", 30.0),
+        ("\u00a030", None),  # no-break space
+        ("\u300030", None),  # ideographic space
+        ("30\r\n", None),
+        ("\n", None),
+        (" ", None),
+        # Text outside latin-1, or a date in other digits: never a date either.
+        ("\u5f8c\u3067", None),
+        ("\U0001f600", None),
+        ("Thu, \u0660\u0661 Jan 2026 00:01:40 GMT", None),
+        ("\udcb2", None),  # a lone surrogate (undecodable byte kept by surrogateescape)
+        # Dates that cannot exist.
+        ("Thu, 01 Jan 99999 00:00:00 GMT", None),
+        ("Thu, 01 Jan 2026 00:01:40 +9999", None),
+        ("Thu, 32 Jan 2026 00:00:00 GMT", None),
+        ("Mon, 01 Jan 0001 00:00:00 -2359", 0.0),  # the first year: long past, no wait
+    ],
+)
+def test_retry_after_reads_ascii_digits_and_dates_only(header: str, seconds: float | None) -> None:
     now = 1_767_225_600.0  # 2026-01-01T00:00:00Z
     assert parse_retry_after(header, now=now) == seconds
 

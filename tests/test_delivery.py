@@ -14,7 +14,7 @@ import json
 import math
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -317,37 +317,49 @@ async def test_a_webhook_failing_for_the_whole_retention_is_disabled(
     assert 2000 < steps < 2030, steps
 
 
-async def test_reminders_reach_a_real_smtp_server(
-    db_path: Path, clock: FakeClock, receiver: Receiver
-) -> None:
-    from aiosmtpd.controller import Controller
+class Inbox:
+    """A real SMTP server on 127.0.0.1 (aiosmtpd) keeping what it receives."""
 
-    class Inbox:
-        def __init__(self) -> None:
-            self.messages: list[tuple[list[str], str]] = []
+    def __init__(self) -> None:
+        self.messages: list[tuple[list[str], str]] = []
 
-        async def handle_DATA(  # noqa: N802 - the name aiosmtpd calls
-            self, server: object, session: object, envelope: object
-        ) -> str:
-            content = envelope.content  # type: ignore[attr-defined]
-            self.messages.append(
-                (
-                    list(envelope.rcpt_tos),  # type: ignore[attr-defined]
-                    content.decode() if isinstance(content, bytes) else content,
-                )
+    async def handle_DATA(  # noqa: N802 - the name aiosmtpd calls
+        self, server: object, session: object, envelope: object
+    ) -> str:
+        content = envelope.content  # type: ignore[attr-defined]
+        self.messages.append(
+            (
+                list(envelope.rcpt_tos),  # type: ignore[attr-defined]
+                content.decode() if isinstance(content, bytes) else content,
             )
-            return "250 OK"
+        )
+        return "250 OK"
+
+
+@contextlib.contextmanager
+def smtp_inbox() -> Iterator[tuple[Inbox, str]]:
+    """The inbox and the ``[notify]`` section that sends reminders to it, daily."""
+    from aiosmtpd.controller import Controller
 
     inbox = Inbox()
     port = free_port()
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()
     try:
-        toml = (
+        yield (
+            inbox,
             f'[notify]\nsmtp_host = "127.0.0.1"\nsmtp_port = {port}\n'
             'smtp_starttls = false\nadmin_email = "ops@example.org"\n'
-            'reminder_interval = "24h"\n'
+            'reminder_interval = "24h"\n',
         )
+    finally:
+        controller.stop()
+
+
+async def test_reminders_reach_a_real_smtp_server(
+    db_path: Path, clock: FakeClock, receiver: Receiver
+) -> None:
+    with smtp_inbox() as (inbox, toml):
         async with running_engine(db_path, clock, toml) as engine:
             receiver.respond(500)
             webhook = await engine.webhook(
@@ -370,8 +382,6 @@ async def test_reminders_reach_a_real_smtp_server(
                 raise AssertionError("3 days of retries took more attempts than the backoff")
             await engine.notifier.close()
         assert engine.notifier.failed == 0
-    finally:
-        controller.stop()
     # First after 15 minutes of failure, then every 24 hours (to within one 5-min retry).
     assert len(inbox.messages) == 3
     assert FIRST_REMINDER_AFTER <= reminded_at[0] < FIRST_REMINDER_AFTER + 300
@@ -381,6 +391,116 @@ async def test_reminders_reach_a_real_smtp_server(
     assert sorted(recipients) == ["lms@example.org", "ops@example.org"]
     assert "LMS sync" in text and receiver.url in text and "HTTP 500" in text
     assert "Backlog:         4 events waiting" in text
+
+
+async def test_a_webhook_failing_for_the_retention_is_disabled_without_new_events(
+    db_path: Path, clock: FakeClock, receiver: Receiver
+) -> None:
+    """Issue #17: the outage is measured by the clock. One event, then nothing: the
+    worker waits for its backoff and only the maintenance pass runs; reminders keep
+    coming every day and the webhook is disabled once it has failed for 7 days."""
+    with smtp_inbox() as (inbox, toml):
+        async with running_engine(db_path, clock, toml) as engine:
+            receiver.respond(500)
+            webhook = await engine.webhook(receiver.url, contact_email="lms@example.org")
+            worker = engine.worker(webhook, maintained=True)
+            await engine.ingest(1)
+            started = engine.clock()
+            assert await worker.step() == 5  # failed; the backoff says wait
+            reminded_at: list[float] = []
+            with capture_logs() as logs:
+                for _tick in range(7 * 144 + 10):  # every 10 minutes for 7 days
+                    engine.clock.advance(600)
+                    await engine.dispatcher.maintain_once()
+                    last = worker.schedule.last_reminder_at
+                    if last is not None and last - started not in reminded_at:
+                        reminded_at.append(last - started)
+                    if worker.disabled:
+                        break
+            disabled_after = engine.clock() - started
+            await engine.notifier.close()
+            stored = await engine.store.get_webhook(webhook.id)
+    assert worker.disabled, "still active after 7 days of failure and 10 minutes more"
+    assert disabled_after == 7 * DAY
+    assert len(receiver.received) == 1  # nothing but the maintenance pass ran
+    # Reminders by the clock: at the first pass from 15 minutes on, then daily.
+    assert reminded_at == [1200 + day * DAY for day in range(7)]
+    assert len(inbox.messages) == 7
+    assert engine.notifier.failed == 0
+    # The same effects as a disable after an attempt: stored, logged, counted, stopped.
+    assert stored is not None and stored.status == "disabled"
+    assert stored.disabled_reason == "no successful delivery for 7 days: last error: HTTP 500"
+    assert stored.schedule.last_reminder_at == started + reminded_at[-1]
+    disabled = [e for e in logs if e["event"] == "webhook.disabled"]
+    assert disabled == [
+        {
+            "event": "webhook.disabled",
+            "log_level": "error",
+            "webhook_id": webhook.id,
+            "reason": stored.disabled_reason,
+        }
+    ]
+    assert engine.dispatcher.disabled_webhooks == 1
+    assert engine.dispatcher.metrics.webhooks_disabled._value.get() == 1
+    assert webhook.id not in engine.dispatcher.workers
+
+
+async def test_a_reminder_is_decided_once_by_the_attempt_or_the_maintenance_pass(
+    engine: Engine, receiver: Receiver
+) -> None:
+    receiver.respond(500)
+    webhook = await engine.webhook(receiver.url)
+    worker = engine.worker(webhook, maintained=True)
+    await engine.ingest(1)
+    started = engine.clock()
+    delay = await worker.step()
+    while delay is not None and engine.clock() + delay - started < FIRST_REMINDER_AFTER:
+        engine.clock.advance(delay)
+        delay = await worker.step()
+    assert delay is not None
+    engine.clock.advance(delay)  # 15 minutes failing: a reminder is due; both look
+    await engine.dispatcher.maintain_once()
+    assert await worker.step() is not None
+    await engine.dispatcher.maintain_once()
+    assert engine.notifier.sent == 1
+    # And after the attempt took it, the maintenance pass has nothing to send.
+    engine.clock.advance(DAY)
+    assert await worker.step() is not None
+    await engine.dispatcher.maintain_once()
+    await engine.notifier.close()
+    assert engine.notifier.sent == 2
+    stored = await engine.store.get_webhook(webhook.id)
+    assert stored is not None
+    assert stored.schedule.last_reminder_at == worker.schedule.last_reminder_at == engine.clock()
+
+
+async def test_a_maintenance_look_waits_for_no_turn_under_way(
+    engine: Engine, receiver: Receiver
+) -> None:
+    """A turn in flight decides for itself after its attempt; the maintenance pass
+    skips that worker rather than decide the same reminder beside it."""
+    receiver.respond(500)
+    webhook = await engine.webhook(receiver.url)
+    worker = engine.worker(webhook, maintained=True)
+    await engine.ingest(1)
+    await worker.step()
+    engine.clock.advance(FIRST_REMINDER_AFTER)
+    release = asyncio.Event()
+
+    async def held(_request: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(status=500)
+
+    receiver.respond(held)
+    turn = asyncio.create_task(worker.step())
+    await until(lambda: len(receiver.received) == 2, what="the retry in flight")
+    # Bounded: a maintenance pass that waited for the turn would wait for ever here.
+    await asyncio.wait_for(engine.dispatcher.maintain_once(), timeout=10)
+    assert engine.notifier.sent == 0 and worker.schedule.last_reminder_at is None
+    release.set()
+    await turn
+    await engine.notifier.close()
+    assert engine.notifier.sent == 1
 
 
 async def test_a_dead_smtp_server_never_blocks_delivery(

@@ -4,20 +4,24 @@ times: every call gets its ``now``, nothing sleeps or reads the wall clock."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import pytest
 
 from almhookd.config import parse_config
 from almhookd.policy import (
     FIRST_REMINDER_AFTER,
+    Decision,
     Outcome,
     RetryPolicy,
     Schedule,
     after_failure,
     after_success,
     describe,
+    disable_due,
     disables_at,
     reminder_due,
+    review,
 )
 from tests.conftest import FakeClock
 
@@ -165,8 +169,19 @@ def test_disabled_after_failing_for_the_retention(failing_for: float, disabled: 
         (2 * DAY, "2 days"),
         (1.5 * DAY, "1.5 days"),
         (DAY, "1 day"),
+        (36 * HOUR, "1.5 days"),
+        (25 * HOUR, "25 hours"),  # not "1.04167 days"
         (12 * HOUR, "12 hours"),
         (HOUR, "1 hour"),
+        (90 * MINUTE, "1.5 hours"),
+        (100 * MINUTE, "100 minutes"),  # not "1.66667 hours"
+        (2 * MINUTE, "2 minutes"),
+        (MINUTE, "1 minute"),
+        (90.0, "1.5 minutes"),
+        (61.0, "61 seconds"),
+        (59.0, "59 seconds"),
+        (1.0, "1 second"),
+        (7 * DAY + 1, "604801 seconds"),
     ],
 )
 def test_the_disable_reason_names_the_retention(retention: float, wording: str) -> None:
@@ -176,6 +191,91 @@ def test_the_disable_reason_names_the_retention(retention: float, wording: str) 
     assert decision.disable_reason == (
         f"no successful delivery for {wording}: last error: TLS handshake failed"
     )
+
+
+@pytest.mark.parametrize(
+    ("schedule", "failing_for", "reason"),
+    [
+        # Measured from the first failure since the last success, whatever came since.
+        (failing(1), 7 * DAY - 1, None),
+        (failing(1, last_error="HTTP 500"), 7 * DAY, "HTTP 500"),
+        (failing(2000, last_error="HTTP 500"), 8 * DAY, "HTTP 500"),
+        (failing(1), 7 * DAY, ""),  # no error kept: the reason alone
+        # Not failing: never disabled, however long nothing was delivered.
+        (Schedule(), 30 * DAY, None),
+        (Schedule(last_success_at=T0 - 30 * DAY), 30 * DAY, None),
+    ],
+)
+def test_disable_due_by_time(schedule: Schedule, failing_for: float, reason: str | None) -> None:
+    expected = (
+        None
+        if reason is None
+        else "no successful delivery for 7 days" + (f": last error: {reason}" if reason else "")
+    )
+    assert disable_due(schedule, now=T0 + failing_for, policy=DEFAULTS) == expected
+
+
+@pytest.mark.parametrize(
+    ("failing_for", "last_reminder_after", "remind", "disable"),
+    [
+        (10 * MINUTE, None, False, False),
+        (15 * MINUTE, None, True, False),
+        (DAY, 15 * MINUTE, False, False),
+        (DAY + 15 * MINUTE, 15 * MINUTE, True, False),
+        (6 * DAY + 23 * HOUR, 6 * DAY, False, False),
+        (7 * DAY - 1, 6 * DAY - 1, True, False),
+        # The end of the retention disables; no reminder goes out with it.
+        (7 * DAY, 6 * DAY, False, True),
+        (7 * DAY, None, False, True),
+    ],
+)
+def test_review_between_attempts(
+    failing_for: float, last_reminder_after: float | None, remind: bool, disable: bool
+) -> None:
+    last_reminder_at = None if last_reminder_after is None else T0 + last_reminder_after
+    schedule = failing(40, last_error="HTTP 500", last_reminder_at=last_reminder_at)
+    now = T0 + failing_for
+    decision = review(schedule, now=now, policy=DEFAULTS)
+    assert decision.send_reminder is remind
+    assert (decision.disable_reason is not None) is disable
+    # Only the reminder's time changes: no attempt was made.
+    expected = replace(schedule, last_reminder_at=now) if remind else schedule
+    assert decision.schedule == expected
+
+
+def test_review_leaves_a_healthy_webhook_alone() -> None:
+    healthy = Schedule(last_success_at=T0)
+    assert review(healthy, now=T0 + 30 * DAY, policy=DEFAULTS) == Decision(schedule=healthy)
+
+
+def test_a_reminder_reviewed_is_not_due_again_until_the_interval() -> None:
+    """One decision, recorded in ``last_reminder_at``: whoever asks next, an attempt's
+    ``after_failure`` or the maintenance pass, is told no."""
+    schedule = failing(5, last_error="HTTP 500")
+    reviewed = review(schedule, now=T0 + HOUR, policy=DEFAULTS)
+    assert reviewed.send_reminder
+    again = after_failure(reviewed.schedule, HTTP_503, now=T0 + HOUR, policy=DEFAULTS)
+    assert again.send_reminder is False
+    assert review(again.schedule, now=T0 + HOUR + DAY - 1, policy=DEFAULTS).send_reminder is False
+    assert review(again.schedule, now=T0 + HOUR + DAY, policy=DEFAULTS).send_reminder is True
+
+
+def test_a_webhook_with_nothing_to_send_is_reminded_and_disabled_by_the_clock() -> None:
+    """Issue #17: one failed attempt, then nothing (its events expired); reviews alone,
+    every 10 minutes, remind daily and disable at 7 days."""
+    schedule = after_failure(Schedule(), HTTP_503, now=T0, policy=DEFAULTS).schedule
+    reminders: list[float] = []
+    disabled_at = None
+    for tick in range(1, 7 * 144 + 2):
+        decision = review(schedule, now=T0 + tick * 10 * MINUTE, policy=DEFAULTS)
+        if decision.send_reminder:
+            reminders.append(tick * 10 * MINUTE)
+        if decision.disable_reason is not None:
+            disabled_at = tick * 10 * MINUTE
+            break
+        schedule = decision.schedule
+    assert disabled_at == 7 * DAY
+    assert reminders == [20 * MINUTE + day * DAY for day in range(7)]
 
 
 def test_410_wins_over_the_end_of_retention() -> None:

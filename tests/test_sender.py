@@ -210,6 +210,19 @@ async def test_a_secret_past_its_rotation_grace_no_longer_signs(
     assert len(lowered(after.headers)["webhook-signature"].split(" ")) == 1
 
 
+async def test_an_unusable_stored_secret_is_a_failed_attempt_naming_it(
+    sender: Sender, receiver: Receiver
+) -> None:
+    """Secrets are generated, so only a hand-edited database holds a broken one."""
+    webhook = hook(receiver.url, auth_type="signature", signing_secrets=("whsec_!!not-base64",))
+    outcome = await sender.send(webhook, message_id="msg_1", body=BODY)
+    assert (outcome.ok, outcome.error) == (
+        False,
+        "the stored signing secret is unusable: rotate it",
+    )
+    assert receiver.received == []
+
+
 async def test_basic_auth_sends_utf8_credentials_and_no_signature(
     sender: Sender, receiver: Receiver
 ) -> None:
