@@ -91,3 +91,15 @@ class Receiver:
 
     def all_event_ids(self) -> list[str]:
         return [event_id for request in self.received for event_id in request.event_ids]
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """Reads one request with a ``Content-Length`` body off a raw stream; its head."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    await reader.readexactly(length)
+    return head

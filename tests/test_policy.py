@@ -171,6 +171,7 @@ def test_disabled_after_failing_for_the_retention(failing_for: float, disabled: 
         (DAY, "1 day"),
         (36 * HOUR, "1.5 days"),
         (25 * HOUR, "25 hours"),  # not "1.04167 days"
+        (30 * HOUR, "30 hours"),  # not "1.25 days": one decimal at most
         (12 * HOUR, "12 hours"),
         (HOUR, "1 hour"),
         (90 * MINUTE, "1.5 hours"),

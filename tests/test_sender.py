@@ -31,7 +31,7 @@ from almhookd.sender import RESPONSE_EXCERPT, Sender
 from almhookd.signing import generate_secret
 from almhookd.webhooks import NewWebhook, SigningSecret, Webhook, unsaved_webhook
 from tests.conftest import FakeClock, free_port
-from tests.receiver import Receiver
+from tests.receiver import Receiver, read_request
 from tests.verifier import verify
 
 #: Test receivers listen on loopback, which the default policy refuses.
@@ -91,13 +91,7 @@ async def serving(answer: Answer) -> AsyncIterator[str]:
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = next(
-                int(line.split(b":", 1)[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length:")
-            )
-            await reader.readexactly(length)
+            await read_request(reader)
             await answer(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             return

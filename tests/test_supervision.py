@@ -34,7 +34,7 @@ from tests import samples
 from tests.conftest import INGEST_TOKEN, FakeClock
 from tests.daemon_process import write_config
 from tests.engine import Engine, running_engine
-from tests.receiver import Receiver
+from tests.receiver import Receiver, read_request
 from tests.running import Running, daemon_config, eventually, until
 
 #: A value a secret-holding local variable would have: it must never reach a log line.
@@ -82,14 +82,7 @@ async def raw_receiver(answers: list[bytes]) -> AsyncIterator[tuple[str, list[by
 
     async def serve_one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = next(
-                int(line.split(b":", 1)[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length:")
-            )
-            await reader.readexactly(length)
-            heads.append(head)
+            heads.append(await read_request(reader))
             writer.write(answers[min(len(heads), len(answers)) - 1])
             await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -194,12 +187,8 @@ async def test_an_unexpected_error_in_a_turn_is_logged_and_retried_in_order(
     assert stored.schedule.last_error == "internal error (RuntimeError): see the daemon's log"
 
 
-async def test_a_dead_worker_is_restarted_by_the_dispatcher(
-    engine: Engine, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The loop itself dies (outside the turn's handler): logged, counted as supervised
-    for the watchdog while its restart waits, then started again; nothing is lost."""
-    monkeypatch.setattr(dispatcher_module, "WORKER_RESTART_INITIAL", 0.5)
+def break_the_loop_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first worker loop to take a turn dies outside the turn's own handler."""
     supervised_step = Worker._supervised_step
     deaths: list[int] = []
 
@@ -210,6 +199,15 @@ async def test_a_dead_worker_is_restarted_by_the_dispatcher(
         return await supervised_step(self)
 
     monkeypatch.setattr(Worker, "_supervised_step", dies_once)
+
+
+async def test_a_dead_worker_is_restarted_by_the_dispatcher(
+    engine: Engine, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop itself dies (outside the turn's handler): logged, counted as supervised
+    for the watchdog while its restart waits, then started again; nothing is lost."""
+    monkeypatch.setattr(dispatcher_module, "WORKER_RESTART_INITIAL", 0.5)
+    break_the_loop_once(monkeypatch)
     with capture_logs() as logs:
         webhook = await engine.webhook(receiver.url, start=True)
         worker = engine.dispatcher.workers[webhook.id]
@@ -304,16 +302,7 @@ async def test_healthz_says_503_while_a_worker_is_dead(
     tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(dispatcher_module, "WORKER_RESTART_INITIAL", 1.5)
-    supervised_step = Worker._supervised_step
-    deaths: list[int] = []
-
-    async def dies_once(self: Worker) -> float | None:
-        if not deaths:
-            deaths.append(1)
-            raise RuntimeError("the loop broke")
-        return await supervised_step(self)
-
-    monkeypatch.setattr(Worker, "_supervised_step", dies_once)
+    break_the_loop_once(monkeypatch)
     async with daemon(daemon_config(tmp_path)) as (running, _, _):
         assert (await health(running))[0] == 200
         webhook_id = await add_webhook(running, receiver.url)
