@@ -8,7 +8,9 @@ own download route.
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 import uuid
 from typing import Any, Final
 
@@ -26,6 +28,7 @@ from almhookd.api import (
 )
 from almhookd.catalogue import CATALOGUE, sample_data
 from almhookd.errors import InvalidInput, Problem
+from almhookd.ingest import is_event_id
 from almhookd.signing import SCHEME, generate_secret
 from almhookd.targets import TargetPolicy, TargetRefused, check_target
 from almhookd.webhooks import (
@@ -40,6 +43,9 @@ DELIVERY_STATES: Final = ("pending", "sending", "delivered", "expired")
 MAX_PAGE: Final = 1000
 TEST_HEADER: Final = "almhookd-test"
 RESPONSE_PREVIEW: Final = 1024
+#: Bad items of a list named one by one in a 422, at most (the rest go unnamed).
+MAX_PROBLEMS_NAMED: Final = 20
+_DIGITS: Final = re.compile(r"[0-9]{1,40}")
 
 
 async def webhook_document(request: web.Request, webhook: Webhook) -> dict[str, Any]:
@@ -236,13 +242,18 @@ async def rotate_secret(request: web.Request) -> web.Response:
 
 
 def _page_params(request: web.Request) -> tuple[int, int | None]:
-    try:
-        limit = int(request.query.get("limit", "100"))
-        cursor = int(request.query["cursor"]) if request.query.get("cursor") else None
-    except ValueError:
-        raise ApiError(400, "bad_request", "limit and cursor must be integers") from None
+    limit_text, cursor_text = request.query.get("limit", "100"), request.query.get("cursor")
+    # ASCII digits only: int() also reads Arabic-Indic digits, "1_000" and " 7 ".
+    if not _DIGITS.fullmatch(limit_text) or (cursor_text and not _DIGITS.fullmatch(cursor_text)):
+        raise ApiError(400, "bad_request", "limit and cursor must be integers")
+    limit = int(limit_text)
+    cursor = int(cursor_text) if cursor_text else None
     if not 1 <= limit <= MAX_PAGE:
         raise ApiError(400, "bad_request", f"limit must be between 1 and {MAX_PAGE}")
+    # A cursor is a row's sequence number: SQLite's integers stop at 2**63 - 1, and a
+    # larger one must not reach it (a 500 before).
+    if cursor is not None and not 0 <= cursor < 2**63:
+        raise ApiError(400, "bad_request", "cursor must be a nextCursor of an earlier page")
     return limit, cursor
 
 
@@ -281,14 +292,25 @@ async def replay(request: web.Request) -> web.Response:
     )
     if "eventIds" in body:
         event_ids = body["eventIds"]
-        if (
-            not isinstance(event_ids, list)
-            or not event_ids
-            or len(event_ids) > 10_000
-            or not all(isinstance(i, str) for i in event_ids)
-        ):
+        if not isinstance(event_ids, list) or not event_ids or len(event_ids) > 10_000:
             problems.append(
                 Problem(path="eventIds", message="expected 1 to 10000 event ids as strings")
+            )
+        else:
+            # An id no event can have is a mistake worth naming (and a lone surrogate
+            # must not reach SQLite's encoder: a 500 before).
+            problems.extend(
+                itertools.islice(
+                    (
+                        Problem(
+                            path=f"eventIds[{index}]",
+                            message="not an eventId: 1 to 128 letters, digits and . _ : -",
+                        )
+                        for index, event_id in enumerate(event_ids)
+                        if not is_event_id(event_id)
+                    ),
+                    MAX_PROBLEMS_NAMED,
+                )
             )
     else:
         since = body["since"]

@@ -256,6 +256,11 @@ def _event_problems(item: Any, prefix: str, problems: list[Problem]) -> None:
         )
 
 
+def is_event_id(value: object) -> bool:
+    """Whether ``value`` can be an ``eventId``: what an admin names an event by."""
+    return isinstance(value, str) and _EVENT_ID.fullmatch(value) is not None
+
+
 def _has_huge_integer(value: Any) -> bool:
     """Whether a decoded JSON value holds an integer beyond 64 bits, at any depth."""
     items = value.values() if type(value) is dict else value if type(value) is list else ()

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final, TextIO
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -41,6 +42,23 @@ Renderer = Callable[[Any, str, Any], Any]
 _TRACEBACKS_WITHOUT_LOCALS: Final = structlog.processors.ExceptionRenderer(
     structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
 )
+
+
+class MalformedRequestLine(logging.Filter):
+    """aiohttp logs a request it cannot parse as "Error handling request" with the
+    parser's exception, whose text quotes the offending bytes of the head: an
+    ``Authorization`` line, token and all. Such a request is the client's fault: one
+    warning line naming what was wrong, without the bytes and without a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            reason = str(error.message).split(":", 1)[0].strip() if error.message else ""
+            record.msg = "malformed request refused: %s (HTTP %s)"
+            record.args = (reason or type(error).__name__, error.code)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
 class JournalPrefix:
@@ -117,3 +135,6 @@ def configure_logging(
     root.setLevel(_LEVELS[level])
     # aiohttp's access log would add a line per request; ingest counts live in metrics.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedRequestLine) for f in server_log.filters):
+        server_log.addFilter(MalformedRequestLine())

@@ -320,3 +320,50 @@ def test_the_api_on_a_network_address_needs_a_configured_token(tmp_path: Path) -
     for address in ("127.0.0.1:8787", "[::1]:8787", "localhost:8787"):
         listen_on(address)
         assert run_cli("check-config", "--config", str(config), env=without_token).returncode == 0
+
+
+#: Requests aiohttp's parser refuses, each with a token on the line before, on or after
+#: the fault: the parser's error quotes the offending bytes of the head.
+MALFORMED_HEADS = [
+    b"GET /v1/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %(admin)s\r\n"
+    b"X-Trace-Id: a\x01b\r\n\r\n",
+    b"GET /v1/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %(admin)s\x00\r\n\r\n",
+    b"GET /v1/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer\r\n %(admin)s\r\n\r\n",
+    b"POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %(ingest)s\r\n"
+    b"Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+    b"POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %(ingest)s\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",
+]
+
+
+def _pieces(secret: str, size: int = 8) -> set[str]:
+    return {secret[i : i + size] for i in range(len(secret) - size + 1)}
+
+
+async def test_malformed_requests_leave_one_line_and_no_token_in_the_log(
+    tmp_path: Path,
+) -> None:
+    """At debug level, what aiohttp's parser refuses is logged as one warning line; no
+    8-character piece of either token appears anywhere in the log."""
+    config = fast_config(tmp_path)
+    config.write_text(config.read_text().replace('level = "info"', 'level = "debug"'))
+    daemon = DaemonProcess(config)
+    tokens = {b"admin": ADMIN_TOKEN.encode(), b"ingest": INGEST_TOKEN.encode()}
+    try:
+        await daemon.start_async()
+        for head in MALFORMED_HEADS:
+            reader, writer = await asyncio.open_connection("127.0.0.1", daemon.port)
+            writer.write(head % tokens)
+            answer = await reader.read()  # aiohttp closes after a parse error
+            writer.close()
+            assert answer.startswith(b"HTTP/1.") and b" 400 " in answer.split(b"\r\n", 1)[0]
+        assert await daemon.stop_async() == 0
+    finally:
+        daemon.stop()
+    log = daemon.log()
+    refused = [e for e in daemon.log_events() if e["event"].startswith("malformed request")]
+    assert len(refused) == len(MALFORMED_HEADS), log[-2000:]
+    assert all(e["level"] == "warning" and "exception" not in e for e in refused)
+    for token in (ADMIN_TOKEN, INGEST_TOKEN):
+        leaked = sorted(piece for piece in _pieces(token) if piece in log)
+        assert not leaked, leaked
