@@ -19,17 +19,14 @@ from typing import Any, Final
 from almhookd import __version__
 from almhookd import commands as commands_module
 from almhookd.auth import read_generated_token
+from almhookd.commands import CommandFailed
 from almhookd.config import Config, load_config, parse_duration, parse_listen, render_config
-from almhookd.errors import AlmhookdError, ConfigError
+from almhookd.errors import ConfigError
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_CONFIG: Final = 78
-
-
-class CommandFailed(AlmhookdError):
-    """The command failed."""
 
 
 def _parser() -> argparse.ArgumentParser:

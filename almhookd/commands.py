@@ -7,9 +7,13 @@ API's message (with per-field details) and exit 1.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import os
+import stat
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -17,7 +21,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from almhookd.errors import AlmhookdError
+
 EXIT_OK = 0
+
+
+class CommandFailed(AlmhookdError):
+    """The command failed."""
 
 
 def add_parsers(commands: Any, with_client: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -42,7 +52,18 @@ def add_parsers(commands: Any, with_client: Callable[[argparse.ArgumentParser], 
     action("delete", "delete a webhook and its pending deliveries")
     action("test", "send one test delivery now (not retried)")
     secret = action("secret", "download the signing secret as JSON")
-    secret.add_argument("--output", metavar="FILE", help="write it to FILE (mode 0600)")
+    secret.add_argument(
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="write it to a new FILE (mode 0600); an existing FILE is refused unless --force",
+    )
+    secret.add_argument(
+        "--force",
+        action="store_true",
+        help="with --output: replace an existing FILE atomically by a new 0600 file; "
+        "a symbolic link at FILE is refused even then (its target is never written)",
+    )
     action("rotate-secret", "make a new signing secret (the old one signs for a grace period)")
     deliveries = action("deliveries", "per-event delivery state")
     deliveries.add_argument("--state", choices=("pending", "sending", "delivered", "expired"))
@@ -117,13 +138,110 @@ def webhook_body(args: argparse.Namespace) -> dict[str, Any]:
         if args.auth_type == "basic":
             password = args.auth_password or os.environ.get("ALMHOOKD_WEBHOOK_PASSWORD")
             if args.auth_password_file is not None:
-                password = args.auth_password_file.read_text(encoding="utf-8").strip()
+                password = _read_password_file(args.auth_password_file)
             if args.auth_username is not None:
                 auth["username"] = args.auth_username
             if password:
                 auth["password"] = password
         body["auth"] = auth
     return body
+
+
+def _read_password_file(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as error:
+        raise CommandFailed(
+            f"cannot read --auth-password-file {path}: {error.strerror or error}"
+        ) from None
+    except UnicodeDecodeError:
+        raise CommandFailed(f"cannot read --auth-password-file {path}: not UTF-8 text") from None
+
+
+# --- writing a secret to a file -------------------------------------------------------
+
+
+def write_private_file(path: Path, text: str, *, force: bool) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (0600), or :class:`CommandFailed`.
+
+    A new file is created exclusively and never through a symbolic link. An existing file
+    is refused unless ``force``; then a temporary file in the same folder takes its place
+    with one rename, so the old file (its mode, its other links, whoever has it open) never
+    holds the secret. A symbolic link at ``path`` is refused even with ``force``: the admin
+    may have meant its target, and almhookd writes only the path it was given.
+    """
+    data = text.encode("utf-8")
+    try:
+        if force:
+            _replace_file(path, data)
+        else:
+            _create_file(path, data)
+    except OSError as error:
+        raise CommandFailed(f"cannot write {path}: {_file_problem(path, error)}") from None
+
+
+def _file_problem(path: Path, error: OSError) -> str:
+    """One line on why ``path`` cannot be written, for an admin to act on."""
+    if error.errno == errno.EEXIST:
+        return "it already exists (pass --force to replace it)"
+    if error.errno == errno.ENOENT:
+        return f"the folder {path.parent} does not exist"
+    return error.strerror or str(error)
+
+
+def _refuse_links_and_folders(path: Path) -> None:
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(mode):
+        raise OSError(
+            errno.ELOOP, "it is a symbolic link (not followed; remove it or give another path)"
+        )
+    if stat.S_ISDIR(mode):
+        raise OSError(errno.EISDIR, "it is a directory")
+
+
+def _write_all(descriptor: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:  # each write takes at least one byte, so this ends
+        view = view[os.write(descriptor, view) :]
+    os.fsync(descriptor)
+
+
+def _create_file(path: Path, data: bytes) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    try:
+        descriptor = os.open(path, flags, 0o600)
+    except FileExistsError:
+        _refuse_links_and_folders(path)  # a clearer reason than "exists", when there is one
+        raise
+    try:
+        _write_all(descriptor, data)
+    except OSError:
+        os.close(descriptor)
+        with contextlib.suppress(OSError):  # ours: created exclusively above
+            os.unlink(path)
+        raise
+    os.close(descriptor)
+
+
+def _replace_file(path: Path, data: bytes) -> None:
+    _refuse_links_and_folders(path)
+    descriptor, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+    )
+    try:
+        try:
+            _write_all(descriptor, data)
+        finally:
+            os.close(descriptor)
+        # rename(2) replaces a link that appeared since the check, never its target
+        os.replace(temporary, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 # --- formatting (pure) --------------------------------------------------------------
@@ -255,7 +373,7 @@ def _resolve(reference: str, call: Callable[[str, str, Any], Any]) -> str:
     for webhook in call("GET", "/v1/webhooks", None)["webhooks"]:
         if webhook["name"] == reference:
             return str(webhook["id"])
-    raise LookupError(f"no webhook named {reference!r}")
+    raise CommandFailed(f"no webhook named {reference!r}")
 
 
 def run(args: argparse.Namespace, call: Callable[[str, str, Any], Any]) -> int:
@@ -298,9 +416,7 @@ def run(args: argparse.Namespace, call: Callable[[str, str, Any], Any]) -> int:
         )
         text = json.dumps(body, indent=2)
         if getattr(args, "output", None):
-            descriptor = os.open(args.output, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-                file.write(text + "\n")
+            write_private_file(args.output, text + "\n", force=args.force)
             print(f"secret written to {args.output}")
         else:
             print(text)

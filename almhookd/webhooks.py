@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -105,6 +106,11 @@ _EMAIL: Final = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 MAX_NAME: Final = 100
 MAX_DESCRIPTION: Final = 1000
 MAX_URL: Final = 2000
+#: Characters that reorder or hide the text around them when it is shown (Trojan Source):
+#: the embeddings and overrides, the isolates, and the implicit direction marks.
+BIDI_CONTROLS: Final = frozenset(
+    "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
+)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -144,15 +150,72 @@ def parse_webhook_changes(body: Any, current: Webhook) -> WebhookChanges:
     return _parse(body, partial=True, current=current)
 
 
+def forbidden_character(value: str, *, whitespace: bool = False) -> str | None:
+    """Why ``value`` cannot be taken as it is, naming its first offending character.
+
+    A control character (Unicode category Cc: NUL, CR, LF, ESC …) or a bidi control lets
+    a name rewrite the terminal or table that shows it; whitespace in a URL is rewritten
+    (or split) by whoever sends it, so the request would not go where the admin read."""
+    for character in value:
+        code = f"U+{ord(character):04X}"
+        if unicodedata.category(character) == "Cc":
+            return f"contains a control character ({code})"
+        if character in BIDI_CONTROLS:
+            return f"contains a bidi control character ({code})"
+        if whitespace and character.isspace():
+            return f"contains whitespace ({code})"
+    return None
+
+
+def _is_valid_unicode(text: str) -> bool:
+    """False for a lone surrogate (JSON can carry ``"\\ud800"``), which cannot be stored."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _invalid_unicode(body: dict[str, Any]) -> Iterator[Problem]:
+    """Every key and string of a webhook body (top level, ``auth``, ``events``) that is
+    not valid Unicode. Nothing deeper is read: a deeper value is refused for its shape."""
+
+    def shown(key: str) -> str:
+        return key.encode("utf-8", "backslashreplace").decode("utf-8")
+
+    for key, value in body.items():
+        if not _is_valid_unicode(key):
+            yield Problem(path=shown(key), message="key is not valid Unicode")
+        elif isinstance(value, str) and not _is_valid_unicode(value):
+            yield Problem(path=key, message="not valid Unicode")
+    auth = body.get("auth")
+    if isinstance(auth, dict):
+        for key, value in auth.items():
+            if not _is_valid_unicode(key):
+                yield Problem(path=f"auth.{shown(key)}", message="key is not valid Unicode")
+            elif isinstance(value, str) and not _is_valid_unicode(value):
+                yield Problem(path=f"auth.{key}", message="not valid Unicode")
+    events = body.get("events")
+    if isinstance(events, list):
+        for index, name in enumerate(events):
+            if isinstance(name, str) and not _is_valid_unicode(name):
+                yield Problem(path=f"events[{index}]", message="not valid Unicode")
+
+
 def _parse(body: Any, *, partial: bool, current: Webhook | None = None) -> WebhookChanges:
     if not isinstance(body, dict):
         raise InvalidInput([Problem(path="", message="expected a JSON object")])
+    # Reported alone: every other check would read the broken string and say less.
+    unicode_problems = list(_invalid_unicode(body))
+    if unicode_problems:
+        raise InvalidInput(unicode_problems)
     problems = [
         Problem(path=key, message="unknown key") for key in sorted(set(body) - _CREATE_KEYS)
     ]
     values: dict[str, Any] = {}
 
-    def text(key: str, limit: int, *, required: bool) -> None:
+    def text(key: str, limit: int, *, required: bool, whitespace: bool = False) -> None:
+        """Read ``body[key]``; ``whitespace``: refuse whitespace anywhere, not only trim it."""
         if key not in body:
             if required and not partial:
                 problems.append(Problem(path=key, message="required"))
@@ -164,12 +227,14 @@ def _parse(body: Any, *, partial: bool, current: Webhook | None = None) -> Webho
             problems.append(Problem(path=key, message="must not be empty"))
         elif len(value) > limit:
             problems.append(Problem(path=key, message=f"at most {limit} characters"))
+        elif reason := forbidden_character(value, whitespace=whitespace):
+            problems.append(Problem(path=key, message=reason))
         else:
             values[key] = value.strip() if key != "description" else value
 
     text("name", MAX_NAME, required=True)
     text("description", MAX_DESCRIPTION, required=False)
-    text("targetUrl", MAX_URL, required=True)
+    text("targetUrl", MAX_URL, required=True, whitespace=True)
     text("contactEmail", 254, required=False)
     if values.get("contactEmail") and not _EMAIL.fullmatch(values["contactEmail"]):
         problems.append(Problem(path="contactEmail", message="not an e-mail address"))

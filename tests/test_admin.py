@@ -413,3 +413,49 @@ async def test_an_event_shows_its_state_per_webhook(daemon: Running, receiver: R
     assert states[live["id"]]["deliveredAt"] is not None
     assert states[dead["id"]]["state"] in ("pending", "sending")
     assert states[dead["id"]]["attempts"] >= 1
+
+
+# --- what cannot be taken as given --------------------------------------------------
+
+
+async def test_control_characters_and_broken_unicode_are_a_422_and_nothing_is_stored(
+    daemon: Running, receiver: Receiver
+) -> None:
+    refused = [
+        (create_body(receiver.url, name="LMS\u202esync"), "name", "U+202E"),
+        (create_body(receiver.url, description="a\x00b"), "description", "U+0000"),
+        (create_body(receiver.url + "\r\nX-Injected: 1"), "targetUrl", "U+000D"),
+        (create_body(receiver.url + " x"), "targetUrl", "U+0020"),
+        (create_body(receiver.url, name="LMS \ud800"), "name", "not valid Unicode"),
+        (
+            create_body(
+                receiver.url, auth={"type": "basic", "username": "u", "password": "\udfff"}
+            ),
+            "auth.password",
+            "not valid Unicode",
+        ),
+    ]
+    for body, field, reason in refused:
+        status, answer, _ = await daemon.call("POST", "/v1/webhooks", body)
+        assert status == 422, (body, answer)
+        [detail] = answer["error"]["details"]
+        assert detail["path"] == field and reason in detail["message"], answer
+        status, answer, _ = await daemon.call("POST", "/v1/webhooks/test", body)
+        assert status == 422, (body, answer)
+    status, listed, _ = await daemon.call("GET", "/v1/webhooks")
+    assert status == 200 and listed["webhooks"] == []
+    assert receiver.received == [], "no draft test was sent"
+
+    status, hook, _ = await daemon.call("POST", "/v1/webhooks", create_body(receiver.url))
+    assert status == 201, hook
+    for body, field, _reason in refused:
+        change = {field.split(".")[0]: body[field.split(".")[0]]}
+        status, answer, _ = await daemon.call("PATCH", f"/v1/webhooks/{hook['id']}", change)
+        assert status == 422 and answer["error"]["details"][0]["path"] == field, answer
+    status, unchanged, _ = await daemon.call("GET", f"/v1/webhooks/{hook['id']}")
+    assert status == 200
+    assert (unchanged["name"], unchanged["description"], unchanged["targetUrl"]) == (
+        "LMS sync",
+        "",
+        receiver.url,
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import re
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from almhookd import commands
 from tests import samples
 from tests.conftest import ADMIN_TOKEN
 from tests.receiver import Receiver
@@ -199,3 +201,139 @@ async def test_the_readme_admin_walkthrough_runs(
         out, err = await process.communicate()
         assert process.returncode == 0, (command, out.decode(), err.decode())
     assert receiver.received, "the walkthrough's test delivery reached the receiver"
+
+
+# --- `webhooks secret --output`: a new private file, never through a link ----------------
+
+
+async def signed_webhook(daemon: Running) -> str:
+    status, hook, _ = await daemon.call(
+        "POST",
+        "/v1/webhooks",
+        {
+            "name": "signed",
+            "targetUrl": "http://127.0.0.1:9/",
+            "events": ["CI_STATS"],
+            "auth": {"type": "signature"},
+        },
+    )
+    assert status == 201, hook
+    return str(hook["id"])
+
+
+def own_folder(tmp_path: Path) -> Path:
+    """A folder holding only what a test writes (the daemon's database is in tmp_path)."""
+    folder = tmp_path / "files"
+    folder.mkdir()
+    return folder
+
+
+def one_line_error(code: int, err: str, *names: str) -> None:
+    """Exit 1 and one line on stderr naming ``names``, not a traceback."""
+    assert code == 1, err
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    for name in names:
+        assert name in err, err
+
+
+async def test_secret_output_refuses_an_existing_file_and_force_replaces_it(
+    daemon: Running, tmp_path: Path
+) -> None:
+    hook_id = await signed_webhook(daemon)
+    files = own_folder(tmp_path)
+    secret_file = files / "secret.json"
+    secret_file.write_text("old\n")
+    secret_file.chmod(0o644)
+    old_inode = files / "old-inode"
+    old_inode.hardlink_to(secret_file)  # shows what the old file ends up holding
+
+    code, _, err = await cli(daemon, "webhooks", "secret", hook_id, "--output", str(secret_file))
+    one_line_error(code, err, str(secret_file), "already exists", "--force")
+    assert secret_file.read_text() == "old\n"
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o644
+
+    code, out, err = await cli(
+        daemon, "webhooks", "secret", hook_id, "--output", str(secret_file), "--force"
+    )
+    assert code == 0, err
+    assert out.strip() == f"secret written to {secret_file}"
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    assert json.loads(secret_file.read_text())["secret"].startswith("whsec_")
+    assert not secret_file.samefile(old_inode), "a new file, not the old inode rewritten"
+    assert old_inode.read_text() == "old\n"
+    assert sorted(p.name for p in files.iterdir()) == ["old-inode", "secret.json"]
+
+
+async def test_secret_output_never_writes_through_a_symlink(
+    daemon: Running, tmp_path: Path
+) -> None:
+    hook_id = await signed_webhook(daemon)
+    files = own_folder(tmp_path)
+    victim = files / "victim.conf"
+    victim.write_text("keep\n")
+    link = files / "secret.json"
+    link.symlink_to(victim)
+    for force in ((), ("--force",)):
+        code, _, err = await cli(
+            daemon, "webhooks", "secret", hook_id, "--output", str(link), *force
+        )
+        one_line_error(code, err, str(link), "symbolic link")
+        assert victim.read_text() == "keep\n" and link.is_symlink()
+
+    missing_target = files / "created-through-the-link"
+    dangling = files / "dangling.json"
+    dangling.symlink_to(missing_target)
+    for force in ((), ("--force",)):
+        code, _, err = await cli(
+            daemon, "webhooks", "secret", hook_id, "--output", str(dangling), *force
+        )
+        one_line_error(code, err, str(dangling), "symbolic link")
+        assert not missing_target.exists() and dangling.is_symlink()
+
+
+async def test_file_problems_are_one_line_without_a_traceback(
+    daemon: Running, tmp_path: Path
+) -> None:
+    hook_id = await signed_webhook(daemon)
+    files = own_folder(tmp_path)
+    a_file = files / "a-file"
+    a_file.write_text("x")
+    for output, reason in (
+        (files, "is a directory"),
+        (files / "missing" / "secret.json", f"the folder {files / 'missing'} does not"),
+        (a_file / "secret.json", "Not a directory"),
+    ):
+        for force in ((), ("--force",)):
+            code, _, err = await cli(
+                daemon, "webhooks", "secret", hook_id, "--output", str(output), *force
+            )
+            one_line_error(code, err, str(output), reason)
+    assert sorted(p.name for p in files.iterdir()) == ["a-file"], "no file left behind"
+
+    add = ("webhooks", "add", "--name", "b", "--target-url", "http://127.0.0.1:9/")
+    basic = ("--events", "CI_STATS", "--auth-type", "basic", "--auth-username", "lms")
+    for password_file, reason in (
+        (files / "no-such-password", "No such file or directory"),
+        (files, "Is a directory"),
+    ):
+        code, _, err = await cli(daemon, *add, *basic, "--auth-password-file", str(password_file))
+        one_line_error(code, err, "--auth-password-file", str(password_file), reason)
+
+    code, _, err = await cli(daemon, "webhooks", "show", "no such webhook")
+    one_line_error(code, err, "no webhook named 'no such webhook'")
+
+
+def test_a_failed_replacement_leaves_the_old_file_and_no_temporary_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret_file = tmp_path / "secret.json"
+    secret_file.write_text("old\n")
+
+    def refuse(source: str, destination: Path) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(commands.CommandFailed, match=r"secret.json: Invalid cross-device link$"):
+        commands.write_private_file(secret_file, "new\n", force=True)
+    assert secret_file.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["secret.json"]

@@ -10,6 +10,7 @@ from almhookd.config import Secret, parse_config
 from almhookd.errors import InvalidInput
 from almhookd.signing import generate_secret, signature_header
 from almhookd.webhooks import (
+    BIDI_CONTROLS,
     MAX_DESCRIPTION,
     MAX_NAME,
     MAX_URL,
@@ -206,7 +207,7 @@ def test_a_full_create_body_is_read() -> None:
             **VALID,
             "name": "  LMS sync  ",
             "description": "  kept as typed ",
-            "targetUrl": " http://hooks.example.org:8080/in ",
+            "targetUrl": "http://hooks.example.org:8080/in",
             "auth": {"type": "basic", "username": "lms", "password": "s3cret"},
             "active": False,
             "contactEmail": " ops@example.org ",
@@ -438,3 +439,100 @@ def test_a_patch_to_basic_auth_needs_a_password_when_none_is_stored() -> None:
 )
 def test_a_patch_is_validated_like_a_create(body: dict[str, Any], problem: tuple[str, str]) -> None:
     assert problems_of(body, current=basic_webhook()) == [problem]
+
+
+# --- characters that would rewrite what an admin reads, or cannot be stored -------------
+
+#: One of each class the rules name: C0 controls (NUL, LF, CR, ESC, TAB), DEL, C1 controls.
+CONTROL_CHARACTERS = ["\x00", "\n", "\r", "\x1b", "\t", "\x7f", "\x85", "\x9b"]
+
+
+@pytest.mark.parametrize("field", ["name", "description"])
+@pytest.mark.parametrize("character", CONTROL_CHARACTERS)
+def test_a_control_character_in_a_name_or_description_is_refused(
+    field: str, character: str
+) -> None:
+    body = {**VALID, field: f"LMS{character}sync"}
+    expected = (field, f"contains a control character (U+{ord(character):04X})")
+    assert problems_of(body) == [expected]
+    assert problems_of({field: body[field]}, current=basic_webhook()) == [expected]
+
+
+@pytest.mark.parametrize("field", ["name", "description"])
+@pytest.mark.parametrize("character", sorted(BIDI_CONTROLS))
+def test_a_bidi_control_in_a_name_or_description_is_refused(field: str, character: str) -> None:
+    body = {**VALID, field: f"LMS {character}cnys"}
+    expected = (field, f"contains a bidi control character (U+{ord(character):04X})")
+    assert problems_of(body) == [expected]
+    assert problems_of({field: body[field]}, current=basic_webhook()) == [expected]
+
+
+def test_the_bidi_controls_are_the_ones_the_rule_names() -> None:
+    named = {*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F, 0x061C}
+    assert {ord(c) for c in BIDI_CONTROLS} == named
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("https://hooks.example.org/in ", "contains whitespace (U+0020)"),
+        (" https://hooks.example.org/in", "contains whitespace (U+0020)"),
+        ("https://hooks.example.org/a b", "contains whitespace (U+0020)"),
+        ("https://hooks.example.org/\u00a0", "contains whitespace (U+00A0)"),
+        ("https://hooks.example.org/\u2028", "contains whitespace (U+2028)"),
+        ("https://hooks.example.org/\u3000", "contains whitespace (U+3000)"),
+        ("https://hooks.example.org/in\r\nX-Injected: 1", "contains a control character (U+000D)"),
+        ("https://hooks.example.org/in\n", "contains a control character (U+000A)"),
+        ("https://hooks.example.org/\tin", "contains a control character (U+0009)"),
+        ("https://hooks.example.org\x00.evil.org/", "contains a control character (U+0000)"),
+        ("https://hooks.example.org/\x7f", "contains a control character (U+007F)"),
+        ("https://hooks.example.org/\x9b", "contains a control character (U+009B)"),
+        ("https://hooks.example.org/\u202ein", "contains a bidi control character (U+202E)"),
+    ],
+)
+def test_a_target_url_with_whitespace_or_a_control_character_is_refused(
+    url: str, reason: str
+) -> None:
+    assert problems_of({**VALID, "targetUrl": url}) == [("targetUrl", reason)]
+    assert problems_of({"targetUrl": url}, current=basic_webhook()) == [("targetUrl", reason)]
+
+
+def test_ordinary_unicode_in_names_and_urls_is_kept() -> None:
+    new = parse_new_webhook(
+        {
+            **VALID,
+            "name": "Kurse \u00fcbertragen \u05e2\u05d1\u05e8\u05d9\u05ea \U0001f680",
+            "description": "Zeile eins, Zeile zwei \u2014 \u00e9t\u00e9",
+            "targetUrl": "https://hooks.example.org/\u00fcber?q=%20a",
+        }
+    )
+    assert new.name == "Kurse \u00fcbertragen \u05e2\u05d1\u05e8\u05d9\u05ea \U0001f680"
+    assert new.target_url == "https://hooks.example.org/\u00fcber?q=%20a"
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        ({"name": "LMS \ud800"}, ("name", "not valid Unicode")),
+        ({"description": "\udfff"}, ("description", "not valid Unicode")),
+        ({"targetUrl": "https://hooks.example.org/\ud83d"}, ("targetUrl", "not valid Unicode")),
+        ({"contactEmail": "ops\udc80@example.org"}, ("contactEmail", "not valid Unicode")),
+        ({"events": ["CI_STATS", "\ud800"]}, ("events[1]", "not valid Unicode")),
+        (
+            {"auth": {"type": "basic", "username": "lms\ud800", "password": "pw"}},
+            ("auth.username", "not valid Unicode"),
+        ),
+        (
+            {"auth": {"type": "basic", "username": "lms", "password": "\ud800"}},
+            ("auth.password", "not valid Unicode"),
+        ),
+        ({"auth": {"type": "\ud800"}}, ("auth.type", "not valid Unicode")),
+        ({"auth": {"type": "none", "\ud800": 1}}, ("auth.\\ud800", "key is not valid Unicode")),
+        ({"\ud800x": 1}, ("\\ud800x", "key is not valid Unicode")),
+    ],
+)
+def test_a_lone_surrogate_in_any_string_is_refused_as_not_unicode(
+    changes: dict[str, Any], problem: tuple[str, str]
+) -> None:
+    assert problems_of({**VALID, **changes}) == [problem]
+    assert problems_of(changes, current=basic_webhook()) == [problem]
