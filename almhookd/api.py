@@ -7,6 +7,7 @@ middleware; bad input is a 4xx naming what is wrong, never a 500.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import uuid
@@ -420,6 +421,13 @@ async def healthz(request: web.Request) -> web.Response:
             {"status": "unavailable", "error": error.message, "version": __version__}, status=503
         )
     fault = state.storage_fault
+    if fault is not None and fault.code == "storage_full":
+        # The empty write probe needs no room: only a write that does tells that space
+        # came back, and a producer waiting for a healthy /healthz waits for this.
+        with contextlib.suppress(StorageError):
+            await store.probe_space()
+            storage_works(request.app)
+            fault = None
     if fault is not None and fault.code == "storage_unavailable":
         storage_works(request.app)  # the probe wrote: whatever blocked storage is gone
     elif fault is not None:

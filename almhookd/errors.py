@@ -37,6 +37,10 @@ class StorageClosed(StorageError):
     """The store is closed: the daemon is shutting down."""
 
 
+class DatabaseInUse(StorageError):
+    """The database is in use by another almhookd."""
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Problem:
     """One thing wrong with an input, at a JSON path such as ``events[3].data.userId``."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -38,7 +39,7 @@ import aiosqlite
 import structlog
 
 from almhookd.config import Secret
-from almhookd.errors import StorageClosed, StorageError, StorageFull
+from almhookd.errors import DatabaseInUse, StorageClosed, StorageError, StorageFull
 from almhookd.ingest import NewEvent
 from almhookd.migrations import MIGRATIONS, SCHEMA_VERSION
 from almhookd.policy import Outcome, Schedule
@@ -50,6 +51,8 @@ log = structlog.get_logger("almhookd.store")
 
 #: Upper bound on the events one group commit writes, so one transaction stays short.
 MAX_GROUP_EVENTS: Final = 20_000
+#: Bytes the space probe writes: a few pages, as a small ingest request would need.
+_PROBE_BYTES: Final = 16 * 1024
 #: Bytes of a receiver's answer kept in the attempts log.
 RESPONSE_EXCERPT_CHARS: Final = 4096
 #: Rows one pruning statement deletes, so pruning never holds the writer for long.
@@ -484,6 +487,56 @@ def _create_private_file(path: Path) -> None:
         os.close(descriptor)
 
 
+def lock_path(database: Path) -> Path:
+    """The file whose lock marks a database as in use: ``<database>.lock`` beside it."""
+    return database.with_name(database.name + ".lock")
+
+
+class _DatabaseLock:
+    """An exclusive ``flock`` on :func:`lock_path`, held while a store is open, so that
+    two almhookd never write to one database. The kernel drops it with the process, even
+    after ``kill -9``. The file stays: removing it would let a third process lock a new
+    file while a second one still holds the old one. It holds the holder's PID, for the
+    message of the next one and for an operator."""
+
+    def __init__(self, descriptor: int) -> None:
+        self._descriptor: int | None = descriptor
+
+    @classmethod
+    def acquire(cls, database: Path) -> _DatabaseLock:
+        path = lock_path(database)
+        try:
+            descriptor = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        except OSError as error:
+            raise StorageError(f"{path}: cannot create the lock file: {error.strerror}") from None
+        try:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                # Empty if the holder has not written its PID yet.
+                holder = os.pread(descriptor, 32, 0).decode("ascii", "replace").strip()
+                raise DatabaseInUse(
+                    f"the database {database} is in use by another almhookd"
+                    f" (pid {holder if holder.isdigit() else 'unknown'})"
+                ) from None
+            os.fchmod(descriptor, 0o600)
+            os.ftruncate(descriptor, 0)
+            os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+        except OSError as error:
+            os.close(descriptor)
+            raise StorageError(f"{path}: cannot lock the database: {error.strerror}") from None
+        except BaseException:
+            os.close(descriptor)
+            raise
+        return cls(descriptor)
+
+    def release(self) -> None:
+        """Drop the lock (closing its only descriptor does). Safe to call more than once."""
+        if self._descriptor is not None:
+            os.close(self._descriptor)
+            self._descriptor = None
+
+
 class Store:
     """Durable storage of events and delivery state."""
 
@@ -492,6 +545,11 @@ class Store:
         self._clock = clock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="almhookd-writer")
         self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="almhookd-sync")
+        #: held from before SQLite opens the file until it is closed
+        self._lock: _DatabaseLock | None = None
+        #: the WAL file as the syncer holds it open: descriptor, (device, inode)
+        self._wal_descriptor: int | None = None
+        self._wal_identity: tuple[int, int] | None = None
         # Both used on the writer thread only: ``_db`` commits with synchronous=FULL
         # (webhooks, admin changes), ``_bookkeeping`` with NORMAL (ingest, made durable
         # by the syncer; delivery state). Two connections, so the setting never flips
@@ -531,7 +589,9 @@ class Store:
             _create_private_file(path)
         except OSError as error:
             raise StorageError(f"{path}: cannot create the database: {error.strerror}") from None
+        lock = _DatabaseLock.acquire(path)
         store = cls(path=path, clock=clock)
+        store._lock = lock
         try:
             await store._run(store._prepare)
             store._reader = await aiosqlite.connect(path, isolation_level=None)
@@ -635,6 +695,21 @@ class Store:
         if self._sync_failure is not None:
             raise self._sync_failure
         await self._write(lambda db: None, durable=False)
+
+    async def probe_space(self) -> None:
+        """A write that needs room: a scratch table holding a few pages, created and
+        dropped in one committed transaction. Raises :class:`StorageFull` while the disk
+        (or the page limit) has none. An empty transaction writes nothing, so only this
+        tells that space came back."""
+
+        def fill_and_free(db: sqlite3.Connection) -> None:
+            db.execute("CREATE TABLE almhookd_space_probe (filler BLOB)")
+            db.execute("INSERT INTO almhookd_space_probe VALUES (zeroblob(?))", (_PROBE_BYTES,))
+            db.execute("DROP TABLE almhookd_space_probe")
+
+        if self._sync_failure is not None:
+            raise self._sync_failure
+        await self._write(fill_and_free, durable=False)
 
     @property
     def schema_version(self) -> int:
@@ -789,12 +864,29 @@ class Store:
             self._synced = through
 
     def _fsync_wal(self) -> None:
-        """fsync the WAL file, whichever descriptor wrote it: its pages are the file's."""
-        fd = os.open(f"{self.path}-wal", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        """fsync the WAL file, whichever descriptor wrote it: its pages are the file's.
+
+        On the syncer thread, through one descriptor kept open for the file's life:
+        Linux reports a write-back error once to each descriptor open when it happened,
+        so a descriptor opened after another one was told (SQLite's own fsync at a
+        checkpoint) would find nothing, and the lost pages would be acknowledged. SQLite
+        truncates and reuses the WAL, never replaces it while open; a new file at the
+        path (another inode) is opened anew.
+        """
+        path = f"{self.path}-wal"
+        found = os.stat(path)  # FileNotFoundError: the database was moved or deleted
+        if self._wal_descriptor is None or self._wal_identity != (found.st_dev, found.st_ino):
+            self._close_wal()
+            descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            opened = os.fstat(descriptor)
+            self._wal_descriptor = descriptor
+            self._wal_identity = (opened.st_dev, opened.st_ino)
+        os.fsync(self._wal_descriptor)
+
+    def _close_wal(self) -> None:
+        if self._wal_descriptor is not None:
+            os.close(self._wal_descriptor)
+            self._wal_descriptor = self._wal_identity = None
 
     # --- reads -----------------------------------------------------------------------
 
@@ -1483,6 +1575,11 @@ class Store:
                         connection.close()
             self._db = self._bookkeeping = None
 
-        await self._run(close_writer)
-        self._executor.shutdown(wait=True)
-        self._syncer.shutdown(wait=True)
+        try:
+            await self._run(close_writer)
+            self._executor.shutdown(wait=True)
+            self._syncer.shutdown(wait=True)
+            self._close_wal()
+        finally:
+            if self._lock is not None:  # last: the database is closed, WAL removed
+                self._lock.release()

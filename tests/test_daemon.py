@@ -136,6 +136,49 @@ def test_a_taken_port_exits_1_with_one_line(tmp_path: Path) -> None:
         assert first.stop() == 0
 
 
+def _same_database_other_port(config: Path, port: int, second: Path) -> Path:
+    """A copy of ``config`` listening elsewhere: only the database is shared."""
+    second.write_text(config.read_text().replace(f"127.0.0.1:{port}", f"127.0.0.1:{free_port()}"))
+    return second
+
+
+def test_a_second_daemon_on_the_same_database_exits_1_with_one_line(tmp_path: Path) -> None:
+    first = DaemonProcess(write_config(tmp_path)).start()
+    try:
+        assert first.process is not None
+        second = _same_database_other_port(first.config_path, first.port, tmp_path / "b.toml")
+        result = almhookd("run", "--config", str(second))
+        database = tmp_path / "data" / "almhookd.db"
+        assert result.returncode == 1
+        assert result.stderr == (
+            f"almhookd: the database {database} is in use by another almhookd"
+            f" (pid {first.process.pid})\n"
+        )
+        output = result.stderr + result.stdout
+        assert "Traceback" not in output
+        assert ADMIN_TOKEN not in output and INGEST_TOKEN not in output
+        lock = tmp_path / "data" / "almhookd.db.lock"
+        assert stat.S_IMODE(lock.stat().st_mode) == 0o600
+        assert first.request("GET", "/healthz")[0] == 200  # the first one serves on
+    finally:
+        assert first.stop() == 0
+
+
+def test_a_daemon_starts_on_the_database_of_one_killed_with_kill_9(tmp_path: Path) -> None:
+    first = DaemonProcess(write_config(tmp_path)).start()
+    first.kill()  # SIGKILL: nothing of the daemon's own runs, the kernel drops its lock
+    second = DaemonProcess(
+        _same_database_other_port(first.config_path, first.port, tmp_path / "b.toml")
+    ).start()
+    try:
+        assert second.request("GET", "/healthz")[0] == 200
+        assert second.process is not None
+        lock = tmp_path / "data" / "almhookd.db.lock"
+        assert lock.read_text() == f"{second.process.pid}\n"
+    finally:
+        assert second.stop() == 0
+
+
 def test_without_a_token_one_is_generated_and_never_logged(tmp_path: Path) -> None:
     daemon = DaemonProcess(write_config(tmp_path, tokens=False)).start()
     try:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import itertools
 import os
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from almhookd.errors import StorageClosed, StorageError, StorageFull
+from almhookd.errors import DatabaseInUse, StorageClosed, StorageError, StorageFull
 from almhookd.ingest import NewEvent, parse_ingest
 from almhookd.migrations import SCHEMA_VERSION
 from almhookd.store import (
@@ -27,6 +28,7 @@ from almhookd.store import (
     _DueRow,
     _pack,
     event_key,
+    lock_path,
 )
 from almhookd.webhooks import NewWebhook
 from tests import samples
@@ -209,6 +211,123 @@ async def test_a_failed_fsync_stops_ingest_until_a_restart(
         assert (await reopened.append(make_events(1))).accepted == 1
     finally:
         await reopened.close()
+
+
+async def test_a_second_store_on_an_open_database_is_refused_until_it_closes(
+    store: Store, db_path: Path, clock: FakeClock
+) -> None:
+    lock = lock_path(db_path)
+    assert lock == db_path.with_name("almhookd.db.lock")
+    assert stat.S_IMODE(lock.stat().st_mode) == 0o600
+    assert lock.read_text() == f"{os.getpid()}\n"
+    message = f"the database {db_path} is in use by another almhookd (pid {os.getpid()})"
+    with pytest.raises(DatabaseInUse) as refused:
+        await Store.open(db_path, clock=clock)
+    assert refused.value.message == message
+    assert (await store.append(make_events(1))).accepted == 1  # the first one is untouched
+    await store.close()
+    reopened = await Store.open(db_path, clock=clock)
+    await reopened.close()
+
+
+def _wal_descriptors(wal: Path) -> list[str]:
+    """This process's descriptors open on the WAL file, deleted or not."""
+    fds = Path("/proc/self/fd")
+    targets = []
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):  # closed since the listing
+            targets.append(os.readlink(fd))
+    return [t for t in targets if t in (str(wal), f"{wal} (deleted)")]
+
+
+async def test_the_syncer_opens_the_wal_once_and_closes_it_with_the_store(
+    db_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wal = db_path.with_name(db_path.name + "-wal")
+    wal_opens: list[str] = []
+    real_open = os.open
+
+    def counting_open(
+        path: str | os.PathLike[str], flags: int, mode: int = 0o777, *, dir_fd: int | None = None
+    ) -> int:
+        if str(path) == str(wal):
+            wal_opens.append(str(path))
+        return real_open(path, flags, mode, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "open", counting_open)
+    store = await Store.open(db_path, clock=clock)
+    try:
+        await store.append(make_events(1))
+        inode = wal.stat().st_ino
+        for round_ in range(30):
+            await store.append(make_events(20, prefix=f"once-{round_}-"))
+            if round_ == 15:  # SQLite truncates the WAL in place, never replaces it
+                await store._read.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                assert wal.stat().st_size == 0
+        assert store.commits == 31 and wal.stat().st_ino == inode
+        assert wal_opens == [str(wal)]
+    finally:
+        await store.close()
+    assert _wal_descriptors(wal) == []
+
+
+async def test_a_new_wal_file_at_the_path_is_opened_anew(store: Store, db_path: Path) -> None:
+    wal = db_path.with_name(db_path.name + "-wal")
+    await store.append(make_events(1))
+    held = store._wal_identity
+    loop = asyncio.get_running_loop()
+    aside = wal.with_name("aside")
+    wal.rename(aside)
+    try:
+        wal.write_bytes(b"")
+        await loop.run_in_executor(store._syncer, store._fsync_wal)
+        assert store._wal_identity == (wal.stat().st_dev, wal.stat().st_ino) != held
+    finally:
+        aside.replace(wal)  # SQLite still writes to the file it opened
+    await loop.run_in_executor(store._syncer, store._fsync_wal)
+    assert store._wal_identity == held
+    assert (await store.append(make_events(1))).accepted == 1
+
+
+async def test_a_write_back_error_another_descriptor_was_told_of_still_stops_ingest(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Linux reports a write-back error once to each descriptor open when it happened,
+    at its next fsync, and not to descriptors opened later: should SQLite's own fsync
+    (at a checkpoint) be told first, only a descriptor the syncer already held sees it."""
+    wal = str(store.path) + "-wal"
+    real_open, real_close, real_fsync = os.open, os.close, os.fsync
+    open_on_wal: set[int] = set()
+    told_of_error: set[int] = set()
+
+    def tracking_open(
+        path: str | os.PathLike[str], flags: int, mode: int = 0o777, *, dir_fd: int | None = None
+    ) -> int:
+        fd = real_open(path, flags, mode, dir_fd=dir_fd)
+        if str(path) == wal:
+            open_on_wal.add(fd)
+        return fd
+
+    def tracking_close(fd: int) -> None:
+        open_on_wal.discard(fd)
+        told_of_error.discard(fd)
+        real_close(fd)
+
+    def reporting_fsync(fd: int) -> None:
+        if fd in told_of_error:
+            told_of_error.discard(fd)
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "open", tracking_open)
+    monkeypatch.setattr(os, "close", tracking_close)
+    monkeypatch.setattr(os, "fsync", reporting_fsync)
+    assert (await store.append(make_events(1))).accepted == 1
+    told_of_error.update(open_on_wal)  # the kernel fails to write some of the WAL's pages
+    with pytest.raises(StorageError, match=r"Input/output error.*restarted"):
+        await store.append(make_events(1))
+    with pytest.raises(StorageError, match="restarted"):
+        await store.append(make_events(1))
 
 
 async def test_duplicates_across_one_group_are_resolved_in_order(store: Store) -> None:

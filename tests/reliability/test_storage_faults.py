@@ -86,8 +86,14 @@ async def test_a_full_database_answers_507_and_recovers_when_space_returns(
         # Nothing of the refused request is stored, not even partly.
         assert (await call(session, url, "GET", f"/v1/events/{refused[0]['eventId']}"))[0] == 404
         assert (await call(session, url, "GET", f"/v1/events/{refused[-1]['eventId']}"))[0] == 404
-        # Space comes back: the same request goes through, and health follows by itself.
+        # Still full: the space probe of /healthz fails too, and stores nothing.
+        status, health = await _health(session, url)
+        assert status == 503 and health["code"] == "storage_full", health
+        # Space comes back: /healthz sees it before any ingest succeeds (a producer
+        # waiting for a healthy daemon would otherwise wait for ever), then the same
+        # request goes through.
         await store._writer_pragma("max_page_count = 1073741823")
+        assert (await _health(session, url))[0] == 200
         status, body = await ingest(session, url, refused)
         assert status == 202 and body["accepted"] == 40, body
         assert (await _health(session, url))[0] == 200
