@@ -8,6 +8,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
@@ -15,8 +16,21 @@ from hypothesis import strategies as st
 
 from tests.daemon_process import DaemonProcess, write_config
 
+#: Strings past the ordinary: any code point (lone surrogates and controls included),
+#: and a few that broke a handler once.
+odd_strings = st.text(alphabet=st.characters(exclude_categories=()), max_size=20) | st.sampled_from(
+    ["\ud800", "a\udfffb", "nul\u0000", "\u202egnp.exe", "line\r\nbreak", " padded "]
+)
+#: Integers at and past the 64 bits SQLite holds.
+edge_integers = st.sampled_from([2**63 - 1, 2**63, -(2**63) - 1, 2**64, 10**30])
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | edge_integers
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20)
+    | odd_strings,
     lambda children: (
         st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5)
     ),
@@ -119,3 +133,42 @@ def test_arbitrary_json_never_breaks_a_write_endpoint(
     if status >= 400:
         assert set(body) == {"error"} and body["error"]["message"], body
         assert snapshot(database) == before
+
+
+query_values = st.text(max_size=12) | odd_strings | edge_integers.map(str) | st.integers().map(str)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/webhooks/{id}/deliveries",
+        "/v1/webhooks/{id}/attempts",
+        "/v1/webhooks",
+        "/v1/status",
+        "/v1/events/{value}",
+        "/v1/webhooks/{value}",
+    ],
+)
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    params=st.dictionaries(
+        st.sampled_from(["limit", "cursor", "state", "since", "x"]), query_values, max_size=3
+    ),
+    value=query_values,
+)
+@example(params={"cursor": str(2**70)}, value="x")
+@example(params={"limit": "\u0661"}, value="\ud800")
+def test_arbitrary_query_strings_and_ids_never_break_a_read(
+    daemon: DaemonProcess, path: str, params: dict[str, str], value: str
+) -> None:
+    def encoded(text: str) -> str:  # lone surrogates too, as the bytes a client could send
+        return quote(text.encode("utf-8", "surrogatepass"), safe="")
+
+    target = path.replace("{id}", daemon.webhook_id).replace("{value}", encoded(value))  # type: ignore[attr-defined]
+    query = "&".join(f"{encoded(key)}={encoded(item)}" for key, item in params.items())
+    status, body = daemon.request("GET", target + ("?" + query if query else ""))
+    assert status < 500, (status, body)
+    if status >= 400:
+        assert set(body) == {"error"} and body["error"]["message"], body
