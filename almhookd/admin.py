@@ -30,6 +30,7 @@ from almhookd.catalogue import CATALOGUE, sample_data
 from almhookd.errors import InvalidInput, Problem
 from almhookd.ingest import is_event_id
 from almhookd.signing import SCHEME, generate_secret
+from almhookd.store import WebhookLimitReached
 from almhookd.targets import TargetPolicy, TargetRefused, check_target
 from almhookd.webhooks import (
     NewWebhook,
@@ -101,16 +102,19 @@ async def list_webhooks(request: web.Request) -> web.Response:
 
 async def create_webhook(request: web.Request) -> web.Response:
     new = parse_new_webhook(await read_json(request))
+    await _check_name(request, new.name, None)
+    await _check_target(request, new.target_url)
     limit = request.app[STATE].config.delivery.max_webhooks
-    if await request.app[STORE].count_webhooks() >= limit:
+    try:
+        # Counted and inserted in one write transaction: a count taken here, before the
+        # awaits above, let parallel creates all pass it.
+        webhook = await request.app[DISPATCHER].add_webhook(new, max_webhooks=limit)
+    except WebhookLimitReached:
         raise ApiError(
             409,
             "limit_reached",
             f"at most {limit} webhooks can exist (delivery.max_webhooks); delete one first",
-        )
-    await _check_name(request, new.name, None)
-    await _check_target(request, new.target_url)
-    webhook = await request.app[DISPATCHER].add_webhook(new)
+        ) from None
     return web.json_response(await webhook_document(request, webhook), status=201)
 
 
@@ -124,8 +128,10 @@ async def patch_webhook(request: web.Request) -> web.Response:
     await _check_name(request, changes.name, webhook.id)
     if changes.target_url is not None:
         await _check_target(request, changes.target_url)
-    await request.app[DISPATCHER].update_webhook(webhook.id, changes)
-    return web.json_response(await webhook_document(request, await _webhook(request)))
+    patched = await request.app[DISPATCHER].update_webhook(webhook.id, changes)
+    if patched is None:  # deleted since it was read above
+        raise ApiError(404, "not_found", f"no webhook with id {webhook.id!r}")
+    return web.json_response(await webhook_document(request, patched))
 
 
 async def delete_webhook(request: web.Request) -> web.Response:

@@ -74,21 +74,30 @@ class Dispatcher:
         if maintenance:
             self._maintenance = asyncio.create_task(self._maintain(), name="almhookd-maintenance")
 
-    async def add_webhook(self, new: NewWebhook) -> Webhook:
-        """Create a webhook after the target guard accepts its URL, and start its worker."""
+    async def add_webhook(self, new: NewWebhook, *, max_webhooks: int | None = None) -> Webhook:
+        """Create a webhook after the target guard accepts its URL, and start its worker.
+
+        The guard (a DNS lookup) runs before the write; ``max_webhooks`` is enforced in
+        the transaction that inserts (:class:`~almhookd.store.WebhookLimitReached`).
+        """
         await check_target(new.target_url, TargetPolicy.from_config(self._config.delivery))
-        webhook = await self._store.create_webhook(new)
-        await self.refresh(webhook.id)
+        webhook = await self._store.create_webhook(new, max_webhooks=max_webhooks)
+        # From the write transaction itself, not read back: a stored active webhook
+        # always gets its worker.
+        await self._bring_in_line(webhook.id, webhook)
         return webhook
 
-    async def update_webhook(self, webhook_id: str, changes: WebhookChanges) -> bool:
-        """Apply a change; it takes effect on the running worker at once."""
+    async def update_webhook(self, webhook_id: str, changes: WebhookChanges) -> Webhook | None:
+        """Apply a change; it takes effect on the running worker at once. Returns the
+        webhook as changed, or ``None`` when there is no such webhook."""
         if changes.target_url is not None:
             await check_target(changes.target_url, TargetPolicy.from_config(self._config.delivery))
-        found = await self._store.update_webhook(webhook_id, changes)
-        if found:
+        webhook = await self._store.update_webhook(webhook_id, changes)
+        if webhook is not None:
+            # Read again rather than applied as returned: a later change that committed
+            # meanwhile must not be overwritten on the worker by this older state.
             await self.refresh(webhook_id)
-        return found
+        return webhook
 
     async def delete_webhook(self, webhook_id: str) -> bool:
         """Stop the webhook's worker, then delete it with its pending deliveries."""
@@ -121,7 +130,11 @@ class Dispatcher:
 
     async def refresh(self, webhook_id: str) -> None:
         """Bring the workers in line with a webhook's stored state after a change."""
-        webhook = await self._store.get_webhook(webhook_id)
+        await self._bring_in_line(webhook_id, await self._store.get_webhook(webhook_id))
+
+    async def _bring_in_line(self, webhook_id: str, webhook: Webhook | None) -> None:
+        """Start, update or stop the webhook's worker to match ``webhook`` (``None``:
+        deleted)."""
         worker = self.workers.get(webhook_id)
         if webhook is None or not webhook.active:
             if worker is not None:

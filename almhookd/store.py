@@ -39,7 +39,13 @@ import aiosqlite
 import structlog
 
 from almhookd.config import Secret
-from almhookd.errors import DatabaseInUse, StorageClosed, StorageError, StorageFull
+from almhookd.errors import (
+    AlmhookdError,
+    DatabaseInUse,
+    StorageClosed,
+    StorageError,
+    StorageFull,
+)
 from almhookd.ingest import NewEvent
 from almhookd.migrations import MIGRATIONS, SCHEMA_VERSION
 from almhookd.policy import Outcome, Schedule
@@ -149,12 +155,66 @@ def _payload(account_id: int, bodies: Sequence[str]) -> bytes:
     return f'{{"accountId":{account_id},"events":[{",".join(bodies)}]}}'.encode()
 
 
+#: Webhooks with their subscriptions and signing secrets as JSON arrays: one statement,
+#: so one snapshot, whether run on the reader or inside a write transaction.
 _SELECT_WEBHOOKS: Final = (
-    "SELECT id, name, description, target_url, auth_type, auth_username, auth_password,"
-    " contact_email, status, disabled_reason, created_at_ms, updated_at_ms,"
-    " consecutive_failures, failing_since_ms, next_attempt_at_ms, last_success_at_ms,"
-    " last_error, last_reminder_at_ms FROM webhooks"
+    "SELECT w.id, w.name, w.description, w.target_url, w.auth_type, w.auth_username,"
+    " w.auth_password, w.contact_email, w.status, w.disabled_reason, w.created_at_ms,"
+    " w.updated_at_ms, w.consecutive_failures, w.failing_since_ms, w.next_attempt_at_ms,"
+    " w.last_success_at_ms, w.last_error, w.last_reminder_at_ms,"
+    " (SELECT json_group_array(e.event_name) FROM webhook_events AS e"
+    " WHERE e.webhook_id = w.id),"
+    " (SELECT json_group_array(json_array(s.secret, s.created_at_ms, s.expires_at_ms))"
+    " FROM signing_secrets AS s WHERE s.webhook_id = w.id)"
+    " FROM webhooks AS w"
 )
+
+
+def _webhook_from_row(row: Sequence[Any]) -> Webhook:
+    """A :class:`Webhook` from one row of :data:`_SELECT_WEBHOOKS`."""
+    signing = sorted(json.loads(row[19]), key=lambda secret: secret[1])
+    return Webhook(
+        id=row[0],
+        name=row[1],
+        description=row[2],
+        target_url=row[3],
+        auth_type=row[4],
+        auth_username=row[5],
+        auth_password=Secret(row[6]) if row[6] is not None else None,
+        contact_email=row[7],
+        status=row[8],
+        disabled_reason=row[9],
+        created_at_ms=row[10],
+        updated_at_ms=row[11],
+        schedule=Schedule(
+            consecutive_failures=row[12],
+            failing_since=_seconds(row[13]),
+            next_attempt_at=_seconds(row[14]),
+            last_success_at=_seconds(row[15]),
+            last_error=row[16],
+            last_reminder_at=_seconds(row[17]),
+        ),
+        events=frozenset(json.loads(row[18])),
+        secrets=tuple(
+            SigningSecret(secret=Secret(secret), created_at_ms=created, expires_at_ms=expires)
+            for secret, created, expires in signing
+        ),
+    )
+
+
+def _written_webhook(db: sqlite3.Connection, webhook_id: str) -> Webhook:
+    """The webhook as the write transaction that changed it left it: read inside that
+    transaction, so the caller never depends on the reader catching up."""
+    row = db.execute(_SELECT_WEBHOOKS + " WHERE w.id = ?", (webhook_id,)).fetchone()
+    return _webhook_from_row(row)
+
+
+class WebhookLimitReached(AlmhookdError):
+    """As many webhooks as ``delivery.max_webhooks`` allows exist already."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"at most {limit} webhooks can exist (delivery.max_webhooks)")
+        self.limit = limit
 
 
 class _PendingAppend(NamedTuple):
@@ -727,9 +787,14 @@ class Store:
         return self._reader
 
     async def _fetchall(self, sql: str, parameters: Sequence[object] = ()) -> list[Any]:
+        """Run one query on the shared reader, start to finish, in one hop to its thread.
+
+        An ``execute`` and a ``fetchall`` as two hops would leave the statement open in
+        between, and with it the read transaction: every coroutine reading meanwhile
+        would see that old snapshot, even right after its own commit.
+        """
         try:
-            cursor = await self._read.execute(sql, parameters)
-            return list(await cursor.fetchall())
+            return list(await self._read.execute_fetchall(sql, parameters))
         except sqlite3.Error as error:
             raise _storage_error(error, self.path) from None
 
@@ -752,7 +817,8 @@ class Store:
             else:
                 continue
             try:
-                await self._read.execute(f"PRAGMA wal_checkpoint({mode})")
+                # Fetched in the same hop: an unfinished statement would keep a snapshot.
+                await self._read.execute_fetchall(f"PRAGMA wal_checkpoint({mode})")
             except (sqlite3.Error, StorageClosed, ValueError):
                 continue
 
@@ -891,9 +957,13 @@ class Store:
     # --- reads -----------------------------------------------------------------------
 
     async def get_event(self, event_id: str) -> StoredEvent | None:
+        # The event and its deliveries in one statement: one snapshot, one hop.
         rows = await self._fetchall(
-            "SELECT seq, event_id, event_name, account_id, timestamp_ms, realtime,"
-            " ingested_at_ms, body FROM events WHERE event_key = ? AND event_id = ?",
+            "SELECT e.seq, e.event_id, e.event_name, e.account_id, e.timestamp_ms,"
+            " e.realtime, e.ingested_at_ms, e.body, (SELECT json_group_array(json_array("
+            "d.webhook_id, d.state, d.attempts, d.batch_id, d.delivered_at_ms))"
+            " FROM delivery_states AS d WHERE d.event_seq = e.seq)"
+            " FROM events AS e WHERE e.event_key = ? AND e.event_id = ?",
             (event_key(event_id), event_id),
         )
         if not rows:
@@ -903,11 +973,7 @@ class Store:
             DeliveryState(
                 webhook_id=d[0], state=d[1], attempts=d[2], batch_id=d[3], delivered_at_ms=d[4]
             )
-            for d in await self._fetchall(
-                "SELECT webhook_id, state, attempts, batch_id, delivered_at_ms"
-                " FROM delivery_states WHERE event_seq = ? ORDER BY webhook_id",
-                (row[0],),
-            )
+            for d in sorted(json.loads(row[8]), key=lambda delivery: str(delivery[0]))
         )
         return StoredEvent(
             seq=row[0],
@@ -937,12 +1003,22 @@ class Store:
 
     # --- webhooks --------------------------------------------------------------------
 
-    async def create_webhook(self, new: NewWebhook) -> Webhook:
-        """Store a webhook; a ``signature`` webhook gets its first signing secret."""
+    async def create_webhook(self, new: NewWebhook, *, max_webhooks: int | None = None) -> Webhook:
+        """Store a webhook; a ``signature`` webhook gets its first signing secret.
+
+        With ``max_webhooks``, raises :class:`WebhookLimitReached` when that many exist.
+        The count is taken inside the transaction that inserts (the write lock held), so
+        parallel creates cannot all pass it. The webhook returned is read in that same
+        transaction.
+        """
         webhook_id = "wh_" + secrets.token_hex(8)
         now_ms = self._now_ms()
 
-        def work(db: sqlite3.Connection) -> None:
+        def work(db: sqlite3.Connection) -> Webhook:
+            if max_webhooks is not None:
+                existing = db.execute("SELECT count(*) FROM webhooks").fetchone()[0]
+                if existing >= max_webhooks:
+                    raise WebhookLimitReached(max_webhooks)
             db.execute(
                 "INSERT INTO webhooks (id, name, description, target_url, auth_type,"
                 " auth_username, auth_password, contact_email, status, created_at_ms,"
@@ -971,57 +1047,18 @@ class Store:
                     " VALUES (?, ?, ?)",
                     (webhook_id, generate_secret(), now_ms),
                 )
+            return _written_webhook(db, webhook_id)
 
-        await self._write(work, durable=True)
-        webhook = await self.get_webhook(webhook_id)
-        if webhook is None:  # pragma: no cover - just committed
-            raise StorageError(f"webhook {webhook_id} vanished after creation")
-        return webhook
+        return await self._write(work, durable=True)
 
     async def list_webhooks(self) -> list[Webhook]:
-        rows = await self._fetchall(_SELECT_WEBHOOKS + " ORDER BY created_at_ms, id")
-        return [await self._webhook_from_row(row) for row in rows]
+        """Every webhook, oldest first: one statement, so one snapshot of all of them."""
+        rows = await self._fetchall(_SELECT_WEBHOOKS + " ORDER BY w.created_at_ms, w.id")
+        return [_webhook_from_row(row) for row in rows]
 
     async def get_webhook(self, webhook_id: str) -> Webhook | None:
-        rows = await self._fetchall(_SELECT_WEBHOOKS + " WHERE id = ?", (webhook_id,))
-        return await self._webhook_from_row(rows[0]) if rows else None
-
-    async def _webhook_from_row(self, row: Sequence[Any]) -> Webhook:
-        events = await self._fetchall(
-            "SELECT event_name FROM webhook_events WHERE webhook_id = ?", (row[0],)
-        )
-        signing = await self._fetchall(
-            "SELECT secret, created_at_ms, expires_at_ms FROM signing_secrets"
-            " WHERE webhook_id = ? ORDER BY created_at_ms",
-            (row[0],),
-        )
-        return Webhook(
-            id=row[0],
-            name=row[1],
-            description=row[2],
-            target_url=row[3],
-            auth_type=row[4],
-            auth_username=row[5],
-            auth_password=Secret(row[6]) if row[6] is not None else None,
-            contact_email=row[7],
-            status=row[8],
-            disabled_reason=row[9],
-            created_at_ms=row[10],
-            updated_at_ms=row[11],
-            schedule=Schedule(
-                consecutive_failures=row[12],
-                failing_since=_seconds(row[13]),
-                next_attempt_at=_seconds(row[14]),
-                last_success_at=_seconds(row[15]),
-                last_error=row[16],
-                last_reminder_at=_seconds(row[17]),
-            ),
-            events=frozenset(e[0] for e in events),
-            secrets=tuple(
-                SigningSecret(secret=Secret(s[0]), created_at_ms=s[1], expires_at_ms=s[2])
-                for s in signing
-            ),
-        )
+        rows = await self._fetchall(_SELECT_WEBHOOKS + " WHERE w.id = ?", (webhook_id,))
+        return _webhook_from_row(rows[0]) if rows else None
 
     async def set_webhook_status(
         self, webhook_id: str, status: str, reason: str | None = None
@@ -1064,8 +1101,9 @@ class Store:
         )
         return str(rows[0][0]) if rows else None
 
-    async def update_webhook(self, webhook_id: str, changes: WebhookChanges) -> bool:
-        """Apply a ``PATCH``; returns ``False`` when there is no such webhook.
+    async def update_webhook(self, webhook_id: str, changes: WebhookChanges) -> Webhook | None:
+        """Apply a ``PATCH``; returns the webhook as changed (read in the same
+        transaction), or ``None`` when there is no such webhook.
 
         ``active: false`` archives (``inactive``); ``active: true`` re-enables an archived
         or disabled webhook and clears its failure schedule. Switching to signature auth
@@ -1073,9 +1111,9 @@ class Store:
         """
         now_ms = self._now_ms()
 
-        def work(db: sqlite3.Connection) -> bool:
+        def work(db: sqlite3.Connection) -> Webhook | None:
             if db.execute("SELECT 1 FROM webhooks WHERE id = ?", (webhook_id,)).fetchone() is None:
-                return False
+                return None
             columns: dict[str, object] = {"updated_at_ms": now_ms}
             for column, value in (
                 ("name", changes.name),
@@ -1125,7 +1163,7 @@ class Store:
                         " VALUES (?, ?, ?)",
                         (webhook_id, generate_secret(), now_ms),
                     )
-            return True
+            return _written_webhook(db, webhook_id)
 
         return await self._write(work, durable=True)
 
@@ -1221,30 +1259,32 @@ class Store:
             " (SELECT event_name FROM webhook_events WHERE webhook_id = ?)"
         )
 
+        # One statement for every event: a delivery row that exists is queued again
+        # (unless its event is in a request being sent now), a missing one is inserted.
+        # The WHERE clause also tells SQLite's parser that ON CONFLICT is the upsert's,
+        # not a join constraint.
+        upsert = (
+            "INSERT INTO deliveries (webhook_id, event_seq, state, due_at_ms)"  # noqa: S608 - fixed SQL
+            f" SELECT ?, e.seq, 'pending', ? FROM ({selection + subscribed}) AS e"
+            " WHERE e.seq NOT IN (SELECT event_seq FROM sending WHERE webhook_id = ?)"
+            " ON CONFLICT (webhook_id, event_seq) DO UPDATE SET state = 'pending',"
+            " due_at_ms = excluded.due_at_ms, batch_id = NULL"
+        )
+
         def work(db: sqlite3.Connection) -> int:
-            seqs = [
-                row[0]
-                for row in db.execute(
-                    selection + subscribed,
-                    [*parameters, retained_since_ms, webhook_id],
-                )
-            ]
-            queued = 0
-            for seq in seqs:
-                updated = db.execute(
-                    "UPDATE deliveries SET state = 'pending', due_at_ms = ?, batch_id = NULL"
-                    " WHERE webhook_id = ? AND event_seq = ? AND event_seq NOT IN"
-                    " (SELECT event_seq FROM sending WHERE webhook_id = ?)",
-                    (now_ms, webhook_id, seq, webhook_id),
+            return int(
+                db.execute(
+                    upsert,
+                    [
+                        webhook_id,
+                        now_ms,
+                        *parameters,
+                        retained_since_ms,
+                        webhook_id,
+                        webhook_id,
+                    ],
                 ).rowcount
-                if not updated:
-                    updated = db.execute(
-                        "INSERT OR IGNORE INTO deliveries (webhook_id, event_seq, state, due_at_ms)"
-                        " VALUES (?, ?, 'pending', ?)",
-                        (webhook_id, seq, now_ms),
-                    ).rowcount
-                queued += updated
-            return queued
+            )
 
         return await self._write(work, durable=True)
 

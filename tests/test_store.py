@@ -8,6 +8,7 @@ import os
 import sqlite3
 import stat
 import threading
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,12 +26,13 @@ from almhookd.store import (
     SUBSCRIBERS_SQL,
     Claim,
     Store,
+    WebhookLimitReached,
     _DueRow,
     _pack,
     event_key,
     lock_path,
 )
-from almhookd.webhooks import NewWebhook
+from almhookd.webhooks import NewWebhook, WebhookChanges
 from tests import samples
 from tests.conftest import FakeClock
 from tests.running import until
@@ -713,3 +715,133 @@ def test_an_old_sqlite_is_refused_by_name(
     with pytest.raises(StorageError, match=r"needs SQLite 3\.35 or later; .* uses SQLite 3\.34\.1"):
         asyncio.run(Store.open(tmp_path / "old.db", clock=clock))
     assert not (tmp_path / "old.db").exists()
+
+
+# --- read snapshots, webhook limit, replay -----------------------------------------
+
+
+@contextlib.contextmanager
+def statements_on(connection: sqlite3.Connection) -> Iterator[list[str]]:
+    """The SQL ``connection`` runs meanwhile (SQLite's trace callback), in order."""
+    executed: list[str] = []
+    connection.set_trace_callback(executed.append)
+    try:
+        yield executed
+    finally:
+        connection.set_trace_callback(None)
+
+
+def _new_webhook(name: str, events: frozenset[str] = frozenset(samples.ALL)) -> NewWebhook:
+    return NewWebhook(name=name, target_url="https://example.invalid/", events=events)
+
+
+async def test_a_read_after_a_write_sees_it_while_other_reads_run(store: Store) -> None:
+    # Readers keep the shared reader connection busy with one-row statements. Were a
+    # statement left open between its execute and its fetch, the snapshot it holds
+    # would serve the reads in between, and a webhook just committed would be missing.
+    writes_done = asyncio.Event()
+
+    async def keep_reading() -> int:
+        for reads in range(1, 100_000):
+            if writes_done.is_set():
+                return reads
+            await store._fetchall("SELECT count(*) FROM webhooks")
+        raise AssertionError("the writes never finished")
+
+    readers = [asyncio.create_task(keep_reading()) for _ in range(8)]
+    try:
+        for number in range(1, 31):
+            created = await store.create_webhook(_new_webhook(f"hook {number}"))
+            assert await store.get_webhook(created.id) == created
+            assert len(await store.list_webhooks()) == number
+    finally:
+        writes_done.set()
+    assert min(await asyncio.gather(*readers)) > 1  # the reads did overlap the writes
+
+
+async def test_the_webhook_limit_is_counted_in_the_inserting_transaction(store: Store) -> None:
+    results = await asyncio.gather(
+        *(store.create_webhook(_new_webhook(f"hook {n}"), max_webhooks=3) for n in range(20)),
+        return_exceptions=True,
+    )
+    created = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, WebhookLimitReached)]
+    assert len(created) == 3 and len(refused) == 17
+    assert {w.id for w in await store.list_webhooks()} == {w.id for w in created}
+
+
+async def test_a_webhook_is_returned_as_its_transaction_stored_it(store: Store) -> None:
+    created = await store.create_webhook(
+        NewWebhook(
+            name="signed",
+            target_url="https://example.invalid/",
+            events=frozenset({"COURSE_ENROLLMENT", "CI_STATS"}),
+            auth_type="signature",
+        )
+    )
+    assert created.events == {"COURSE_ENROLLMENT", "CI_STATS"} and len(created.secrets) == 1
+    assert await store.get_webhook(created.id) == created
+    patched = await store.update_webhook(
+        created.id, WebhookChanges(name="renamed", events=frozenset({"CI_STATS"}))
+    )
+    assert patched is not None and patched.name == "renamed" and patched.events == {"CI_STATS"}
+    assert await store.get_webhook(created.id) == patched
+    assert await store.update_webhook("wh_missing", WebhookChanges(name="x")) is None
+
+
+async def test_listing_webhooks_is_one_statement_whatever_their_number(store: Store) -> None:
+    for number in range(3):
+        await store.create_webhook(_new_webhook(f"hook {number}"))
+    signed = await store.create_webhook(replace(_new_webhook("signed"), auth_type="signature"))
+    await store.rotate_secret(signed.id, grace_ms=60_000)
+    executed: list[str] = []
+    await store._read.set_trace_callback(executed.append)  # on the reader's own thread
+    listed = {webhook.name: webhook for webhook in await store.list_webhooks()}
+    await store._read.set_trace_callback(lambda statement: None)
+    assert len(executed) == 1  # one statement, so one snapshot of every webhook
+    assert sorted(listed) == ["hook 0", "hook 1", "hook 2", "signed"]
+    assert all(webhook.events == set(samples.ALL) for webhook in listed.values())
+    secrets = listed["signed"].secrets
+    assert len(secrets) == 2 and secrets[0].created_at_ms < secrets[1].created_at_ms
+    assert secrets[0].expires_at_ms is not None and secrets[1].expires_at_ms is None
+
+
+async def test_replay_of_many_events_is_one_write_of_one_statement(
+    store: Store, clock: FakeClock
+) -> None:
+    before_webhook = make_events(1, prefix="before")  # no delivery row for the webhook
+    await store.append(before_webhook)
+    webhook = await store.create_webhook(
+        _new_webhook("replayed", events=frozenset({"COURSE_ENROLLMENT"}))
+    )
+    events = make_events(4, prefix="replay")
+    other_name = make_events(1, prefix="other", name="COURSE_COMPLETED")
+    await store.append([*events, *other_name])
+    # The first event goes into a request being sent: a replay leaves it alone.
+    claim = Claim(
+        now_ms=int(clock() * 1000),
+        retained_since_ms=0,
+        max_events=1,
+        max_batch_events=1,
+        max_bytes=1 << 20,
+    )
+    [sending] = await store.claim_batches(webhook.id, claim)
+    assert list(sending.event_ids) == [events[0].event_id]
+    every_id = [e.event_id for e in (*before_webhook, *events, *other_name)]
+
+    writes = store.writes
+    assert store._db is not None
+    with statements_on(store._db) as executed:
+        queued = await store.replay(
+            webhook.id, event_ids=every_id, retained_since_ms=0, now_ms=int(clock() * 1000)
+        )
+    assert store.writes - writes == 1
+    # BEGIN, one statement for the five events, COMMIT.
+    assert len(executed) == 3 and executed[0] == "BEGIN IMMEDIATE", executed
+    assert queued == 4  # three requeued, one inserted; the one being sent is not
+    states = await store.deliveries(webhook.id, state=None, limit=100, after_seq=0)
+    assert {d["eventId"]: d["state"] for d in states} == {
+        before_webhook[0].event_id: "pending",
+        events[0].event_id: "sending",
+        **{e.event_id: "pending" for e in events[1:]},
+    }
