@@ -18,6 +18,7 @@ from typing import Any, Final
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from almhookd import __version__
@@ -141,6 +142,37 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
             raise
         code = _HTTP_CODES.get(error.status, "http_error")
         return _error_response(ApiError(error.status, code, error.reason))
+
+
+def body_memory_budget() -> Middleware:
+    """A middleware (after authorisation) holding the bytes of the request bodies being
+    read to ``server.max_body_memory``: a body is counted by its Content-Length (a
+    chunked one as ``max_body_bytes``) before it is read, and past the budget the
+    request is answered 503 with ``Retry-After`` instead. Slow senders, each allowed
+    its ``max_body_bytes``, would otherwise hold as many megabytes as connections."""
+    held = 0
+
+    @web.middleware
+    async def hold_body_memory(request: web.Request, handler: Handler) -> web.StreamResponse:
+        nonlocal held
+        if not request.body_exists:
+            return await handler(request)
+        server = request.app[STATE].config.server
+        size = min(request.content_length or server.max_body_bytes, server.max_body_bytes)
+        if held + size > server.max_body_memory:
+            raise ApiError(
+                503,
+                "busy",
+                "too many request bodies are being received; try again shortly",
+                headers={"Retry-After": "1"},
+            )
+        held += size
+        try:
+            return await handler(request)
+        finally:
+            held -= size
+
+    return hold_body_memory
 
 
 def storage_failed(app: web.Application, code: str, error: StorageError, now: float) -> None:

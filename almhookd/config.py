@@ -75,6 +75,18 @@ class ServerConfig:
     admin_token: Secret | None = None
     ingest_token: Secret | None = None
     max_body_bytes: int = 1_048_576
+    #: seconds a client has to send a request head: from the connection's opening, or
+    #: from the first byte of a later request on a kept-alive connection
+    header_timeout: float = 10.0
+    #: seconds a request body may make no progress while the server waits for it
+    body_timeout: float = 10.0
+    #: seconds a kept-alive connection may sit idle between requests
+    keepalive_timeout: float = 75.0
+    #: open connections at once; past it a new one closes the longest-idle connection,
+    #: or is itself closed when every connection has a request under way
+    max_connections: int = 512
+    #: bytes of request bodies held in memory at once (by Content-Length); past it: 503
+    max_body_memory: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -176,6 +188,20 @@ def format_duration(seconds: float) -> str:
     return f"{round(seconds * 1000)}ms"
 
 
+_SIZE = re.compile(r"(\d+)\s*(B|KiB|MiB|GiB)?")
+_SIZE_UNITS: Final = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """Bytes in a size such as ``"65536"``, ``"512KiB"``, ``"64MiB"`` or ``"1GiB"``."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(
+            f'{text!r} is not a size; use bytes or a unit (KiB, MiB, GiB), e.g. "64MiB"'
+        )
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+
+
 def _type_name(value: object) -> str:
     return {
         bool: "a boolean",
@@ -221,6 +247,20 @@ def _duration(minimum: float = 0.001) -> Parser:
         if seconds < minimum:
             raise _Bad(f"must be at least {format_duration(minimum)}, got {value!r}")
         return seconds
+
+    return parse
+
+
+def _size(low: int, high: int) -> Parser:
+    """A byte count: an integer, or a string with a binary unit such as ``"64MiB"``."""
+
+    def parse(value: Any) -> int:
+        if isinstance(value, str):
+            try:
+                value = parse_size(value)
+            except ValueError as error:
+                raise _Bad(str(error)) from None
+        return int(_integer(low, high)(value))
 
     return parse
 
@@ -311,6 +351,11 @@ _SCHEMA: Final[dict[str, tuple[type[Any], dict[str, tuple[str, Parser]]]]] = {
         {
             "listen": ("listen", _listen),
             "max_body_bytes": ("max_body_bytes", _integer(1024, 256 * 1024 * 1024)),
+            "header_timeout": ("header_timeout", _duration(0.1)),
+            "body_timeout": ("body_timeout", _duration(0.1)),
+            "keepalive_timeout": ("keepalive_timeout", _duration(0.1)),
+            "max_connections": ("max_connections", _integer(1, 1_048_576)),
+            "max_body_memory": ("max_body_memory", _size(1024, 64 * 1024**3)),
         },
     ),
     "storage": (
@@ -492,6 +537,11 @@ def _check_consistency(config: Config, where: str) -> None:
     if delivery.backoff_max > config.storage.retention:
         raise ConfigError(f"{where}: delivery.backoff_max: must not exceed storage.retention")
     server = config.server
+    if server.max_body_memory < server.max_body_bytes:
+        raise ConfigError(
+            f"{where}: server.max_body_memory: must be at least server.max_body_bytes "
+            f"({server.max_body_memory} < {server.max_body_bytes}), or no largest body fits"
+        )
     if server.admin_token and server.ingest_token and server.admin_token == server.ingest_token:
         raise ConfigError(
             f"{where}: server.ingest_token: must differ from server.admin_token, "

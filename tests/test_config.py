@@ -13,6 +13,7 @@ from almhookd.config import (
     load_config,
     parse_config,
     parse_duration,
+    parse_size,
     render_config,
 )
 from almhookd.errors import ConfigError
@@ -344,3 +345,48 @@ def test_secrets_come_from_systemd_credentials(tmp_path: Path) -> None:
     assert config.server.admin_token == Secret("credential-token-0123456789")
     assert config.notify.smtp_password == Secret("mail-secret")
     assert config.server.ingest_token is None
+
+
+def test_connection_limits_are_read() -> None:
+    config = parse_config(
+        """
+        [server]
+        header_timeout = "2s"
+        body_timeout = "500ms"
+        keepalive_timeout = "30s"
+        max_connections = 50
+        max_body_memory = "8MiB"
+        """,
+        env={},
+    )
+    server = config.server
+    assert (server.header_timeout, server.body_timeout, server.keepalive_timeout) == (2, 0.5, 30)
+    assert server.max_connections == 50
+    assert server.max_body_memory == 8 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("value", "size"),
+    [("65536", 65_536), ("512KiB", 524_288), ("64MiB", 67_108_864), ("1GiB", 1024**3)],
+)
+def test_sizes(value: str, size: int) -> None:
+    assert parse_size(value) == size
+    text = f'[server]\nmax_body_bytes = 1024\nmax_body_memory = "{value}"'
+    config = parse_config(text, env={})
+    assert config.server.max_body_memory == size
+
+
+def test_a_size_may_be_an_integer_of_bytes() -> None:
+    config = parse_config("[server]\nmax_body_memory = 2097152", env={})
+    assert config.server.max_body_memory == 2_097_152
+
+
+@pytest.mark.parametrize("value", ['"64MB"', '"lots"', '""', "true", '"1.5MiB"'])
+def test_a_bad_size_is_named(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"server\.max_body_memory"):
+        parse_config(f"[server]\nmax_body_memory = {value}", env={})
+
+
+def test_body_memory_below_the_largest_body_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"server\.max_body_memory: must be at least"):
+        parse_config('[server]\nmax_body_memory = "512KiB"', env={})

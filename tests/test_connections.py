@@ -1,0 +1,229 @@
+"""The listener's limits on the real daemon: time to send a head, a body that must keep
+coming, idle keep-alive, open connections, and request-body bytes held in memory.
+
+Each daemon runs with short limits; a test waits for the daemon's own close with a
+generous bound (a blocking read returning ``b""``), never for a time of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import selectors
+import socket
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import samples
+from tests.conftest import INGEST_TOKEN
+from tests.daemon_process import DaemonProcess, write_config
+
+#: How long a test waits for the daemon to close a connection: far past every limit.
+CLOSE_BOUND_SECONDS = 30.0
+HEADER_TIMEOUT = 1.0
+BODY_TIMEOUT = 2.0
+
+
+def _daemon(directory: Path, server_lines: str) -> Iterator[DaemonProcess]:
+    path = write_config(directory)
+    path.write_text(path.read_text().replace("[server]\n", "[server]\n" + server_lines, 1))
+    daemon = DaemonProcess(path)
+    daemon.start()
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+@pytest.fixture(scope="module")
+def timed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
+    """Short head and body limits; idle keep-alive long enough not to interfere."""
+    yield from _daemon(
+        tmp_path_factory.mktemp("timed"),
+        f'header_timeout = "{HEADER_TIMEOUT}s"\nbody_timeout = "{BODY_TIMEOUT}s"\n'
+        'keepalive_timeout = "120s"\nmax_body_memory = "2MiB"\n',
+    )
+
+
+@pytest.fixture(scope="module")
+def capped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
+    """50 connections at most; every time limit long, so only the cap closes any."""
+    yield from _daemon(
+        tmp_path_factory.mktemp("capped"),
+        'header_timeout = "120s"\nbody_timeout = "120s"\nkeepalive_timeout = "120s"\n'
+        "max_connections = 50\n",
+    )
+
+
+def _connect(daemon: DaemonProcess) -> socket.socket:
+    connection = socket.create_connection(("127.0.0.1", daemon.port), timeout=CLOSE_BOUND_SECONDS)
+    return connection
+
+
+def _read_until_closed(connection: socket.socket) -> bytes:
+    """Everything the daemon sends until it closes the connection (a reset counts as a
+    close); fails if it keeps it open past the bound."""
+    received = b""
+    deadline = time.monotonic() + CLOSE_BOUND_SECONDS
+    for _ in range(100_000):  # each round reads at least a byte, or ends
+        connection.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            chunk = connection.recv(65_536)
+        except ConnectionResetError:
+            return received
+        except TimeoutError:
+            raise AssertionError(
+                f"the daemon kept the connection open for {CLOSE_BOUND_SECONDS} s; "
+                f"received {received[:200]!r}"
+            ) from None
+        if not chunk:
+            return received
+        received += chunk
+    raise AssertionError("the daemon never stopped sending")
+
+
+def _ingest_head(length: int) -> bytes:
+    return (
+        "POST /v1/events HTTP/1.1\r\nHost: almhookd\r\n"
+        f"Authorization: Bearer {INGEST_TOKEN}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+def _event_body() -> bytes:
+    return json.dumps(samples.event()).encode()
+
+
+def test_a_connection_that_sends_nothing_is_closed(timed: DaemonProcess) -> None:
+    with _connect(timed) as connection:
+        assert _read_until_closed(connection) == b""
+
+
+def test_a_half_sent_head_is_closed(timed: DaemonProcess) -> None:
+    with _connect(timed) as connection:
+        connection.sendall(b"POST /v1/events HTTP/1.1\r\nHost: almhookd\r\nContent-Ty")
+        assert _read_until_closed(connection) == b""
+
+
+def test_a_body_that_stops_coming_is_closed_unanswered(timed: DaemonProcess) -> None:
+    with _connect(timed) as connection:
+        connection.sendall(_ingest_head(1000) + b'{"events": [')
+        assert _read_until_closed(connection) == b""
+
+
+def test_a_body_that_keeps_coming_is_accepted_however_long_it_takes(timed: DaemonProcess) -> None:
+    body = _event_body()
+    pieces = 8
+    step = -(-len(body) // pieces)
+    with _connect(timed) as connection:
+        connection.sendall(_ingest_head(len(body)))
+        for start in range(0, len(body), step):
+            # A client that drips: each piece within the body limit, all of them past it.
+            time.sleep(BODY_TIMEOUT * 1.5 / pieces)
+            connection.sendall(body[start : start + step])
+        connection.settimeout(CLOSE_BOUND_SECONDS)
+        assert connection.recv(65_536).startswith(b"HTTP/1.1 202 ")
+
+
+def test_a_kept_alive_connection_idle_past_the_header_limit_still_takes_requests(
+    timed: DaemonProcess,
+) -> None:
+    """The header limit counts from a later request's first byte, not from the answer
+    before it: the idle time between requests is the keep-alive limit's."""
+    request = b"GET /healthz HTTP/1.1\r\nHost: almhookd\r\n\r\n"
+    with _connect(timed) as connection:
+        connection.sendall(request)
+        assert connection.recv(65_536).startswith(b"HTTP/1.1 200 ")
+        # The window in which the header limit must not close the idle connection.
+        time.sleep(HEADER_TIMEOUT * 2)
+        connection.sendall(request)
+        assert connection.recv(65_536).startswith(b"HTTP/1.1 200 ")
+
+
+def test_an_idle_kept_alive_connection_is_closed_and_the_file_limit_raised(
+    tmp_path: Path,
+) -> None:
+    path = write_config(tmp_path)
+    path.write_text(
+        path.read_text().replace(
+            "[server]\n", '[server]\nheader_timeout = "120s"\nkeepalive_timeout = "1s"\n', 1
+        )
+    )
+    daemon = DaemonProcess(path)
+    daemon.wrapper = ["prlimit", "--nofile=256:4096", "--"]  # a soft limit below the hard
+    daemon.start()
+    try:
+        with _connect(daemon) as connection:
+            connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: almhookd\r\n\r\n")
+            answer = _read_until_closed(connection)
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+        limits = [e for e in daemon.log_events() if e.get("event") == "daemon.file_limit"]
+        assert [e["open_files"] for e in limits] == [4096]
+    finally:
+        daemon.stop()
+
+
+def test_connections_past_the_cap_are_closed_while_requests_are_answered(
+    capped: DaemonProcess,
+) -> None:
+    opened = [_connect(capped) for _ in range(200)]
+    closed: set[socket.socket] = set()
+    try:
+        with selectors.DefaultSelector() as selector:
+            for connection in opened:
+                connection.setblocking(False)
+                selector.register(connection, selectors.EVENT_READ)
+            deadline = time.monotonic() + CLOSE_BOUND_SECONDS
+            while len(closed) < 150 and time.monotonic() < deadline:
+                for key, _ in selector.select(timeout=deadline - time.monotonic()):
+                    ready = key.fileobj
+                    assert isinstance(ready, socket.socket)
+                    with contextlib.suppress(ConnectionResetError):  # a reset is a close
+                        assert ready.recv(1) == b"", "an idle connection was answered"
+                    selector.unregister(ready)
+                    closed.add(ready)
+        assert len(closed) >= 150, f"{len(closed)} of 200 idle connections closed"
+
+        with urllib.request.urlopen(capped.url + "/healthz", timeout=30) as response:
+            assert response.status == 200
+        status, _ = capped.request("POST", "/v1/events", samples.event(), token=INGEST_TOKEN)
+        assert status == 202
+        # The connections the cap left open are still served.
+        newest = opened[-1]
+        assert newest not in closed
+        newest.setblocking(True)
+        newest.settimeout(CLOSE_BOUND_SECONDS)
+        newest.sendall(b"GET /healthz HTTP/1.1\r\nHost: almhookd\r\n\r\n")
+        assert newest.recv(65_536).startswith(b"HTTP/1.1 200 ")
+    finally:
+        for connection in opened:
+            connection.close()
+
+
+def test_bodies_held_in_memory_are_capped(timed: DaemonProcess) -> None:
+    """30 clients each send most of a 1 MiB body and stop. With 2 MiB of bodies allowed
+    at once, the others are answered 503 before their bodies are read."""
+    size = 1_048_576
+    before = timed.memory_kib()["VmRSS"]
+    connections = []
+    try:
+        for _ in range(30):
+            connection = _connect(timed)
+            connections.append(connection)
+            # Answered 503 and closed, perhaps while the body was still going out.
+            with contextlib.suppress(OSError):
+                connection.sendall(_ingest_head(size) + b"[" + b" " * (size - 65_536))
+        answers = [_read_until_closed(connection) for connection in connections]
+    finally:
+        for connection in connections:
+            connection.close()
+    growth_mib = (timed.memory_kib()["VmHWM"] - before) / 1024
+    refused = [a for a in answers if a.startswith(b"HTTP/1.1 503 ")]
+    # Unbounded, 30 bodies of about 1 MiB each were held at once: 30 MiB and more.
+    assert growth_mib < 16, f"resident memory peaked {growth_mib:.1f} MiB above its start"
+    assert len(refused) >= 20, [a[:40] for a in answers]
+    assert all(b"retry-after: 1" in a.lower() for a in refused)
