@@ -27,6 +27,18 @@ LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+#: Every secret value this process has held (tokens, passwords, signing secrets): the
+#: log's redaction step (``logs.py``) replaces them in any line, a second line of
+#: defence behind never logging them. Values shorter than this are not worth it.
+_REDACT_FROM_LENGTH: Final = 6
+_SECRET_VALUES: set[str] = set()
+
+
+def secret_values() -> frozenset[str]:
+    """The secret values held so far, for the log's redaction step."""
+    return frozenset(_SECRET_VALUES)
+
+
 class Secret:
     """A secret string that never shows itself in ``repr`` or ``str``."""
 
@@ -34,6 +46,10 @@ class Secret:
 
     def __init__(self, value: str) -> None:
         self._value = value
+        if len(value) >= _REDACT_FROM_LENGTH:
+            _SECRET_VALUES.add(value)
+            if value.startswith("whsec_"):  # its key part alone is the secret too
+                _SECRET_VALUES.add(value.removeprefix("whsec_"))
 
     def reveal(self) -> str:
         return self._value

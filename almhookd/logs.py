@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TextIO
 
 import structlog
 from aiohttp.http_exceptions import HttpProcessingError
+
+from almhookd.config import secret_values
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -61,6 +64,32 @@ class MalformedRequestLine(logging.Filter):
         return True
 
 
+class Redacting:
+    """Wraps a renderer: every secret value the process holds (``config.Secret``) is
+    replaced by ``[redacted]`` in the rendered line, whatever put it there."""
+
+    def __init__(self, inner: Renderer) -> None:
+        self._inner = inner
+        self._known: frozenset[str] = frozenset()
+        self._pattern: re.Pattern[str] | None = None
+
+    def __call__(self, logger: Any, method: str, event_dict: Any) -> Any:
+        line = self._inner(logger, method, event_dict)
+        pattern = self._current_pattern()
+        if pattern is not None and isinstance(line, str):
+            line = pattern.sub("[redacted]", line)
+        return line
+
+    def _current_pattern(self) -> re.Pattern[str] | None:
+        known = secret_values()
+        if known != self._known:  # rebuilt only when a new secret appears
+            self._known = known
+            # Longest first, so a secret containing another is replaced whole.
+            ordered = sorted(known, key=len, reverse=True)
+            self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        return self._pattern
+
+
 class JournalPrefix:
     """Wraps a renderer: ``<priority>`` before each line for journald."""
 
@@ -101,11 +130,13 @@ def configure_logging(
         json_renderer: Renderer = structlog.processors.JSONRenderer()
         if under_journald(stream, environ):
             json_renderer = JournalPrefix(json_renderer)
-        renderer = [_TRACEBACKS_WITHOUT_LOCALS, json_renderer]
+        renderer = [_TRACEBACKS_WITHOUT_LOCALS, Redacting(json_renderer)]
     else:
         renderer = [
-            structlog.dev.ConsoleRenderer(
-                colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback
+            Redacting(
+                structlog.dev.ConsoleRenderer(
+                    colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback
+                )
             )
         ]
     structlog.configure(

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
+from almhookd.config import Secret
 from almhookd.logs import configure_logging
 
 SECRET = "whsec_local-variable-never-logged"
@@ -50,3 +51,24 @@ def test_a_logged_traceback_shows_no_local_variables(form: str) -> None:
             "worker.step_failed",
             "Task exception was never retrieved",
         ]
+
+
+@pytest.mark.parametrize("form", ["json", "console"])
+@pytest.mark.usefixtures("restore_logging")
+def test_every_secret_the_process_holds_is_redacted_from_any_line(form: str) -> None:
+    """The second line of defence: whatever puts a secret into a line (a field, an
+    exception's message, a foreign logger), the rendered line does not hold it."""
+    password = Secret("basic-password-in-a-message-0042").reveal()
+    signing = Secret("whsec_c2lnbmluZy1rZXktYnl0ZXMtMDA0Mg==").reveal()
+    stream = io.StringIO()
+    configure_logging(level="info", format=form, stream=stream, environ={})
+    structlog.get_logger().warning("oops", detail=f"sent {password} to the receiver")
+    try:
+        raise RuntimeError(f"bad key {signing.removeprefix('whsec_')}")
+    except RuntimeError:
+        structlog.get_logger().exception("worker.step_failed")
+    logging.getLogger("aiohttp.server").warning("header was %s", password)
+    text = stream.getvalue()
+    assert "basic-password-in-a-message-0042" not in text
+    assert "c2lnbmluZy1rZXktYnl0ZXMtMDA0Mg==" not in text
+    assert text.count("[redacted]") == 3, text
