@@ -175,6 +175,13 @@ def body_memory_budget() -> Middleware:
     return hold_body_memory
 
 
+def http_error_response(status: int, message: str) -> web.Response:
+    """The JSON error shape for an answer aiohttp makes itself (a request it cannot
+    parse), so every error a client gets reads the same."""
+    code = _HTTP_CODES.get(status, "internal_error" if status >= 500 else "http_error")
+    return _error_response(ApiError(status, code, message))
+
+
 def storage_failed(app: web.Application, code: str, error: StorageError, now: float) -> None:
     """Remember a storage failure for ``/healthz``; logged once per fault, not per request
     (a full disk under steady ingest would otherwise flood the journal)."""

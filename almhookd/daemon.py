@@ -22,20 +22,23 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from http import HTTPStatus
 from typing import Any, Final
 
 import structlog
 import uvloop
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 from almhookd import __version__
-from almhookd.api import ServerState, body_memory_budget, create_app
+from almhookd.api import ServerState, body_memory_budget, create_app, http_error_response
 from almhookd.auth import TokenChecker, ensure_admin_token
 from almhookd.config import Config, ListenAddress, ServerConfig, load_config
 from almhookd.dispatcher import Dispatcher
 from almhookd.errors import AlmhookdError, ConfigError
-from almhookd.logs import configure_logging
+from almhookd.logs import configure_logging, parser_fault
 from almhookd.metrics import Metrics
 from almhookd.notify import Notifier
 from almhookd.protocols import Clock
@@ -280,9 +283,34 @@ class ConnectionGuard:
 CONNECTION_WARNING_INTERVAL_SECONDS: Final = 60.0
 
 
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "error"
+
+
 class GuardedHandler(RequestHandler):
     """aiohttp's handler of one connection, with a header time limit, a body that must
-    keep coming, and a place under the guard's cap."""
+    keep coming, a place under the guard's cap, and its own errors in the JSON shape."""
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        super().handle_error(request, status, exc, message)  # logs; raises if half sent
+        if isinstance(exc, HttpProcessingError):
+            text = f"malformed request: {parser_fault(exc)}"
+        elif status >= 500:
+            text = "internal error: see the daemon's log"
+        else:
+            text = _phrase(status)
+        response = http_error_response(status, text)
+        response.force_close()
+        return response
 
     def __init__(self, manager: web.Server, guard: ConnectionGuard, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)

@@ -47,6 +47,12 @@ _TRACEBACKS_WITHOUT_LOCALS: Final = structlog.processors.ExceptionRenderer(
 )
 
 
+def parser_fault(error: HttpProcessingError) -> str:
+    """What aiohttp's parser found wrong, without the bytes it quotes after a colon."""
+    reason = str(error.message).split(":", 1)[0].strip() if error.message else ""
+    return reason or type(error).__name__
+
+
 class MalformedRequestLine(logging.Filter):
     """aiohttp logs a request it cannot parse as "Error handling request" with the
     parser's exception, whose text quotes the offending bytes of the head: an
@@ -56,9 +62,8 @@ class MalformedRequestLine(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
         if isinstance(error, HttpProcessingError):
-            reason = str(error.message).split(":", 1)[0].strip() if error.message else ""
             record.msg = "malformed request refused: %s (HTTP %s)"
-            record.args = (reason or type(error).__name__, error.code)
+            record.args = (parser_fault(error), error.code)
             record.exc_info = record.exc_text = None
             record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import inspect
+import json
 import socket
 import stat
 import textwrap
@@ -356,7 +357,12 @@ async def test_malformed_requests_leave_one_line_and_no_token_in_the_log(
             writer.write(head % tokens)
             answer = await reader.read()  # aiohttp closes after a parse error
             writer.close()
-            assert answer.startswith(b"HTTP/1.") and b" 400 " in answer.split(b"\r\n", 1)[0]
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.") and b" 400 " in head.split(b"\r\n", 1)[0]
+            assert b"content-type: application/json" in head.lower(), head
+            error = json.loads(body)["error"]  # the API's error shape, not aiohttp's text
+            assert error["code"] == "bad_request", error
+            assert error["message"].startswith("malformed request: "), error
         assert await daemon.stop_async() == 0
     finally:
         daemon.stop()
