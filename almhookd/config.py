@@ -102,7 +102,8 @@ class ServerConfig:
     #: or is itself closed when every connection has a request under way
     max_connections: int = 512
     #: bytes of request bodies held in memory at once (by Content-Length); past it: 503
-    max_body_memory: int = 64 * 1024 * 1024
+    # Bodies grow in buffers that reallocate as they fill: the peak is about twice this.
+    max_body_memory: int = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -227,3 +227,69 @@ def test_bodies_held_in_memory_are_capped(timed: DaemonProcess) -> None:
     assert growth_mib < 16, f"resident memory peaked {growth_mib:.1f} MiB above its start"
     assert len(refused) >= 20, [a[:40] for a in answers]
     assert all(b"retry-after: 1" in a.lower() for a in refused)
+
+
+@pytest.fixture(scope="module")
+def defaults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
+    """The shipped limits: 512 connections, 32 MiB of bodies, 10 s heads and bodies."""
+    yield from _daemon(tmp_path_factory.mktemp("defaults"), "")
+
+
+def test_a_thousand_idle_and_half_open_connections_leave_the_daemon_serving(
+    defaults: DaemonProcess,
+) -> None:
+    """The issue's count: 1,100 idle connections used to exhaust a 1,024 file limit. Half
+    send nothing, half a head they never finish; past the cap of 512 the daemon closes
+    them, and /healthz and ingest go on answering."""
+    opened = []
+    try:
+        for number in range(1000):
+            connection = _connect(defaults)
+            if number % 2:
+                connection.sendall(b"POST /v1/events HTTP/1.1\r\nHost: almhookd\r\n")
+            opened.append(connection)
+        with urllib.request.urlopen(defaults.url + "/healthz", timeout=30) as response:
+            assert response.status == 200
+        status, _ = defaults.request("POST", "/v1/events", samples.event(), token=INGEST_TOKEN)
+        assert status == 202
+        closed = 0
+        with selectors.DefaultSelector() as selector:
+            for connection in opened:
+                connection.setblocking(False)
+                selector.register(connection, selectors.EVENT_READ)
+            deadline = time.monotonic() + CLOSE_BOUND_SECONDS
+            while closed < 1000 - 512 and time.monotonic() < deadline:
+                for key, _ in selector.select(timeout=deadline - time.monotonic()):
+                    ready = key.fileobj
+                    assert isinstance(ready, socket.socket)
+                    with contextlib.suppress(ConnectionResetError):
+                        ready.recv(65_536)  # EOF, or the answer to a head cut short
+                    selector.unregister(ready)
+                    closed += 1
+        assert closed >= 1000 - 512, f"{closed} of 1,000 connections closed"
+    finally:
+        for connection in opened:
+            connection.close()
+
+
+def test_three_hundred_slow_bodies_keep_memory_bounded(defaults: DaemonProcess) -> None:
+    """The issue's count: 300 connections each holding most of a 1 MiB body took RSS
+    from about 50 to 583 MB. With the shipped 32 MiB budget, the peak grows well under
+    100 MB and the requests past the budget are refused before their bodies are read."""
+    size = 1_048_576
+    before = defaults.memory_kib()["VmRSS"]
+    connections = []
+    try:
+        for _ in range(300):
+            connection = _connect(defaults)
+            connections.append(connection)
+            with contextlib.suppress(OSError):  # refused and closed while still sending
+                connection.sendall(_ingest_head(size) + b"[" + b" " * (size - 65_536))
+        answers = [_read_until_closed(connection) for connection in connections]
+    finally:
+        for connection in connections:
+            connection.close()
+    growth_mib = (defaults.memory_kib()["VmHWM"] - before) / 1024
+    refused = [a for a in answers if a.startswith(b"HTTP/1.1 503 ")]
+    assert growth_mib < 100, f"resident memory peaked {growth_mib:.1f} MiB above its start"
+    assert len(refused) >= 300 - 32, len(refused)

@@ -373,3 +373,92 @@ async def test_malformed_requests_leave_one_line_and_no_token_in_the_log(
     for token in (ADMIN_TOKEN, INGEST_TOKEN):
         leaked = sorted(piece for piece in _pieces(token) if piece in log)
         assert not leaked, leaked
+
+
+async def test_a_debug_run_full_of_malformed_requests_logs_none_of_ten_secrets(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """Ten secrets the daemon holds (both tokens, the SMTP password, three Basic
+    passwords, four signing secrets) are each sent inside a request aiohttp refuses, at
+    debug level: no 8-character piece of any of them reaches the log."""
+    # Random-looking, so that no 8-character piece of them is a word the log holds anyway.
+    smtp_password = "Zr9Wm4Tx7Kq2Pv5Ln8Hd"
+    config = fast_config(tmp_path, extra=f'[notify]\nsmtp_password = "{smtp_password}"\n')
+    config.write_text(config.read_text().replace('level = "info"', 'level = "debug"'))
+    daemon = DaemonProcess(config)
+    secrets = [ADMIN_TOKEN, INGEST_TOKEN, smtp_password]
+    try:
+        await daemon.start_async()
+        async with aiohttp.ClientSession() as session:
+            for number in range(3):
+                password = f"Hv8Jd3Lp{number}Nq1Xc6Bt"
+                auth = {"type": "basic", "username": "lms", "password": password}
+                await create_webhook(session, daemon.url, receiver.url, ["CI_STATS"], auth=auth)
+                secrets.append(password)
+            for _ in range(2):
+                signed = await create_webhook(
+                    session, daemon.url, receiver.url, ["CI_STATS"], auth={"type": "signature"}
+                )
+                path = f"/v1/webhooks/{signed['id']}/secret"
+                _, current = await call(session, daemon.url, "GET", path)
+                _, rotated = await call(session, daemon.url, "POST", path + "/rotate")
+                secrets += [current["secret"], rotated["secret"]]
+        assert len(set(secrets)) == 10
+        for secret in secrets:
+            for head in (
+                b"GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Secret: %s\x01\r\n\r\n",
+                b"GET /v1/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\x00\r\n\r\n",
+            ):
+                reader, writer = await asyncio.open_connection("127.0.0.1", daemon.port)
+                writer.write(head % secret.encode())
+                await reader.read()
+                writer.close()
+        assert await daemon.stop_async() == 0
+    finally:
+        daemon.stop()
+    log = daemon.log()
+    assert sum(e["event"].startswith("malformed request") for e in daemon.log_events()) == 20
+    for secret in secrets:
+        key = secret.removeprefix("whsec_")
+        leaked = sorted(piece for piece in _pieces(key) if piece in log)
+        assert not leaked, (secret[:6], leaked)
+
+
+async def test_a_client_leaving_mid_body_leaves_no_password_in_the_log(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """An admin client that disconnects halfway through a create with a Basic password:
+    the handler's failed read used to be logged with the frames' locals, the partial
+    body among them."""
+    config = fast_config(tmp_path)
+    config.write_text(config.read_text().replace('level = "info"', 'level = "debug"'))
+    daemon = DaemonProcess(config)
+    password = "Qm3Vx8Rt5Lw2Np7Kc"
+    body = json.dumps(
+        {
+            "name": "half sent",
+            "targetUrl": receiver.url,
+            "events": ["CI_STATS"],
+            "auth": {"type": "basic", "username": "lms", "password": password},
+        }
+    ).encode()
+    try:
+        await daemon.start_async()
+        for cut in (len(body) // 2, len(body) - 2):
+            _, writer = await asyncio.open_connection("127.0.0.1", daemon.port)
+            writer.write(
+                b"POST /v1/webhooks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s"
+                % (ADMIN_TOKEN.encode(), len(body), body[:cut])
+            )
+            await writer.drain()
+            writer.transport.abort()  # gone mid-body
+        status, listed = await asyncio.to_thread(daemon.request, "GET", "/v1/webhooks")
+        assert status == 200 and listed["webhooks"] == []  # nothing half-stored
+        assert await daemon.stop_async() == 0
+    finally:
+        daemon.stop()
+    log = daemon.log()
+    for secret in (password, ADMIN_TOKEN):
+        leaked = sorted(piece for piece in _pieces(secret) if piece in log)
+        assert not leaked, leaked
