@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from almhookd.errors import InvalidInput
-from almhookd.ingest import parse_ingest
+from almhookd.ingest import is_event_id, parse_ingest
 from tests import samples
 
 NOW_MS = 1_764_000_000_000
@@ -388,3 +388,31 @@ def test_invalid_field_values_are_refused(name: str, key: str, value: Any, messa
     document["data"][key] = value
     [(path, text)] = _problems(document)
     assert path == f"data.{key}" and text.startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("e-1", True),
+        ("3f2b8c1e-9a4d-4c6b-8f0e-2d7a5b9c1e3f", True),
+        ("a" * 128, True),
+        ("course:1_2.x", True),
+        ("a" * 129, False),
+        ("", False),
+        ("-leading-dash", False),
+        ("with space", False),
+        ("\ud800", False),
+        ("\u0661", False),  # a digit, but not ASCII
+        (7, False),
+        (None, False),
+    ],
+)
+def test_is_event_id_takes_what_ingest_takes(value: object, expected: bool) -> None:
+    assert is_event_id(value) is expected
+    if isinstance(value, str) and value:  # the same rule as an ingested eventId
+        accepted = True
+        try:
+            _parse(samples.event(eventId=value))
+        except InvalidInput:
+            accepted = False
+        assert accepted is expected

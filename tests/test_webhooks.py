@@ -18,6 +18,7 @@ from almhookd.webhooks import (
     SigningSecret,
     Webhook,
     WebhookChanges,
+    forbidden_character,
     parse_new_webhook,
     parse_webhook_changes,
     unsaved_webhook,
@@ -536,3 +537,9 @@ def test_a_lone_surrogate_in_any_string_is_refused_as_not_unicode(
 ) -> None:
     assert problems_of({**VALID, **changes}) == [problem]
     assert problems_of(changes, current=basic_webhook()) == [problem]
+
+
+def test_spaces_are_refused_only_where_asked() -> None:
+    """Names and descriptions hold spaces; a URL does not."""
+    assert forbidden_character("LMS sync to the HR system") is None
+    assert forbidden_character("LMS sync", whitespace=True) == "contains whitespace (U+0020)"
