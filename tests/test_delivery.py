@@ -836,7 +836,9 @@ async def test_running_workers_wake_on_commit_and_idle_without_polling(
         # then on an idle worker takes no step at all, however long it is watched.
         await until(lambda: bool(delays) and delays[-1] is None and steps == len(delays))
         settled = steps
-        await asyncio.sleep(0.3)  # the window in which a polling worker would step
+        # Parked on its wake-up event itself, not in a wait_for or a sleep: nothing but
+        # a wake brings it back, so it cannot poll.
+        await until(lambda: _parked_without_a_timer(worker), what="the worker parked")
         assert steps == settled, "an idle worker must not poll"
         await engine.dispatcher.refresh(webhook.id)
         assert webhook.id in engine.dispatcher.workers
@@ -853,3 +855,10 @@ def test_payload_is_valid_json_with_unicode(tmp_path: Path) -> None:
         "accountId": 7,
         "events": [{"eventId": "a", "data": {"n": "ü"}}, {"eventId": "b"}],
     }
+
+
+def _parked_without_a_timer(worker: Worker) -> bool:
+    """Whether the worker's loop awaits its wake-up event directly (no timeout)."""
+    task = worker._task
+    awaited = task.get_coro().cr_await if task is not None else None  # type: ignore[union-attr]
+    return getattr(getattr(awaited, "cr_code", None), "co_qualname", "") == "Event.wait"

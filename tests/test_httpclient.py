@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import trustme
 
+from almhookd import httpclient
 from almhookd.httpclient import (
     BadResponse,
     ConnectFailed,
@@ -513,10 +514,27 @@ def _most_a_socket_takes_in(key: str) -> int:
         return 32 << 20
 
 
-async def test_the_read_timeout_starts_once_the_body_is_out(client: HttpClient) -> None:
+async def test_the_read_timeout_starts_once_the_body_is_out(
+    client: HttpClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A receiver that does not take the body in for longer than the read timeout is
     not timed out while the body is still going out."""
-    read_timeout = 1.0
+    read_timeout = 0.5
+    # The client's own timeout checks, counted while the body was still going out: the
+    # receiver takes nothing in until two have run (two read timeouts have passed).
+    checked_while_sending = asyncio.Event()
+    checks: list[int] = []
+    check_timeout = httpclient._Connection._check_timeout
+
+    def counted(connection: httpclient._Connection) -> None:
+        transport = connection._transport
+        if transport is not None and transport.get_write_buffer_size():
+            checks.append(1)
+            if len(checks) >= 2:
+                checked_while_sending.set()
+        check_timeout(connection)
+
+    monkeypatch.setattr(httpclient._Connection, "_check_timeout", counted)
     # The server's receive buffer is pinned small, so only the client's send buffer
     # (at most tcp_wmem's ceiling, whatever this host sets) can hold the body: a body
     # larger than that is still being written while the server does not read.
@@ -526,7 +544,7 @@ async def test_the_read_timeout_starts_once_the_body_is_out(client: HttpClient) 
 
     async def stalled_reader(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
-        await asyncio.sleep(2.5 * read_timeout)  # reads nothing for 2.5 read timeouts
+        await asyncio.wait_for(checked_while_sending.wait(), 30)  # reads nothing till then
         await reader.readexactly(len(body))
         taken_in.set()
         writer.write(OK)
