@@ -31,12 +31,21 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 #: log's redaction step (``logs.py``) replaces them in any line, a second line of
 #: defence behind never logging them. Values shorter than this are not worth it.
 _REDACT_FROM_LENGTH: Final = 6
-_SECRET_VALUES: set[str] = set()
+#: Replaced whole when a new value arrives (rare), so that a reader can tell a change
+#: by identity instead of comparing sets on every log line.
+_secret_values: frozenset[str] = frozenset()
 
 
 def secret_values() -> frozenset[str]:
-    """The secret values held so far, for the log's redaction step."""
-    return frozenset(_SECRET_VALUES)
+    """The secret values held so far, for the log's redaction step; the same object
+    until a new one arrives."""
+    return _secret_values
+
+
+def _remember_secret(value: str) -> None:
+    global _secret_values  # the one registry: replaced, never mutated
+    if value not in _secret_values:
+        _secret_values = _secret_values | {value}
 
 
 class Secret:
@@ -47,9 +56,9 @@ class Secret:
     def __init__(self, value: str) -> None:
         self._value = value
         if len(value) >= _REDACT_FROM_LENGTH:
-            _SECRET_VALUES.add(value)
+            _remember_secret(value)
             if value.startswith("whsec_"):  # its key part alone is the secret too
-                _SECRET_VALUES.add(value.removeprefix("whsec_"))
+                _remember_secret(value.removeprefix("whsec_"))
 
     def reveal(self) -> str:
         return self._value

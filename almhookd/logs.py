@@ -87,7 +87,7 @@ class Redacting:
 
     def _current_pattern(self) -> re.Pattern[str] | None:
         known = secret_values()
-        if known != self._known:  # rebuilt only when a new secret appears
+        if known is not self._known:  # rebuilt only when a new secret appears
             self._known = known
             # Longest first, so a secret containing another is replaced whole.
             ordered = sorted(known, key=len, reverse=True)

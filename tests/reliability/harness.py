@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import itertools
 import random
 import sqlite3
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,6 +20,7 @@ import aiohttp
 from tests import samples
 from tests.conftest import ADMIN_TOKEN, INGEST_TOKEN
 from tests.daemon_process import write_config
+from tests.running import until
 
 #: A producer's lane posts until told to stop, or at most this many times (a bound, in
 #: case the stop never comes: a kill comes within a second, at about 100 posts a second).
@@ -59,13 +60,9 @@ def new_id(prefix: str = "rel") -> str:
     return f"{prefix}-{next(_ids)}-{random.getrandbits(32):08x}"
 
 
-async def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
-    """Poll ``condition`` until it holds; generous timeouts, never a speed assertion."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout:g}s: {what or condition}")
-        await asyncio.sleep(0.02)
+#: The suite's one poll (``tests.running.until``), with the generous bound the loads of
+#: this folder need; never a speed assertion.
+wait_for = functools.partial(until, timeout=30.0)
 
 
 async def call(
