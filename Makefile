@@ -64,9 +64,9 @@ MUTATION_STAMP := $(VENV)/.mutation-installed
 # The pure modules, and of config.py only the duration functions (mutmut names a mutant
 # module.x_function__mutmut_N; the [tool.mutmut] section of pyproject.toml picks the
 # files and the unit tests that run against them).
-MUTATION_TARGETS := 'almhookd.backoff.*' 'almhookd.policy.*' 'almhookd.schedule.*' \
-	'almhookd.signing.*' 'almhookd.targets.*' 'almhookd.catalogue.*' 'almhookd.ingest.*' \
-	'almhookd.webhooks.*' 'almhookd.config.x_parse_duration__*' \
+MUTATION_TARGETS := 'almhookd.domain.backoff.*' 'almhookd.domain.policy.*' 'almhookd.domain.schedule.*' \
+	'almhookd.domain.signing.*' 'almhookd.domain.targets.*' 'almhookd.domain.catalogue.*' 'almhookd.domain.events.*' \
+	'almhookd.domain.webhooks.*' 'almhookd.config.x_parse_duration__*' \
 	'almhookd.config.x_format_duration__*' 'almhookd.config.x__duration__*'
 
 $(MUTATION_STAMP): $(STAMP) pyproject.toml

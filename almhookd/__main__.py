@@ -1,5 +1,5 @@
 import sys
 
-from almhookd.cli import main
+from almhookd.cli.main import main
 
 sys.exit(main())

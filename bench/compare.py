@@ -70,7 +70,7 @@ from typing import Any, Final, Literal, Protocol
 import aiohttp
 import uvloop
 
-from almhookd.ingest import parse_ingest
+from almhookd.domain.events import parse_ingest
 from bench.delivery import (
     Arrivals,
     Check,

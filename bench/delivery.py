@@ -67,13 +67,13 @@ import aiohttp
 import uvloop
 from aiohttp import web
 
-from almhookd.catalogue import CATALOGUE
-from almhookd.ingest import parse_ingest
+from almhookd.delivery.worker import MAX_REQUEST_BYTES
+from almhookd.domain.catalogue import CATALOGUE
+from almhookd.domain.events import parse_ingest
+from almhookd.domain.signing import generate_secret, signature_header
+from almhookd.domain.webhooks import NewWebhook
 from almhookd.logs import configure_logging
-from almhookd.signing import generate_secret, signature_header
-from almhookd.store import Store
-from almhookd.webhooks import NewWebhook
-from almhookd.worker import MAX_REQUEST_BYTES
+from almhookd.storage.sqlite.store import Store
 from bench.ingest import (
     DISTURBED_CPU,
     ENROLLMENT,

@@ -12,10 +12,10 @@ import uvloop
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from almhookd.api import create_app
+from almhookd.api.routes import create_app
 from almhookd.auth import TokenChecker
 from almhookd.config import Config, Secret, parse_config
-from almhookd.store import Store
+from almhookd.storage.sqlite.store import Store
 from tests.receiver import Receiver
 
 ADMIN_TOKEN = "test-admin-token-0123456789"

@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from almhookd.config import Config, parse_config
-from almhookd.dispatcher import Dispatcher
-from almhookd.ingest import parse_ingest
-from almhookd.notify import Notifier
-from almhookd.sender import Sender
-from almhookd.store import AppendResult, Store
-from almhookd.webhooks import NewWebhook, Webhook
-from almhookd.worker import Worker
+from almhookd.delivery.dispatcher import Dispatcher
+from almhookd.delivery.notify import Notifier
+from almhookd.delivery.sender import Sender
+from almhookd.delivery.worker import Worker
+from almhookd.domain.events import parse_ingest
+from almhookd.domain.webhooks import NewWebhook, Webhook
+from almhookd.storage.sqlite.store import AppendResult, Store
 from tests import samples
 from tests.conftest import FakeClock
 

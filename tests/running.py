@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 
 from almhookd.config import Config, ListenAddress, parse_config
-from almhookd.daemon import serve
+from almhookd.service.daemon import serve
 from tests.conftest import ADMIN_TOKEN, INGEST_TOKEN
 
 

@@ -1,6 +1,6 @@
 """One realistic ``data`` object per catalogue event, written out by hand from SPEC.md.
 
-Kept independent of ``almhookd.catalogue`` on purpose: the tests compare the catalogue
+Kept independent of ``almhookd.domain.catalogue`` on purpose: the tests compare the catalogue
 against these, not against itself.
 """
 

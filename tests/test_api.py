@@ -8,8 +8,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from almhookd.api import STATE
-from almhookd.store import Store
+from almhookd.api.routes import STATE
+from almhookd.storage.sqlite.store import Store
 from tests import samples
 from tests.conftest import ADMIN_TOKEN, admin_headers, ingest_headers
 

@@ -4,7 +4,7 @@ from collections.abc import Callable
 
 import pytest
 
-from almhookd.backoff import (
+from almhookd.domain.backoff import (
     JITTER_FRACTION,
     MAX_RETRY_AFTER,
     next_delay,

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from almhookd.schedule import FlushSchedule, next_flush
-from almhookd.scheduler import BatchScheduler
+from almhookd.delivery.flusher import BatchScheduler
+from almhookd.domain.schedule import FlushSchedule, next_flush
 from tests.conftest import FakeClock
 from tests.engine import Engine, running_engine
 from tests.receiver import Receiver
@@ -141,7 +141,7 @@ async def test_status_shows_the_batch_backlog_and_the_next_flush(
 ) -> None:
     from aiohttp.test_utils import TestClient, TestServer
 
-    from almhookd.api import create_app
+    from almhookd.api.routes import create_app
     from almhookd.auth import TokenChecker
     from almhookd.config import Secret
     from tests.conftest import ADMIN_TOKEN, admin_headers

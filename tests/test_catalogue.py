@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from almhookd.catalogue import (
+from almhookd.domain.catalogue import (
     BATCH_EVENTS,
     CATALOGUE,
     REALTIME_EVENTS,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from almhookd import commands
+from almhookd.cli import client as commands
 from tests import samples
 from tests.conftest import ADMIN_TOKEN
 from tests.receiver import Receiver

@@ -22,15 +22,15 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from almhookd import worker as worker_module
 from almhookd.config import DeliveryConfig, Secret, parse_config
+from almhookd.delivery import worker as worker_module
+from almhookd.delivery.sender import Sender
+from almhookd.delivery.worker import CLAIMED_BATCHES, Worker
+from almhookd.domain.events import parse_ingest
+from almhookd.domain.policy import FIRST_REMINDER_AFTER, Outcome
+from almhookd.domain.webhooks import NewWebhook, Webhook, unsaved_webhook
 from almhookd.errors import StorageError
-from almhookd.ingest import parse_ingest
-from almhookd.policy import FIRST_REMINDER_AFTER, Outcome
-from almhookd.sender import Sender
-from almhookd.store import Claim, RequestBatch
-from almhookd.webhooks import NewWebhook, Webhook, unsaved_webhook
-from almhookd.worker import CLAIMED_BATCHES, Worker
+from almhookd.storage.sqlite.store import Claim, RequestBatch
 from tests import samples
 from tests.conftest import FakeClock, free_port
 from tests.engine import Engine, running_engine
@@ -585,8 +585,8 @@ async def test_the_guard_checks_resolved_names(clock: FakeClock, receiver: Recei
 
 
 async def test_creating_a_webhook_applies_the_guard(db_path: Path, clock: FakeClock) -> None:
-    from almhookd.targets import TargetRefused
-    from almhookd.webhooks import NewWebhook
+    from almhookd.domain.targets import TargetRefused
+    from almhookd.domain.webhooks import NewWebhook
 
     async with running_engine(db_path, clock, delivery="allow_private_targets = false\n") as engine:
         for url in ("http://169.254.169.254/", "http://localhost:8787/v1/events"):
@@ -848,7 +848,7 @@ async def test_running_workers_wake_on_commit_and_idle_without_polling(
 
 
 def test_payload_is_valid_json_with_unicode(tmp_path: Path) -> None:
-    from almhookd.store import _payload
+    from almhookd.storage.sqlite.store import _payload
 
     body = _payload(7, ['{"eventId":"a","data":{"n":"ü"}}', '{"eventId":"b"}'])
     assert json.loads(body) == {

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import aiohttp
 
-from almhookd.store import Store
-from almhookd.webhooks import NewWebhook
+from almhookd.domain.webhooks import NewWebhook
+from almhookd.storage.sqlite.store import Store
 from tests import samples
 from tests.conftest import ADMIN_TOKEN, INGEST_TOKEN, FakeClock
 from tests.daemon_process import DaemonProcess, write_config

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import trustme
 
-from almhookd import httpclient
-from almhookd.httpclient import (
+from almhookd.delivery import httpclient
+from almhookd.delivery.httpclient import (
     BadResponse,
     ConnectFailed,
     Disconnected,
@@ -23,7 +23,7 @@ from almhookd.httpclient import (
     HttpError,
     parse_target,
 )
-from almhookd.targets import TargetPolicy, TargetRefused, check_addresses, resolve
+from almhookd.domain.targets import TargetPolicy, TargetRefused, check_addresses, resolve
 
 Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[bool]]
 """Answers the request numbered n (from 1, over all connections); False ends the connection."""

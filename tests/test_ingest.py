@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from almhookd.domain.events import is_event_id, parse_ingest
 from almhookd.errors import InvalidInput
-from almhookd.ingest import is_event_id, parse_ingest
 from tests import samples
 
 NOW_MS = 1_764_000_000_000

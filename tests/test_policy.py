@@ -1,4 +1,4 @@
-"""The failure → retry / remind / disable decision of ``almhookd.policy``, on explicit
+"""The failure → retry / remind / disable decision of ``almhookd.domain.policy``, on explicit
 times: every call gets its ``now``, nothing sleeps or reads the wall clock."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from almhookd.config import parse_config
-from almhookd.policy import (
+from almhookd.domain.policy import (
     FIRST_REMINDER_AFTER,
     Decision,
     Outcome,

@@ -15,6 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from almhookd.config import parse_config
+from almhookd.delivery.sender import Sender
+from almhookd.domain.signing import generate_secret
+from almhookd.domain.webhooks import NewWebhook, unsaved_webhook
 from almhookd.receiver import (
     Action,
     Decision,
@@ -28,9 +31,6 @@ from almhookd.receiver import (
     verify_basic,
     verify_signature,
 )
-from almhookd.sender import Sender
-from almhookd.signing import generate_secret
-from almhookd.webhooks import NewWebhook, unsaved_webhook
 
 NOW = 1_764_000_000
 BODY = b'{"accountId":1010,"events":[]}'

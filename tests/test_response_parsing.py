@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from almhookd.httpclient import HttpError, Response, _Connection
+from almhookd.delivery.httpclient import HttpError, Response, _Connection
 
 MAX_BODY = 1000
 

@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from almhookd.schedule import FlushSchedule, next_flush
+from almhookd.domain.schedule import FlushSchedule, next_flush
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

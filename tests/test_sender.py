@@ -22,14 +22,15 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from almhookd import __version__, targets
+from almhookd import __version__
 from almhookd.config import DeliveryConfig, Secret
+from almhookd.delivery.httpclient import HttpClient, Response
+from almhookd.delivery.sender import RESPONSE_EXCERPT, Sender
+from almhookd.domain import targets
+from almhookd.domain.policy import Outcome
+from almhookd.domain.signing import generate_secret
+from almhookd.domain.webhooks import NewWebhook, SigningSecret, Webhook, unsaved_webhook
 from almhookd.errors import AlmhookdError
-from almhookd.httpclient import HttpClient, Response
-from almhookd.policy import Outcome
-from almhookd.sender import RESPONSE_EXCERPT, Sender
-from almhookd.signing import generate_secret
-from almhookd.webhooks import NewWebhook, SigningSecret, Webhook, unsaved_webhook
 from tests.conftest import FakeClock, free_port
 from tests.receiver import Receiver, read_request
 from tests.verifier import verify

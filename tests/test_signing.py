@@ -4,8 +4,8 @@ import base64
 
 import pytest
 
+from almhookd.domain.signing import InvalidSecret, generate_secret, sign, signature_header
 from almhookd.errors import AlmhookdError
-from almhookd.signing import InvalidSecret, generate_secret, sign, signature_header
 from tests.verifier import verify
 
 REFERENCE_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from almhookd.domain.events import NewEvent, parse_ingest
+from almhookd.domain.webhooks import NewWebhook, WebhookChanges
 from almhookd.errors import DatabaseInUse, StorageClosed, StorageError, StorageFull
-from almhookd.ingest import NewEvent, parse_ingest
-from almhookd.migrations import SCHEMA_VERSION
-from almhookd.store import (
+from almhookd.storage.sqlite.migrations import SCHEMA_VERSION
+from almhookd.storage.sqlite.store import (
     CLAIM_AROUND_SENDING_SQL,
     CLAIM_SQL,
     DELIVERED_SQL,
@@ -32,7 +33,6 @@ from almhookd.store import (
     event_key,
     lock_path,
 )
-from almhookd.webhooks import NewWebhook, WebhookChanges
 from tests import samples
 from tests.conftest import FakeClock
 from tests.running import until
@@ -78,10 +78,10 @@ async def test_the_database_is_private_wal_and_migrated(store: Store, db_path: P
 async def test_a_grown_wal_is_truncated_once_writes_pause(
     db_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import almhookd.store
+    import almhookd.storage.sqlite.store
 
-    monkeypatch.setattr(almhookd.store, "CHECKPOINT_INTERVAL", 0.05)
-    monkeypatch.setattr(almhookd.store, "WAL_SHRINK_BYTES", 256 * 1024)
+    monkeypatch.setattr(almhookd.storage.sqlite.store, "CHECKPOINT_INTERVAL", 0.05)
+    monkeypatch.setattr(almhookd.storage.sqlite.store, "WAL_SHRINK_BYTES", 256 * 1024)
     store = await Store.open(db_path, clock=clock)
     wal = db_path.with_name(db_path.name + "-wal")
     try:
@@ -379,9 +379,9 @@ async def test_get_event_returns_the_stored_body(store: Store, clock: FakeClock)
 async def test_colliding_event_keys_are_told_apart_by_the_id(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import almhookd.store
+    import almhookd.storage.sqlite.store
 
-    monkeypatch.setattr(almhookd.store, "event_key", lambda event_id: 42)
+    monkeypatch.setattr(almhookd.storage.sqlite.store, "event_key", lambda event_id: 42)
     first, second = make_events(2)
     assert (await store.append([first])).accepted == 1
     result = await store.append([second, first])
@@ -393,7 +393,7 @@ async def test_colliding_event_keys_are_told_apart_by_the_id(
 
 def test_hot_queries_use_their_indexes() -> None:
     """A claim must not walk a webhook's delivered rows (they stay for 7 days)."""
-    from almhookd.migrations import MIGRATIONS
+    from almhookd.storage.sqlite.migrations import MIGRATIONS
 
     db = sqlite3.connect(":memory:")
     for migration in MIGRATIONS:
@@ -437,7 +437,7 @@ def test_hot_queries_use_their_indexes() -> None:
 async def test_migration_2_keeps_a_batch_being_sent(db_path: Path, clock: FakeClock) -> None:
     """A database of schema 1 with a request in flight: after the upgrade the same batch,
     same id and events, is the one to send again, and its events show as sending."""
-    from almhookd.migrations import MIGRATIONS
+    from almhookd.storage.sqlite.migrations import MIGRATIONS
 
     db_path.parent.mkdir(parents=True)
     db = sqlite3.connect(db_path, isolation_level=None)

@@ -23,13 +23,13 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from almhookd import dispatcher as dispatcher_module
 from almhookd.config import Config, ListenAddress
-from almhookd.daemon import TaskFailed, serve
-from almhookd.policy import Outcome
-from almhookd.scheduler import BatchScheduler
-from almhookd.webhooks import Webhook
-from almhookd.worker import Worker
+from almhookd.delivery import dispatcher as dispatcher_module
+from almhookd.delivery.flusher import BatchScheduler
+from almhookd.delivery.worker import Worker
+from almhookd.domain.policy import Outcome
+from almhookd.domain.webhooks import Webhook
+from almhookd.service.daemon import TaskFailed, serve
 from tests import samples
 from tests.conftest import INGEST_TOKEN, FakeClock
 from tests.daemon_process import write_config
@@ -354,7 +354,8 @@ def test_a_dying_maintenance_task_exits_1(tmp_path: Path) -> None:
     config_path = write_config(tmp_path)
     script = (
         "import sys\n"
-        "from almhookd import cli, dispatcher\n"
+        "from almhookd.cli import main as cli\n"
+        "from almhookd.delivery import dispatcher\n"
         "async def broken(self):\n"
         f"    signing_key = {SECRET_LOCAL!r}\n"
         "    raise RuntimeError('maintenance bug %d' % len(signing_key))\n"

@@ -5,9 +5,9 @@ import socket
 
 import pytest
 
-from almhookd import targets
 from almhookd.config import parse_config
-from almhookd.targets import (
+from almhookd.domain import targets
+from almhookd.domain.targets import (
     TargetPolicy,
     TargetRefused,
     check_addresses,

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from almhookd import admin
-from almhookd.catalogue import CATALOGUE
-from almhookd.ingest import parse_ingest
-from almhookd.webhooks import parse_new_webhook, unsaved_webhook
+from almhookd.api import admin
+from almhookd.domain.catalogue import CATALOGUE
+from almhookd.domain.events import parse_ingest
+from almhookd.domain.webhooks import parse_new_webhook, unsaved_webhook
 from tests import samples
 from tests.receiver import Receiver
 from tests.running import Running, daemon_config, running_daemon

@@ -1,4 +1,4 @@
-"""``almhookd.webhooks`` directly: which secrets sign, and what admin input is accepted."""
+"""``almhookd.domain.webhooks`` directly: which secrets sign, and what admin input is accepted."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ from typing import Any
 import pytest
 
 from almhookd.config import Secret, parse_config
-from almhookd.errors import InvalidInput
-from almhookd.signing import generate_secret, signature_header
-from almhookd.webhooks import (
+from almhookd.domain.signing import generate_secret, signature_header
+from almhookd.domain.webhooks import (
     BIDI_CONTROLS,
     MAX_DESCRIPTION,
     MAX_NAME,
@@ -23,6 +22,7 @@ from almhookd.webhooks import (
     parse_webhook_changes,
     unsaved_webhook,
 )
+from almhookd.errors import InvalidInput
 from tests.verifier import verify
 
 NOW_MS = 1_764_000_000_000

@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from almhookd.store import Store
+from almhookd.storage.sqlite.store import Store
 from tests.daemon_process import DaemonProcess
 from tests.receiver import Receiver
 from tests.reliability.conftest import record

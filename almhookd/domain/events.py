@@ -13,7 +13,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any, Final, NamedTuple
 
-from almhookd.catalogue import CATALOGUE, suggest_event_name, validate_data
+from almhookd.domain.catalogue import CATALOGUE, suggest_event_name, validate_data
 from almhookd.errors import InvalidInput, Problem
 
 MAX_EVENTS_PER_REQUEST: Final = 10_000

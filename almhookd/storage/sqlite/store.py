@@ -39,6 +39,10 @@ import aiosqlite
 import structlog
 
 from almhookd.config import Secret
+from almhookd.domain.events import NewEvent
+from almhookd.domain.policy import Outcome, Schedule
+from almhookd.domain.signing import generate_secret
+from almhookd.domain.webhooks import NewWebhook, SigningSecret, Webhook, WebhookChanges
 from almhookd.errors import (
     AlmhookdError,
     DatabaseInUse,
@@ -46,12 +50,8 @@ from almhookd.errors import (
     StorageError,
     StorageFull,
 )
-from almhookd.ingest import NewEvent
-from almhookd.migrations import MIGRATIONS, SCHEMA_VERSION
-from almhookd.policy import Outcome, Schedule
 from almhookd.protocols import Clock
-from almhookd.signing import generate_secret
-from almhookd.webhooks import NewWebhook, SigningSecret, Webhook, WebhookChanges
+from almhookd.storage.sqlite.migrations import MIGRATIONS, SCHEMA_VERSION
 
 log = structlog.get_logger("almhookd.store")
 

@@ -1,6 +1,6 @@
 """The batch scheduler: releases held non-real-time deliveries at flush times.
 
-The times come from the pure :func:`almhookd.schedule.next_flush`; the last flush is
+The times come from the pure :func:`almhookd.domain.schedule.next_flush`; the last flush is
 stored with the release itself, so a restart neither skips nor repeats one. Workers
 then send the released events packed up to ``batch.max_events_per_request`` per
 request, under the same retry, retention and crash-safety rules as real-time events.
@@ -21,10 +21,10 @@ from typing import Final
 import structlog
 
 from almhookd.config import BatchConfig
+from almhookd.domain.schedule import FlushSchedule, next_flush
 from almhookd.errors import StorageError
 from almhookd.protocols import Clock
-from almhookd.schedule import FlushSchedule, next_flush
-from almhookd.store import Store
+from almhookd.storage.sqlite.store import Store
 
 log = structlog.get_logger("almhookd.scheduler")
 

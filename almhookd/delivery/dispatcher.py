@@ -16,17 +16,17 @@ from typing import Final
 
 import structlog
 
-from almhookd.backoff import retry_delay
 from almhookd.config import Config
+from almhookd.delivery.notify import Notifier
+from almhookd.delivery.sender import Sender
+from almhookd.delivery.worker import Worker, crash_fields
+from almhookd.domain.backoff import retry_delay
+from almhookd.domain.targets import TargetPolicy, check_target
+from almhookd.domain.webhooks import NewWebhook, SigningSecret, Webhook, WebhookChanges
 from almhookd.errors import StorageError
 from almhookd.metrics import Metrics
-from almhookd.notify import Notifier
 from almhookd.protocols import Clock
-from almhookd.sender import Sender
-from almhookd.store import Store
-from almhookd.targets import TargetPolicy, check_target
-from almhookd.webhooks import NewWebhook, SigningSecret, Webhook, WebhookChanges
-from almhookd.worker import Worker, crash_fields
+from almhookd.storage.sqlite.store import Store
 
 log = structlog.get_logger("almhookd.dispatcher")
 
@@ -78,7 +78,7 @@ class Dispatcher:
         """Create a webhook after the target guard accepts its URL, and start its worker.
 
         The guard (a DNS lookup) runs before the write; ``max_webhooks`` is enforced in
-        the transaction that inserts (:class:`~almhookd.store.WebhookLimitReached`).
+        the transaction that inserts (:class:`~almhookd.storage.sqlite.store.WebhookLimitReached`).
         """
         await check_target(new.target_url, TargetPolicy.from_config(self._config.delivery))
         webhook = await self._store.create_webhook(new, max_webhooks=max_webhooks)

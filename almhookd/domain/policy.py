@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Final
 
-from almhookd.backoff import next_delay
 from almhookd.config import Config
+from almhookd.domain.backoff import next_delay
 
 #: A short outage (a deploy, a restart) e-mails nobody: the first reminder goes out once
 #: a webhook has been failing this long, then every ``notify.reminder_interval``.

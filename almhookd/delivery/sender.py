@@ -1,6 +1,6 @@
 """The HTTP side of a delivery: one signed ``POST`` and what came of it.
 
-One :class:`~almhookd.httpclient.HttpClient` for all webhooks: keep-alive connections
+One :class:`~almhookd.delivery.httpclient.HttpClient` for all webhooks: keep-alive connections
 reused, redirects never followed, the target guard applied at connect time on every
 resolved address.
 """
@@ -13,16 +13,23 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Final
 
-from almhookd import __version__, targets
-from almhookd.backoff import parse_retry_after
+from almhookd import __version__
 from almhookd.config import DeliveryConfig
+from almhookd.delivery.httpclient import (
+    BadResponse,
+    ConnectFailed,
+    Disconnected,
+    HttpClient,
+    HttpError,
+)
+from almhookd.domain import targets
+from almhookd.domain.backoff import parse_retry_after
+from almhookd.domain.policy import Outcome
+from almhookd.domain.signing import InvalidSecret, signature_header
+from almhookd.domain.targets import TargetPolicy, TargetRefused, check_addresses, check_url
+from almhookd.domain.webhooks import Webhook
 from almhookd.errors import AlmhookdError
-from almhookd.httpclient import BadResponse, ConnectFailed, Disconnected, HttpClient, HttpError
-from almhookd.policy import Outcome
 from almhookd.protocols import Clock
-from almhookd.signing import InvalidSecret, signature_header
-from almhookd.targets import TargetPolicy, TargetRefused, check_addresses, check_url
-from almhookd.webhooks import Webhook
 
 #: Bytes of a receiver's answer read at most; the rest is dropped with the connection,
 #: so a never-ending body cannot hold a worker.

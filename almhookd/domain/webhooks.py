@@ -8,11 +8,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from almhookd.catalogue import CATALOGUE, suggest_event_name
 from almhookd.config import Secret
+from almhookd.domain.catalogue import CATALOGUE, suggest_event_name
+from almhookd.domain.policy import Schedule
+from almhookd.domain.targets import TargetRefused, check_url
 from almhookd.errors import InvalidInput, Problem
-from almhookd.policy import Schedule
-from almhookd.targets import TargetRefused, check_url
 
 AUTH_TYPES: Final = ("none", "basic", "signature")
 STATUSES: Final = ("active", "inactive", "disabled")

@@ -33,20 +33,20 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from almhookd import __version__
-from almhookd.api import ServerState, body_memory_budget, create_app, http_error_response
+from almhookd.api.routes import ServerState, body_memory_budget, create_app, http_error_response
 from almhookd.auth import TokenChecker, ensure_admin_token
 from almhookd.config import Config, ListenAddress, ServerConfig, load_config
-from almhookd.dispatcher import Dispatcher
+from almhookd.delivery.dispatcher import Dispatcher
+from almhookd.delivery.flusher import BatchScheduler
+from almhookd.delivery.notify import Notifier
+from almhookd.delivery.sender import Sender
+from almhookd.delivery.worker import crash_fields
 from almhookd.errors import AlmhookdError, ConfigError
 from almhookd.logs import configure_logging, parser_fault
 from almhookd.metrics import Metrics
-from almhookd.notify import Notifier
 from almhookd.protocols import Clock
-from almhookd.scheduler import BatchScheduler
-from almhookd.sdnotify import SystemdNotifier
-from almhookd.sender import Sender
-from almhookd.store import Store
-from almhookd.worker import crash_fields
+from almhookd.service.sdnotify import SystemdNotifier
+from almhookd.storage.sqlite.store import Store
 
 log = structlog.get_logger("almhookd.daemon")
 
@@ -219,7 +219,7 @@ async def _until_stopped(
 
 def _ending(task: asyncio.Task[None]) -> dict[str, str]:
     """How a task that should have run for ever ended, for its log line (the traceback
-    without local variables: see :func:`almhookd.worker.crash_fields`)."""
+    without local variables: see :func:`almhookd.delivery.worker.crash_fields`)."""
     if task.cancelled():
         return {"error": "cancelled"}
     error = task.exception()

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from almhookd import __version__
-from almhookd import commands as commands_module
 from almhookd.auth import read_generated_token
-from almhookd.commands import CommandFailed
+from almhookd.cli import client as commands_module
+from almhookd.cli.client import CommandFailed
 from almhookd.config import Config, load_config, parse_duration, parse_listen, render_config
 from almhookd.errors import ConfigError
 
@@ -136,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "run":
-            from almhookd.daemon import run
+            from almhookd.service.daemon import run
 
             return run(_config(args))
         if args.command == "check-config":
@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "emit":
             return _emit(args, os.environ)
         if args.command == "listen":
-            from almhookd.listen import options_from, run_listener
+            from almhookd.cli.listen import options_from, run_listener
 
             secrets = list(args.secret)
             if args.secret_file is not None:

@@ -1,7 +1,7 @@
 """The admin API for webhooks: CRUD, test deliveries, secrets, inspection, replay.
 
-Handlers stay thin: validation is in :mod:`almhookd.webhooks` (pure), effects go
-through the :class:`~almhookd.dispatcher.Dispatcher`, so a change reaches the running
+Handlers stay thin: validation is in :mod:`almhookd.domain.webhooks` (pure), effects go
+through the :class:`~almhookd.delivery.dispatcher.Dispatcher`, so a change reaches the running
 worker at once. Passwords and secrets are never echoed, except a signing secret by its
 own download route.
 """
@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from almhookd.api import (
+from almhookd.api.routes import (
     CLOCK,
     DISPATCHER,
     SENDER,
@@ -26,19 +26,19 @@ from almhookd.api import (
     read_json,
     webhook_health,
 )
-from almhookd.catalogue import CATALOGUE, sample_data
-from almhookd.errors import InvalidInput, Problem
-from almhookd.ingest import is_event_id
-from almhookd.signing import SCHEME, generate_secret
-from almhookd.store import WebhookLimitReached
-from almhookd.targets import TargetPolicy, TargetRefused, check_target
-from almhookd.webhooks import (
+from almhookd.domain.catalogue import CATALOGUE, sample_data
+from almhookd.domain.events import is_event_id
+from almhookd.domain.signing import SCHEME, generate_secret
+from almhookd.domain.targets import TargetPolicy, TargetRefused, check_target
+from almhookd.domain.webhooks import (
     NewWebhook,
     Webhook,
     parse_new_webhook,
     parse_webhook_changes,
     unsaved_webhook,
 )
+from almhookd.errors import InvalidInput, Problem
+from almhookd.storage.sqlite.store import WebhookLimitReached
 
 DELIVERY_STATES: Final = ("pending", "sending", "delivered", "expired")
 MAX_PAGE: Final = 1000

@@ -33,11 +33,9 @@ from typing import Any, Final
 import structlog
 
 from almhookd.config import Config
-from almhookd.errors import StorageError
-from almhookd.logs import logs_at
-from almhookd.metrics import Metrics, status_class
-from almhookd.notify import Notifier, Reminder
-from almhookd.policy import (
+from almhookd.delivery.notify import Notifier, Reminder
+from almhookd.delivery.sender import Sender
+from almhookd.domain.policy import (
     Outcome,
     RetryPolicy,
     Schedule,
@@ -46,10 +44,12 @@ from almhookd.policy import (
     disables_at,
     review,
 )
+from almhookd.domain.webhooks import Webhook
+from almhookd.errors import StorageError
+from almhookd.logs import logs_at
+from almhookd.metrics import Metrics, status_class
 from almhookd.protocols import Clock
-from almhookd.sender import Sender
-from almhookd.store import Attempt, Claim, RequestBatch, Store
-from almhookd.webhooks import Webhook
+from almhookd.storage.sqlite.store import Attempt, Claim, RequestBatch, Store
 
 log = structlog.get_logger("almhookd.worker")
 

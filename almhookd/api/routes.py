@@ -24,15 +24,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from almhookd import __version__
 from almhookd.auth import Role, TokenChecker
 from almhookd.config import Config
-from almhookd.dispatcher import Dispatcher
+from almhookd.delivery.dispatcher import Dispatcher
+from almhookd.delivery.flusher import BatchScheduler
+from almhookd.delivery.sender import Sender
+from almhookd.domain.events import parse_ingest
+from almhookd.domain.webhooks import Webhook
 from almhookd.errors import InvalidInput, Problem, StorageClosed, StorageError, StorageFull
-from almhookd.ingest import parse_ingest
 from almhookd.metrics import Metrics
 from almhookd.protocols import Clock
-from almhookd.scheduler import BatchScheduler
-from almhookd.sender import Sender
-from almhookd.store import Store, StoredEvent
-from almhookd.webhooks import Webhook
+from almhookd.storage.sqlite.store import Store, StoredEvent
 
 log = structlog.get_logger("almhookd.api")
 
@@ -530,7 +530,7 @@ def create_app(
         app[DISPATCHER] = dispatcher
         app[SENDER] = sender
         # Imported here: the admin module builds on this one's keys and helpers.
-        from almhookd import admin
+        from almhookd.api import admin
 
         admin.add_routes(app)
     app.router.add_post("/v1/events", ingest, name="ingest")
