@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import replace
@@ -16,11 +15,9 @@ from almhookd.api.routes import create_app
 from almhookd.auth import TokenChecker
 from almhookd.config import Config, Secret, parse_config
 from almhookd.storage.sqlite.store import Store
-from tests.receiver import Receiver
-
-ADMIN_TOKEN = "test-admin-token-0123456789"
-INGEST_TOKEN = "test-ingest-token-0123456789"
-
+from tests.support.clock import FakeClock
+from tests.support.http_receiver import Receiver
+from tests.support.tokens import ADMIN_TOKEN, INGEST_TOKEN
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 #: The daemon runs on uvloop; most tests run on asyncio's own loop, and the code that
@@ -41,28 +38,9 @@ def pytest_asyncio_loop_factories(
     return BOTH_LOOPS if item.get_closest_marker("both_loops") else STDLIB_LOOP
 
 
-class FakeClock:
-    """A clock that only moves when told to."""
-
-    def __init__(self, now: float = 1_764_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    """A real HTTP receiver on 127.0.0.1 (see ``tests.receiver``)."""
+    """A real HTTP receiver on 127.0.0.1 (see ``tests.support.http_receiver``)."""
     started = await Receiver().start()
     yield started
     await started.stop()
@@ -126,11 +104,3 @@ async def client(
     )
     async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
         yield test_client
-
-
-def admin_headers() -> dict[str, str]:
-    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-def ingest_headers() -> dict[str, str]:
-    return {"Authorization": f"Bearer {INGEST_TOKEN}"}

@@ -17,10 +17,10 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from tests import samples
-from tests.conftest import ADMIN_TOKEN, INGEST_TOKEN
-from tests.daemon_process import write_config
-from tests.running import until
+from tests.support import samples
+from tests.support.daemon_process import write_config
+from tests.support.running import until
+from tests.support.tokens import ADMIN_TOKEN, INGEST_TOKEN
 
 #: A producer's lane posts until told to stop, or at most this many times (a bound, in
 #: case the stop never comes: a kill comes within a second, at about 100 posts a second).
@@ -60,7 +60,7 @@ def new_id(prefix: str = "rel") -> str:
     return f"{prefix}-{next(_ids)}-{random.getrandbits(32):08x}"
 
 
-#: The suite's one poll (``tests.running.until``), with the generous bound the loads of
+#: The suite's one poll (``tests.support.running.until``), with the generous bound the loads of
 #: this folder need; never a speed assertion.
 wait_for = functools.partial(until, timeout=30.0)
 

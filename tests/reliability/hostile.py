@@ -16,7 +16,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-from tests.receiver import Received
+from tests.support.http_receiver import Received
 
 #: Every behaviour, and whether its answer is a 2xx the daemon can read (acknowledged).
 BEHAVIOURS: dict[str, bool] = {

@@ -18,11 +18,11 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from tests import samples
-from tests.conftest import ADMIN_TOKEN, INGEST_TOKEN
-from tests.daemon_process import DaemonProcess
 from tests.reliability.conftest import record
-from tests.test_fuzz_api import daemon, documents, safe, snapshot
+from tests.support import samples
+from tests.support.daemon_process import DaemonProcess
+from tests.support.fuzzing import daemon, documents, safe, snapshot
+from tests.support.tokens import ADMIN_TOKEN, INGEST_TOKEN
 
 __all__ = ["daemon"]  # the module-scoped daemon fixture, shared with the JSON fuzz test
 

@@ -18,10 +18,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests import samples
-from tests.conftest import ADMIN_TOKEN, INGEST_TOKEN
-from tests.daemon_process import DaemonProcess
-from tests.receiver import Receiver
 from tests.reliability.conftest import SOAK, record
 from tests.reliability.harness import (
     Ledger,
@@ -35,6 +31,10 @@ from tests.reliability.harness import (
     undelivered,
     wait_for,
 )
+from tests.support import samples
+from tests.support.daemon_process import DaemonProcess
+from tests.support.http_receiver import Receiver
+from tests.support.tokens import ADMIN_TOKEN, INGEST_TOKEN
 
 KILLS = 200 if SOAK else 25
 MAX_EVENTS_PER_REQUEST = 5

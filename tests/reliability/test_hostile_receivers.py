@@ -10,8 +10,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.daemon_process import DaemonProcess
-from tests.receiver import Receiver
 from tests.reliability.conftest import record
 from tests.reliability.harness import (
     Ledger,
@@ -23,6 +21,8 @@ from tests.reliability.harness import (
     wait_for,
 )
 from tests.reliability.hostile import BEHAVIOURS, HostileReceiver, close_quietly
+from tests.support.daemon_process import DaemonProcess
+from tests.support.http_receiver import Receiver
 
 #: What the request log says about each behaviour's failed attempts.
 ERRORS = {

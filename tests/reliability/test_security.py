@@ -25,10 +25,6 @@ from almhookd.api.routes import create_app
 from almhookd.auth import TokenChecker
 from almhookd.config import Secret, load_config, parse_config
 from almhookd.errors import ConfigError
-from tests.conftest import ADMIN_TOKEN, INGEST_TOKEN
-from tests.daemon_process import DaemonProcess
-from tests.daemon_process import almhookd as run_cli
-from tests.receiver import Receiver
 from tests.reliability.conftest import record
 from tests.reliability.harness import (
     assert_no_secrets,
@@ -40,7 +36,11 @@ from tests.reliability.harness import (
     ingest,
     wait_for,
 )
-from tests.running import running_daemon
+from tests.support.daemon_process import DaemonProcess
+from tests.support.daemon_process import almhookd as run_cli
+from tests.support.http_receiver import Receiver
+from tests.support.running import running_daemon
+from tests.support.tokens import ADMIN_TOKEN, INGEST_TOKEN
 
 WRONG_TOKEN = ADMIN_TOKEN[:-1] + "X"  # one character off: no prefix match may pass
 

@@ -19,8 +19,6 @@ import aiohttp
 import pytest
 
 from almhookd.storage.sqlite.store import Store
-from tests.daemon_process import DaemonProcess
-from tests.receiver import Receiver
 from tests.reliability.conftest import record
 from tests.reliability.harness import (
     call,
@@ -31,7 +29,9 @@ from tests.reliability.harness import (
     ingest,
     wait_for,
 )
-from tests.running import daemon_config, running_daemon
+from tests.support.daemon_process import DaemonProcess
+from tests.support.http_receiver import Receiver
+from tests.support.running import daemon_config, running_daemon
 
 
 def survived(*faults: str) -> None:

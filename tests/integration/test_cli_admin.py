@@ -1,0 +1,339 @@
+"""The admin command line against the whole daemon, with real receivers."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+import re
+import stat
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from almhookd.cli import client as commands
+from tests.support import samples
+from tests.support.http_receiver import Receiver
+from tests.support.running import Running, daemon_config, running_daemon
+from tests.support.tokens import ADMIN_TOKEN
+from tests.support.verifier import verify
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path) -> AsyncIterator[Running]:
+    async with running_daemon(daemon_config(tmp_path)) as running:
+        yield running
+
+
+async def cli(daemon: Running, *args: str, token: str = ADMIN_TOKEN) -> tuple[int, str, str]:
+    """Run ``almhookd`` as a subprocess while the daemon keeps serving in this loop."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "almhookd",
+        *args,
+        env={
+            **os.environ,
+            "ALMHOOKD_URL": daemon.url,
+            "ALMHOOKD_ADMIN_TOKEN": token,
+            "ALMHOOKD_CONFIG": "/nonexistent/almhookd.toml",
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_every_webhook_command(daemon: Running, receiver: Receiver, tmp_path: Path) -> None:
+    code, out, err = await cli(
+        daemon,
+        "webhooks",
+        "add",
+        "--name",
+        "LMS sync",
+        "--target-url",
+        receiver.url,
+        "--events",
+        "COURSE_ENROLLMENT,COURSE_COMPLETED",
+        "--auth-type",
+        "signature",
+        "--contact-email",
+        "lms@example.org",
+        "--json",
+    )
+    assert code == 0, err
+    webhook = json.loads(out)
+    hook_id = webhook["id"]
+    assert webhook["events"] == ["COURSE_COMPLETED", "COURSE_ENROLLMENT"]
+
+    code, out, _ = await cli(daemon, "webhooks", "list")
+    assert code == 0 and out.splitlines()[0].split()[:3] == ["ID", "NAME", "STATUS"]
+    assert hook_id in out and "LMS sync" in out and "active" in out
+
+    code, out, _ = await cli(daemon, "webhooks", "show", hook_id)
+    assert code == 0 and re.search(r"^target\s+" + re.escape(receiver.url), out, re.M)
+
+    code, out, _ = await cli(daemon, "webhooks", "test", hook_id)
+    assert code == 0 and out.startswith("ok: HTTP 202")
+
+    secret_file = tmp_path / "secret.json"
+    code, out, _ = await cli(daemon, "webhooks", "secret", hook_id, "--output", str(secret_file))
+    assert code == 0 and stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    secret = json.loads(secret_file.read_text())["secret"]
+    assert verify(secret, receiver.received[0].headers, receiver.received[0].body)
+
+    code, out, _ = await cli(daemon, "webhooks", "rotate-secret", hook_id)
+    assert code == 0 and json.loads(out)["secret"] != secret
+
+    status, _, _ = await daemon.call("POST", "/v1/events", samples.event(eventId="cli-e1"))
+    assert status == 202
+    await daemon.until_delivered(hook_id, "cli-e1")
+    assert "cli-e1" in receiver.all_event_ids()
+    code, out, _ = await cli(daemon, "webhooks", "deliveries", hook_id, "--state", "delivered")
+    assert code == 0 and "cli-e1" in out and "delivered" in out
+    code, out, _ = await cli(daemon, "webhooks", "attempts", hook_id)
+    assert code == 0 and "202" in out
+    code, out, _ = await cli(daemon, "webhooks", "replay", hook_id, "--event-id", "cli-e1")
+    assert code == 0 and out.strip() == "queued 1 deliveries again"
+
+    code, out, _ = await cli(
+        daemon, "webhooks", "edit", hook_id, "--inactive", "--description", "paused"
+    )
+    assert code == 0 and re.search(r"^status\s+inactive", out, re.M)
+
+    code, out, _ = await cli(daemon, "status")
+    assert code == 0 and out.startswith("almhookd: 1 webhook(s)") and "inactive" in out
+    code, out, _ = await cli(daemon, "status", "--json")
+    assert code == 0 and json.loads(out)["webhooks"][0]["id"] == hook_id
+
+    code, out, _ = await cli(daemon, "webhooks", "delete", hook_id)
+    assert code == 0 and out.strip() == f"deleted {hook_id}"
+    code, _, err = await cli(daemon, "webhooks", "show", hook_id)
+    assert code == 1 and "HTTP 404" in err
+
+
+async def test_errors_show_the_api_message_and_exit_codes(daemon: Running) -> None:
+    code, _, err = await cli(
+        daemon,
+        "webhooks",
+        "add",
+        "--name",
+        "x",
+        "--target-url",
+        "http://10.0.0.1/",
+        "--events",
+        "COURSE_ENROLMENT",
+    )
+    assert code == 1
+    assert "HTTP 422" in err
+    assert "events[0]: unknown event 'COURSE_ENROLMENT' (did you mean COURSE_ENROLLMENT?)" in err
+    code, _, err = await cli(
+        daemon,
+        "webhooks",
+        "add",
+        "--name",
+        "x",
+        "--target-url",
+        "http://10.0.0.1/",
+        "--events",
+        "CI_STATS",
+    )
+    assert code == 1 and "targetUrl:" in err and "not allowed" in err
+    code, _, err = await cli(daemon, "webhooks", "list", token="wrong-token-0123456789")
+    assert code == 1 and "HTTP 401" in err
+    code, _, err = await cli(daemon, "webhooks", "add", "--name", "x")
+    assert code == 2 and "--target-url" in err
+
+
+async def test_a_failing_test_delivery_exits_1(daemon: Running) -> None:
+    _, hook, _ = await daemon.call(
+        "POST",
+        "/v1/webhooks",
+        {"name": "dead", "targetUrl": "http://127.0.0.1:9/", "events": ["CI_STATS"]},
+    )
+    code, out, _ = await cli(daemon, "webhooks", "test", hook["id"])
+    assert code == 1 and out.startswith("FAILED: cannot connect")
+
+
+def readme_walkthrough() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    block = text.split("<!-- admin-walkthrough -->", 1)[1].split("```sh", 1)[1]
+    block = block.split("```", 1)[0]
+    return [
+        line
+        for line in block.replace("\\\n", " ").splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+
+
+async def test_the_readme_admin_walkthrough_runs(
+    daemon: Running, receiver: Receiver, tmp_path: Path
+) -> None:
+    commands = readme_walkthrough()
+    assert len(commands) >= 5
+    env = {
+        **os.environ,
+        "ALMHOOKD_URL": daemon.url,
+        "ALMHOOKD_ADMIN_TOKEN": ADMIN_TOKEN,
+        "RECEIVER_URL": receiver.url,
+        "ALMHOOKD_CONFIG": "/nonexistent/almhookd.toml",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    for command in commands:
+        process = await asyncio.create_subprocess_exec(
+            "bash",
+            "-euo",
+            "pipefail",
+            "-c",
+            command,
+            cwd=tmp_path,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await process.communicate()
+        assert process.returncode == 0, (command, out.decode(), err.decode())
+    assert receiver.received, "the walkthrough's test delivery reached the receiver"
+
+
+# --- `webhooks secret --output`: a new private file, never through a link ----------------
+
+
+async def signed_webhook(daemon: Running) -> str:
+    status, hook, _ = await daemon.call(
+        "POST",
+        "/v1/webhooks",
+        {
+            "name": "signed",
+            "targetUrl": "http://127.0.0.1:9/",
+            "events": ["CI_STATS"],
+            "auth": {"type": "signature"},
+        },
+    )
+    assert status == 201, hook
+    return str(hook["id"])
+
+
+def own_folder(tmp_path: Path) -> Path:
+    """A folder holding only what a test writes (the daemon's database is in tmp_path)."""
+    folder = tmp_path / "files"
+    folder.mkdir()
+    return folder
+
+
+def one_line_error(code: int, err: str, *names: str) -> None:
+    """Exit 1 and one line on stderr naming ``names``, not a traceback."""
+    assert code == 1, err
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    for name in names:
+        assert name in err, err
+
+
+async def test_secret_output_refuses_an_existing_file_and_force_replaces_it(
+    daemon: Running, tmp_path: Path
+) -> None:
+    hook_id = await signed_webhook(daemon)
+    files = own_folder(tmp_path)
+    secret_file = files / "secret.json"
+    secret_file.write_text("old\n")
+    secret_file.chmod(0o644)
+    old_inode = files / "old-inode"
+    old_inode.hardlink_to(secret_file)  # shows what the old file ends up holding
+
+    code, _, err = await cli(daemon, "webhooks", "secret", hook_id, "--output", str(secret_file))
+    one_line_error(code, err, str(secret_file), "already exists", "--force")
+    assert secret_file.read_text() == "old\n"
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o644
+
+    code, out, err = await cli(
+        daemon, "webhooks", "secret", hook_id, "--output", str(secret_file), "--force"
+    )
+    assert code == 0, err
+    assert out.strip() == f"secret written to {secret_file}"
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    assert json.loads(secret_file.read_text())["secret"].startswith("whsec_")
+    assert not secret_file.samefile(old_inode), "a new file, not the old inode rewritten"
+    assert old_inode.read_text() == "old\n"
+    assert sorted(p.name for p in files.iterdir()) == ["old-inode", "secret.json"]
+
+
+async def test_secret_output_never_writes_through_a_symlink(
+    daemon: Running, tmp_path: Path
+) -> None:
+    hook_id = await signed_webhook(daemon)
+    files = own_folder(tmp_path)
+    victim = files / "victim.conf"
+    victim.write_text("keep\n")
+    link = files / "secret.json"
+    link.symlink_to(victim)
+    for force in ((), ("--force",)):
+        code, _, err = await cli(
+            daemon, "webhooks", "secret", hook_id, "--output", str(link), *force
+        )
+        one_line_error(code, err, str(link), "symbolic link")
+        assert victim.read_text() == "keep\n" and link.is_symlink()
+
+    missing_target = files / "created-through-the-link"
+    dangling = files / "dangling.json"
+    dangling.symlink_to(missing_target)
+    for force in ((), ("--force",)):
+        code, _, err = await cli(
+            daemon, "webhooks", "secret", hook_id, "--output", str(dangling), *force
+        )
+        one_line_error(code, err, str(dangling), "symbolic link")
+        assert not missing_target.exists() and dangling.is_symlink()
+
+
+async def test_file_problems_are_one_line_without_a_traceback(
+    daemon: Running, tmp_path: Path
+) -> None:
+    hook_id = await signed_webhook(daemon)
+    files = own_folder(tmp_path)
+    a_file = files / "a-file"
+    a_file.write_text("x")
+    for output, reason in (
+        (files, "is a directory"),
+        (files / "missing" / "secret.json", f"the folder {files / 'missing'} does not"),
+        (a_file / "secret.json", "Not a directory"),
+    ):
+        for force in ((), ("--force",)):
+            code, _, err = await cli(
+                daemon, "webhooks", "secret", hook_id, "--output", str(output), *force
+            )
+            one_line_error(code, err, str(output), reason)
+    assert sorted(p.name for p in files.iterdir()) == ["a-file"], "no file left behind"
+
+    add = ("webhooks", "add", "--name", "b", "--target-url", "http://127.0.0.1:9/")
+    basic = ("--events", "CI_STATS", "--auth-type", "basic", "--auth-username", "lms")
+    for password_file, reason in (
+        (files / "no-such-password", "No such file or directory"),
+        (files, "Is a directory"),
+    ):
+        code, _, err = await cli(daemon, *add, *basic, "--auth-password-file", str(password_file))
+        one_line_error(code, err, "--auth-password-file", str(password_file), reason)
+
+    code, _, err = await cli(daemon, "webhooks", "show", "no such webhook")
+    one_line_error(code, err, "no webhook named 'no such webhook'")
+
+
+def test_a_failed_replacement_leaves_the_old_file_and_no_temporary_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret_file = tmp_path / "secret.json"
+    secret_file.write_text("old\n")
+
+    def refuse(source: str, destination: Path) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(commands.CommandFailed, match=r"secret.json: Invalid cross-device link$"):
+        commands.write_private_file(secret_file, "new\n", force=True)
+    assert secret_file.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["secret.json"]

@@ -1,0 +1,847 @@
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import itertools
+import os
+import sqlite3
+import stat
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from almhookd.domain.events import NewEvent, parse_ingest
+from almhookd.domain.webhooks import NewWebhook, WebhookChanges
+from almhookd.errors import DatabaseInUse, StorageClosed, StorageError, StorageFull
+from almhookd.storage.sqlite.migrations import SCHEMA_VERSION
+from almhookd.storage.sqlite.store import (
+    CLAIM_AROUND_SENDING_SQL,
+    CLAIM_SQL,
+    DELIVERED_SQL,
+    OUTSTANDING_SQL,
+    SENDING_HIGH_WATER_SQL,
+    SUBSCRIBERS_SQL,
+    Claim,
+    Store,
+    WebhookLimitReached,
+    _DueRow,
+    _pack,
+    event_key,
+    lock_path,
+)
+from tests.support import samples
+from tests.support.clock import FakeClock
+from tests.support.running import until
+
+_ids = itertools.count()
+
+
+def make_events(
+    count: int, *, prefix: str = "ev", name: str = "COURSE_ENROLLMENT", padding: str = ""
+) -> list[NewEvent]:
+    documents = []
+    for _ in range(count):
+        event = samples.event(name, eventId=f"{prefix}-{next(_ids)}")
+        if padding:
+            event["data"]["padding"] = padding
+        documents.append(event)
+    return parse_ingest(
+        {"events": documents},
+        now_ms=1_764_000_000_000,
+        default_account_id=1,
+        new_id=lambda: "unused",
+    )
+
+
+def _count(path: Path) -> int:
+    with sqlite3.connect(path) as db:
+        return int(db.execute("SELECT count(*) FROM events").fetchone()[0])
+
+
+async def test_the_database_is_private_wal_and_migrated(store: Store, db_path: Path) -> None:
+    assert stat.S_IMODE(db_path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(db_path.parent.stat().st_mode) == 0o700
+    await store.append(make_events(1))
+    wal = db_path.with_name(db_path.name + "-wal")
+    assert stat.S_IMODE(wal.stat().st_mode) == 0o600
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    # synchronous is per connection: FULL (2) on the store's own.
+    assert await store._writer_pragma("synchronous") == 2
+
+
+async def test_a_grown_wal_is_truncated_once_writes_pause(
+    db_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import almhookd.storage.sqlite.store
+
+    monkeypatch.setattr(almhookd.storage.sqlite.store, "CHECKPOINT_INTERVAL", 0.05)
+    monkeypatch.setattr(almhookd.storage.sqlite.store, "WAL_SHRINK_BYTES", 256 * 1024)
+    store = await Store.open(db_path, clock=clock)
+    wal = db_path.with_name(db_path.name + "-wal")
+    try:
+        for round_ in range(5):  # each commit alone grows the WAL past the limit, and
+            # none of them shrinks it (that is left to the checkpoint task)
+            await store.append(make_events(2000, prefix=f"r{round_}-", padding="x" * 200))
+            assert wal.stat().st_size > 256 * 1024
+        await until(
+            lambda: wal.stat().st_size == 0, what="the checkpoint task truncating the grown WAL"
+        )
+        assert await store.count_events() == 10_000
+    finally:
+        await store.close()
+
+
+async def test_an_existing_file_is_tightened_to_0600(db_path: Path, clock: FakeClock) -> None:
+    db_path.parent.mkdir(parents=True)
+    db_path.touch(mode=0o644)
+    db_path.chmod(0o644)
+    store = await Store.open(db_path, clock=clock)
+    await store.close()
+    assert stat.S_IMODE(db_path.stat().st_mode) == 0o600
+
+
+async def test_reopening_keeps_data_and_does_not_migrate_again(
+    db_path: Path, clock: FakeClock
+) -> None:
+    store = await Store.open(db_path, clock=clock)
+    await store.append(make_events(3))
+    await store.close()
+    store = await Store.open(db_path, clock=clock)
+    assert await store.count_events() == 3
+    await store.close()
+
+
+async def test_a_newer_schema_is_refused(db_path: Path, clock: FakeClock) -> None:
+    await (await Store.open(db_path, clock=clock)).close()
+    with sqlite3.connect(db_path) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(StorageError, match="newer than this almhookd supports"):
+        await Store.open(db_path, clock=clock)
+
+
+async def test_a_file_that_is_not_a_database_is_refused(db_path: Path, clock: FakeClock) -> None:
+    db_path.parent.mkdir(parents=True)
+    db_path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StorageError, match="not a database"):
+        await Store.open(db_path, clock=clock)
+
+
+async def test_an_uncreatable_path_is_a_clear_error(tmp_path: Path, clock: FakeClock) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(StorageError, match="cannot create the database"):
+        await Store.open(tmp_path / "file" / "sub" / "a.db", clock=clock)
+
+
+async def test_duplicates_are_counted_not_stored(store: Store) -> None:
+    events = make_events(3)
+    assert (await store.append(events)).accepted == 3
+    again = await store.append([events[0], *make_events(1)])
+    assert (again.accepted, again.duplicates) == (1, 1)
+    twice_in_one = make_events(1)
+    result = await store.append([twice_in_one[0], twice_in_one[0]])
+    assert (result.accepted, result.duplicates) == (1, 1)
+    assert await store.count_events() == 5
+
+
+async def test_concurrent_appends_share_commits(store: Store) -> None:
+    batches = [make_events(1) for _ in range(200)]
+    results = await asyncio.gather(*(store.append(batch) for batch in batches))
+    assert all(r.accepted == 1 for r in results)
+    assert await store.count_events() == 200
+    # All 200 were waiting when the writer woke: far fewer transactions than requests.
+    assert store.commits <= 2
+
+
+async def test_an_append_is_acknowledged_after_the_fsync_that_follows_its_commit(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commit does not wait for the disk, the acknowledgement does; commits made
+    while one fsync runs share the next one. Workers are woken at each commit."""
+    release, fsyncs = threading.Event(), []
+    real_fsync = store._fsync_wal
+
+    def slow_fsync() -> None:
+        fsyncs.append(store.commits)
+        assert release.wait(10)
+        real_fsync()
+
+    monkeypatch.setattr(store, "_fsync_wal", slow_fsync)
+    woken: list[int] = []
+    store.on_events_committed = lambda: woken.append(store.commits)
+    first = asyncio.ensure_future(store.append(make_events(1)))
+    await until(lambda: bool(fsyncs), what="the fsync of the first commit starting")
+    later = []
+    for commit in range(2, 6):  # four more commits, readable while the fsync runs
+        later.append(asyncio.ensure_future(store.append(make_events(1))))
+        await until(
+            lambda: store.commits >= commit,  # noqa: B023 - awaited within this iteration
+            what=f"commit {commit} while the fsync runs",
+        )
+    assert await store.count_events() == 5
+    assert not first.done() and not any(p.done() for p in later)
+    assert woken == [1, 2, 3, 4, 5]  # workers deliver while the fsync runs
+    release.set()
+    assert all(r.accepted == 1 for r in await asyncio.gather(first, *later))
+    assert fsyncs == [1, 5]  # one for the first commit, one for the four others
+
+
+async def test_a_failed_fsync_stops_ingest_until_a_restart(
+    store: Store, db_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel may drop pages it could not write: nothing more is acknowledged, and
+    the watchdog's ping and /healthz's check fail, so that systemd restarts almhookd."""
+
+    def failing_fsync() -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(store, "_fsync_wal", failing_fsync)
+    with pytest.raises(StorageError, match=r"Input/output error.*restarted"):
+        await store.append(make_events(1))
+    monkeypatch.undo()
+    for attempt in (store.append(make_events(1)), store.ping(), store.check()):
+        with pytest.raises(StorageError, match="restarted"):
+            await attempt
+    await store.close()
+    reopened = await Store.open(db_path, clock=clock)
+    try:
+        assert (await reopened.append(make_events(1))).accepted == 1
+    finally:
+        await reopened.close()
+
+
+async def test_a_second_store_on_an_open_database_is_refused_until_it_closes(
+    store: Store, db_path: Path, clock: FakeClock
+) -> None:
+    lock = lock_path(db_path)
+    assert lock == db_path.with_name("almhookd.db.lock")
+    assert stat.S_IMODE(lock.stat().st_mode) == 0o600
+    assert lock.read_text() == f"{os.getpid()}\n"
+    message = f"the database {db_path} is in use by another almhookd (pid {os.getpid()})"
+    with pytest.raises(DatabaseInUse) as refused:
+        await Store.open(db_path, clock=clock)
+    assert refused.value.message == message
+    assert (await store.append(make_events(1))).accepted == 1  # the first one is untouched
+    await store.close()
+    reopened = await Store.open(db_path, clock=clock)
+    await reopened.close()
+
+
+def _wal_descriptors(wal: Path) -> list[str]:
+    """This process's descriptors open on the WAL file, deleted or not."""
+    fds = Path("/proc/self/fd")
+    targets = []
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):  # closed since the listing
+            targets.append(os.readlink(fd))
+    return [t for t in targets if t in (str(wal), f"{wal} (deleted)")]
+
+
+async def test_the_syncer_opens_the_wal_once_and_closes_it_with_the_store(
+    db_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wal = db_path.with_name(db_path.name + "-wal")
+    wal_opens: list[str] = []
+    real_open = os.open
+
+    def counting_open(
+        path: str | os.PathLike[str], flags: int, mode: int = 0o777, *, dir_fd: int | None = None
+    ) -> int:
+        if str(path) == str(wal):
+            wal_opens.append(str(path))
+        return real_open(path, flags, mode, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "open", counting_open)
+    store = await Store.open(db_path, clock=clock)
+    try:
+        await store.append(make_events(1))
+        inode = wal.stat().st_ino
+        for round_ in range(30):
+            await store.append(make_events(20, prefix=f"once-{round_}-"))
+            if round_ == 15:  # SQLite truncates the WAL in place, never replaces it
+                await store._read.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                assert wal.stat().st_size == 0
+        assert store.commits == 31 and wal.stat().st_ino == inode
+        assert wal_opens == [str(wal)]
+    finally:
+        await store.close()
+    assert _wal_descriptors(wal) == []
+
+
+async def test_a_new_wal_file_at_the_path_is_opened_anew(store: Store, db_path: Path) -> None:
+    wal = db_path.with_name(db_path.name + "-wal")
+    await store.append(make_events(1))
+    held = store._wal_identity
+    loop = asyncio.get_running_loop()
+    aside = wal.with_name("aside")
+    wal.rename(aside)
+    try:
+        wal.write_bytes(b"")
+        await loop.run_in_executor(store._syncer, store._fsync_wal)
+        assert store._wal_identity == (wal.stat().st_dev, wal.stat().st_ino) != held
+    finally:
+        aside.replace(wal)  # SQLite still writes to the file it opened
+    await loop.run_in_executor(store._syncer, store._fsync_wal)
+    assert store._wal_identity == held
+    assert (await store.append(make_events(1))).accepted == 1
+
+
+async def test_a_write_back_error_another_descriptor_was_told_of_still_stops_ingest(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Linux reports a write-back error once to each descriptor open when it happened,
+    at its next fsync, and not to descriptors opened later: should SQLite's own fsync
+    (at a checkpoint) be told first, only a descriptor the syncer already held sees it."""
+    wal = str(store.path) + "-wal"
+    real_open, real_close, real_fsync = os.open, os.close, os.fsync
+    open_on_wal: set[int] = set()
+    told_of_error: set[int] = set()
+
+    def tracking_open(
+        path: str | os.PathLike[str], flags: int, mode: int = 0o777, *, dir_fd: int | None = None
+    ) -> int:
+        fd = real_open(path, flags, mode, dir_fd=dir_fd)
+        if str(path) == wal:
+            open_on_wal.add(fd)
+        return fd
+
+    def tracking_close(fd: int) -> None:
+        open_on_wal.discard(fd)
+        told_of_error.discard(fd)
+        real_close(fd)
+
+    def reporting_fsync(fd: int) -> None:
+        if fd in told_of_error:
+            told_of_error.discard(fd)
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "open", tracking_open)
+    monkeypatch.setattr(os, "close", tracking_close)
+    monkeypatch.setattr(os, "fsync", reporting_fsync)
+    assert (await store.append(make_events(1))).accepted == 1
+    told_of_error.update(open_on_wal)  # the kernel fails to write some of the WAL's pages
+    with pytest.raises(StorageError, match=r"Input/output error.*restarted"):
+        await store.append(make_events(1))
+    with pytest.raises(StorageError, match="restarted"):
+        await store.append(make_events(1))
+
+
+async def test_duplicates_across_one_group_are_resolved_in_order(store: Store) -> None:
+    shared = make_events(1)
+    results = await asyncio.gather(*(store.append(shared) for _ in range(5)))
+    assert [(r.accepted, r.duplicates) for r in results] == [(1, 0)] + [(0, 1)] * 4
+
+
+async def test_close_commits_what_is_queued_and_is_idempotent(
+    db_path: Path, clock: FakeClock
+) -> None:
+    store = await Store.open(db_path, clock=clock)
+    pending = [asyncio.ensure_future(store.append(make_events(2))) for _ in range(20)]
+    await asyncio.sleep(0)
+    await asyncio.gather(store.close(), store.close())
+    assert all(p.result().accepted == 2 for p in pending)
+    assert _count(db_path) == 40
+    with pytest.raises(StorageClosed):
+        await store.append(make_events(1))
+
+
+async def test_a_full_database_stores_nothing_of_the_group(store: Store, db_path: Path) -> None:
+    await store.append(make_events(2))
+    pages = await store._writer_pragma("page_count")
+    await store._writer_pragma(f"max_page_count = {pages + 2}")
+    with pytest.raises(StorageFull, match="full"):
+        await store.append(make_events(50, padding="x" * 4000))
+    assert await store.count_events() == 2
+    # The writer survives the failure and goes on with the next request.
+    await store._writer_pragma("max_page_count = 1073741823")
+    assert (await store.append(make_events(1))).accepted == 1
+    await store.check()
+
+
+async def test_get_event_returns_the_stored_body(store: Store, clock: FakeClock) -> None:
+    [event] = make_events(1, name="LEARNER_PROGRESS")
+    await store.append([event])
+    stored = await store.get_event(event.event_id)
+    assert stored is not None
+    assert stored.body["data"]["progressPercent"] == 40
+    assert stored.realtime is False
+    assert stored.ingested_at_ms == int(clock() * 1000)
+    assert stored.deliveries == ()
+    assert await store.get_event("missing") is None
+
+
+async def test_colliding_event_keys_are_told_apart_by_the_id(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import almhookd.storage.sqlite.store
+
+    monkeypatch.setattr(almhookd.storage.sqlite.store, "event_key", lambda event_id: 42)
+    first, second = make_events(2)
+    assert (await store.append([first])).accepted == 1
+    result = await store.append([second, first])
+    assert (result.accepted, result.duplicates) == (1, 1)
+    for event in (first, second):
+        stored = await store.get_event(event.event_id)
+        assert stored is not None and stored.event_id == event.event_id
+
+
+def test_hot_queries_use_their_indexes() -> None:
+    """A claim must not walk a webhook's delivered rows (they stay for 7 days)."""
+    from almhookd.storage.sqlite.migrations import MIGRATIONS
+
+    db = sqlite3.connect(":memory:")
+    for migration in MIGRATIONS:
+        db.executescript(migration)
+    plans = {
+        "claim": CLAIM_SQL,
+        "claim around sending": CLAIM_AROUND_SENDING_SQL,
+        "high water": SENDING_HIGH_WATER_SQL,
+        "backlog": OUTSTANDING_SQL,
+        "event": "SELECT webhook_id FROM deliveries WHERE event_seq = ?",
+        "release": "UPDATE deliveries INDEXED BY deliveries_held SET due_at_ms = 1"
+        " WHERE state = 'pending' AND due_at_ms IS NULL",
+        "duplicates": "SELECT event_id FROM events WHERE event_key IN (1, 2)",
+        "acknowledge": DELIVERED_SQL,
+        "subscribers": SUBSCRIBERS_SQL,
+    }
+    expected = {
+        # Migration 3: a claim and the check below the batches being sent read the
+        # ready index alone, no row of the table.
+        "claim": "COVERING INDEX deliveries_ready",
+        "claim around sending": "COVERING INDEX deliveries_ready",
+        "high water": "COVERING INDEX deliveries_ready",
+        "backlog": "deliveries_held",
+        "event": "deliveries_by_event",
+        "release": "deliveries_held",
+        "duplicates": "events_by_key",
+        # Each acknowledged pair looks its delivery up: not the webhook's every delivery,
+        # each searching the pairs.
+        "acknowledge": "SCAN acked SEARCH deliveries USING PRIMARY KEY"
+        " (webhook_id=? AND event_seq=?)",
+        # An ingest commit reads the subscriptions of its events' names only.
+        "subscribers": "SEARCH s USING PRIMARY KEY (event_name=?)",
+    }
+    for name, sql in plans.items():
+        plan = " ".join(
+            row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, (1,) * sql.count("?"))
+        )
+        assert expected[name] in plan, (name, plan)
+
+
+async def test_migration_2_keeps_a_batch_being_sent(db_path: Path, clock: FakeClock) -> None:
+    """A database of schema 1 with a request in flight: after the upgrade the same batch,
+    same id and events, is the one to send again, and its events show as sending."""
+    from almhookd.storage.sqlite.migrations import MIGRATIONS
+
+    db_path.parent.mkdir(parents=True)
+    db = sqlite3.connect(db_path, isolation_level=None)
+    db.executescript(MIGRATIONS[0] + "\nPRAGMA user_version = 1;")
+    db.executescript(
+        """
+        INSERT INTO webhooks (id, name, target_url, created_at_ms, updated_at_ms)
+            VALUES ('wh_1', 'one', 'https://example.invalid/hook', 0, 0);
+        INSERT INTO request_batches (id, webhook_id, created_at_ms, attempts, state)
+            VALUES ('msg_old', 'wh_1', 1, 2, 'delivered'),
+                   ('msg_flight', 'wh_1', 2, 3, 'sending');
+        INSERT INTO deliveries (webhook_id, event_seq, state, due_at_ms, attempts, batch_id,
+                                delivered_at_ms)
+            VALUES ('wh_1', 1, 'delivered', 0, 2, 'msg_old', 9),
+                   ('wh_1', 2, 'sending', 0, 3, 'msg_flight', NULL),
+                   ('wh_1', 3, 'sending', 0, 3, 'msg_flight', NULL);
+        """
+    )
+    db.executemany(
+        "INSERT INTO events (seq, event_key, event_id, event_name, account_id, timestamp_ms,"
+        " realtime, ingested_at_ms, body) VALUES (?, ?, ?, 'COURSE_ENROLLMENT', 7, 0, 1, 5, ?)",
+        [
+            (seq, event_key(f"ev-{seq}"), f"ev-{seq}", f'{{"eventId":"ev-{seq}"}}')
+            for seq in (1, 2, 3)
+        ],
+    )
+    db.close()
+    store = await Store.open(db_path, clock=clock)
+    try:
+        [batch] = await store.in_flight_batches("wh_1")
+        assert (batch.id, batch.event_ids, batch.attempts) == ("msg_flight", ("ev-2", "ev-3"), 3)
+        assert batch.body == b'{"accountId":7,"events":[{"eventId":"ev-2"},{"eventId":"ev-3"}]}'
+        states = {}
+        for event_id in ("ev-1", "ev-2"):
+            event = await store.get_event(event_id)
+            assert event is not None
+            states[event_id] = event.deliveries[0].state
+        assert states == {"ev-1": "delivered", "ev-2": "sending"}
+        assert await store.backlog("wh_1") == 2
+    finally:
+        await store.close()
+
+
+async def test_a_request_whose_rows_break_the_group_fails_alone(store: Store) -> None:
+    """Ingest validation keeps such rows out; the store must not rely on it."""
+    good = make_events(2)
+    bad = [make_events(1)[0]._replace(account_id=2**70)]  # beyond SQLite's 64 bits
+    results = await asyncio.gather(
+        store.append(good[:1]), store.append(bad), store.append(good[1:]), return_exceptions=True
+    )
+    assert [type(r).__name__ for r in results] == ["AppendResult", "StorageError", "AppendResult"]
+    assert await store.count_events() == 2
+
+
+#: A claim late enough for every test event to be due; tests replace what they vary.
+CLAIM = Claim(
+    now_ms=2_000_000_000_000,
+    retained_since_ms=0,
+    max_events=50,
+    max_batch_events=100,
+    max_bytes=1 << 20,
+)
+
+
+async def _claim_all(store: Store, webhook_id: str, *, max_bytes: int) -> list[list[str]]:
+    claim = replace(CLAIM, max_bytes=max_bytes, batches=100)
+    return [list(batch.event_ids) for batch in await store.claim_batches(webhook_id, claim)]
+
+
+@pytest.mark.parametrize("with_batch_events", [False, True])
+async def test_a_batch_holds_one_account_and_one_kind(
+    store: Store, with_batch_events: bool
+) -> None:
+    webhook = await store.create_webhook(
+        NewWebhook(
+            name="packing", target_url="https://example.invalid/", events=frozenset(samples.ALL)
+        )
+    )
+    realtime = make_events(6, prefix="rt")
+    for index in (2, 3):  # two events of another account in the middle
+        realtime[index] = realtime[index]._replace(account_id=2)
+    await store.append(realtime)
+    held = make_events(3, prefix="batch", name="COURSE_ENROLLMENT_BATCH")
+    if with_batch_events:
+        await store.append(held)
+        await store.release_held(now_ms=1)
+    ids = [e.event_id for e in realtime]
+    expected = [ids[0:2], ids[2:4], ids[4:6]]
+    if with_batch_events:
+        expected.append([e.event_id for e in held])
+    assert await _claim_all(store, webhook.id, max_bytes=1 << 20) == expected
+
+
+async def test_the_byte_cap_splits_a_batch_and_a_larger_event_goes_alone(store: Store) -> None:
+    webhook = await store.create_webhook(
+        NewWebhook(
+            name="bytes", target_url="https://example.invalid/", events=frozenset(samples.ALL)
+        )
+    )
+    small = make_events(4, prefix="small")
+    large = make_events(1, prefix="large", padding="x" * 5000)
+    await store.append([*small[:2], *large, *small[2:]])
+    pair = max(len(a.body) + len(b.body) + 2 for a, b in (small[0:2], small[2:4]))
+    ids = [e.event_id for e in small]
+    assert await _claim_all(store, webhook.id, max_bytes=pair) == [
+        ids[0:2],
+        [large[0].event_id],
+        ids[2:4],
+    ]
+
+
+async def test_a_claim_takes_deliveries_pending_again_below_the_batches_being_sent(
+    store: Store,
+) -> None:
+    """Claims continue after the last event being sent; a delivery that becomes due below
+    it (here a held batch event released while later ones are in flight) is claimed
+    next, and what follows it in the same claim skips the batches still being sent."""
+    webhook = await store.create_webhook(
+        NewWebhook(
+            name="holes", target_url="https://example.invalid/", events=frozenset(samples.ALL)
+        )
+    )
+    first = make_events(2, prefix="rt")
+    held = make_events(1, prefix="held", name="COURSE_ENROLLMENT_BATCH")
+    rest = make_events(4, prefix="rt")
+    for events in (first, held, rest):
+        await store.append(events)
+
+    def claim(batches: int) -> Claim:
+        return replace(CLAIM, max_events=2, batches=batches)
+
+    def ids(events: list[NewEvent]) -> list[str]:
+        return [event.event_id for event in events]
+
+    in_flight = await store.claim_batches(webhook.id, claim(2))
+    assert [list(b.event_ids) for b in in_flight] == [ids(first), ids(rest[:2])]
+    await store.release_held(now_ms=1)
+    claimed = await store.claim_batches(webhook.id, claim(3))
+    assert [list(b.event_ids) for b in claimed] == [ids(held), ids(rest[2:])]
+    assert await store.claim_batches(webhook.id, claim(1)) == []
+
+
+async def test_a_claim_stops_once_its_batches_hold_the_byte_budget(store: Store) -> None:
+    webhook = await store.create_webhook(
+        NewWebhook(
+            name="budget", target_url="https://example.invalid/", events=frozenset(samples.ALL)
+        )
+    )
+    await store.append(make_events(10, prefix="large", padding="x" * 5000))
+    claim = replace(CLAIM, max_events=1, batches=10, total_bytes=12_000)
+    claimed = await store.claim_batches(webhook.id, claim)
+    # Each body holds one event of about 5 KB: the third brings them past 12,000 bytes.
+    assert [len(batch.event_seqs) for batch in claimed] == [1, 1, 1]
+    assert sum(len(batch.body) for batch in claimed[:2]) < 12_000
+    assert len(await store.claim_batches(webhook.id, replace(claim, total_bytes=None))) == 7
+
+
+RETENTION_S = 7 * 86_400
+
+
+async def test_a_claim_never_takes_an_event_past_the_retention(
+    store: Store, clock: FakeClock
+) -> None:
+    """An event not delivered within the retention is lost for good (SPEC), also while
+    the minutely expiry pass has not marked it yet: the claim itself leaves it out, on
+    both of its queries. An event ingested exactly at the cut-off is still retained."""
+    webhook = await store.create_webhook(
+        NewWebhook(
+            name="retention", target_url="https://example.invalid/", events=frozenset(samples.ALL)
+        )
+    )
+    past_retention = make_events(2, prefix="past")
+    await store.append(past_retention)
+    clock.advance(1)
+    at_the_cut_off = make_events(1, prefix="cut-off")
+    await store.append(at_the_cut_off)
+    clock.advance(RETENTION_S)
+    fresh = make_events(1, prefix="fresh")
+    await store.append(fresh)
+    now_ms = int(clock() * 1000)
+    claim = replace(CLAIM, now_ms=now_ms, retained_since_ms=now_ms - RETENTION_S * 1000, batches=10)
+
+    first = await store.claim_batches(webhook.id, claim)
+    assert [list(b.event_ids) for b in first] == [[at_the_cut_off[0].event_id, fresh[0].event_id]]
+    # Pending below the batch being sent, the events past the retention send the next
+    # claim to the query that skips that batch: it must leave them out as well.
+    later = make_events(1, prefix="later")
+    await store.append(later)
+    second = await store.claim_batches(webhook.id, claim)
+    assert [list(b.event_ids) for b in second] == [[later[0].event_id]]
+    assert await store.claim_batches(webhook.id, claim) == []
+    # They were still pending, left for the expiry pass, which now takes exactly them.
+    expired = await store.expire(retained_since_ms=claim.retained_since_ms)
+    assert [(count.webhook_id, count.events) for count in expired] == [(webhook.id, 2)]
+
+
+def _due(seq: int, *, account: int = 1, realtime: bool = True, size: int = 9) -> _DueRow:
+    return (seq, f"ev-{seq}", account, 0, "x" * size, int(realtime))
+
+
+@pytest.mark.parametrize(
+    ("rows", "claim", "expected", "read"),
+    [
+        pytest.param(
+            [_due(s) for s in range(1, 6)],
+            replace(CLAIM, max_events=2, batches=10),
+            [[1, 2], [3, 4], [5]],
+            5,
+            id="max_events",
+        ),
+        pytest.param(
+            [_due(1), _due(2, account=2), _due(3, account=2), _due(4)],
+            replace(CLAIM, batches=10),
+            [[1], [2, 3], [4]],
+            4,
+            id="one account",
+        ),
+        pytest.param(
+            [_due(1), _due(2, realtime=False), _due(3, realtime=False), _due(4, realtime=False)],
+            replace(CLAIM, max_events=1, max_batch_events=3, batches=10),
+            [[1], [2, 3, 4]],
+            4,
+            id="batch events up to max_batch_events",
+        ),
+        pytest.param(
+            [_due(1), _due(2), _due(3, size=50), _due(4)],
+            replace(CLAIM, max_bytes=20, batches=10),
+            [[1, 2], [3], [4]],
+            4,
+            id="max_bytes; a larger event alone",
+        ),
+        pytest.param(
+            [_due(s) for s in range(1, 10)],
+            replace(CLAIM, max_events=2, batches=2),
+            [[1, 2], [3, 4]],
+            4,
+            id="batches: no row read past them",
+        ),
+        pytest.param(
+            [_due(1), _due(2, account=2), *(_due(s) for s in range(3, 10))],
+            replace(CLAIM, max_events=3, batches=1),
+            [[1]],
+            3,
+            id="a batch cut short: the rest of its read only",
+        ),
+        pytest.param(
+            [_due(s) for s in range(1, 10)],
+            replace(CLAIM, max_events=1, batches=10, total_bytes=25),
+            [[1], [2], [3]],
+            3,
+            id="total_bytes: the batch that reaches it is the last",
+        ),
+        pytest.param([_due(1)], replace(CLAIM, batches=0), [], 0, id="no batches"),
+    ],
+)
+def test_pack(rows: list[_DueRow], claim: Claim, expected: list[list[int]], read: int) -> None:
+    unread = iter(rows)
+    reads = 0
+
+    def fetch(size: int) -> list[_DueRow]:
+        nonlocal reads
+        batch = list(itertools.islice(unread, size))
+        reads += len(batch)
+        return batch
+
+    assert [list(columns.seqs) for columns in _pack(fetch, claim)] == expected
+    assert reads == read
+
+
+def test_an_old_sqlite_is_refused_by_name(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 34, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.34.1")
+    with pytest.raises(StorageError, match=r"needs SQLite 3\.35 or later; .* uses SQLite 3\.34\.1"):
+        asyncio.run(Store.open(tmp_path / "old.db", clock=clock))
+    assert not (tmp_path / "old.db").exists()
+
+
+# --- read snapshots, webhook limit, replay -----------------------------------------
+
+
+@contextlib.contextmanager
+def statements_on(connection: sqlite3.Connection) -> Iterator[list[str]]:
+    """The SQL ``connection`` runs meanwhile (SQLite's trace callback), in order."""
+    executed: list[str] = []
+    connection.set_trace_callback(executed.append)
+    try:
+        yield executed
+    finally:
+        connection.set_trace_callback(None)
+
+
+def _new_webhook(name: str, events: frozenset[str] = frozenset(samples.ALL)) -> NewWebhook:
+    return NewWebhook(name=name, target_url="https://example.invalid/", events=events)
+
+
+async def test_a_read_after_a_write_sees_it_while_other_reads_run(store: Store) -> None:
+    # Readers keep the shared reader connection busy with one-row statements. Were a
+    # statement left open between its execute and its fetch, the snapshot it holds
+    # would serve the reads in between, and a webhook just committed would be missing.
+    writes_done = asyncio.Event()
+
+    async def keep_reading() -> int:
+        for reads in range(1, 100_000):
+            if writes_done.is_set():
+                return reads
+            await store._fetchall("SELECT count(*) FROM webhooks")
+        raise AssertionError("the writes never finished")
+
+    readers = [asyncio.create_task(keep_reading()) for _ in range(8)]
+    try:
+        for number in range(1, 31):
+            created = await store.create_webhook(_new_webhook(f"hook {number}"))
+            assert await store.get_webhook(created.id) == created
+            assert len(await store.list_webhooks()) == number
+    finally:
+        writes_done.set()
+    assert min(await asyncio.gather(*readers)) > 1  # the reads did overlap the writes
+
+
+async def test_the_webhook_limit_is_counted_in_the_inserting_transaction(store: Store) -> None:
+    results = await asyncio.gather(
+        *(store.create_webhook(_new_webhook(f"hook {n}"), max_webhooks=3) for n in range(20)),
+        return_exceptions=True,
+    )
+    created = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, WebhookLimitReached)]
+    assert len(created) == 3 and len(refused) == 17
+    assert {w.id for w in await store.list_webhooks()} == {w.id for w in created}
+
+
+async def test_a_webhook_is_returned_as_its_transaction_stored_it(store: Store) -> None:
+    created = await store.create_webhook(
+        NewWebhook(
+            name="signed",
+            target_url="https://example.invalid/",
+            events=frozenset({"COURSE_ENROLLMENT", "CI_STATS"}),
+            auth_type="signature",
+        )
+    )
+    assert created.events == {"COURSE_ENROLLMENT", "CI_STATS"} and len(created.secrets) == 1
+    assert await store.get_webhook(created.id) == created
+    patched = await store.update_webhook(
+        created.id, WebhookChanges(name="renamed", events=frozenset({"CI_STATS"}))
+    )
+    assert patched is not None and patched.name == "renamed" and patched.events == {"CI_STATS"}
+    assert await store.get_webhook(created.id) == patched
+    assert await store.update_webhook("wh_missing", WebhookChanges(name="x")) is None
+
+
+async def test_listing_webhooks_is_one_statement_whatever_their_number(store: Store) -> None:
+    for number in range(3):
+        await store.create_webhook(_new_webhook(f"hook {number}"))
+    signed = await store.create_webhook(replace(_new_webhook("signed"), auth_type="signature"))
+    await store.rotate_secret(signed.id, grace_ms=60_000)
+    executed: list[str] = []
+    await store._read.set_trace_callback(executed.append)  # on the reader's own thread
+    listed = {webhook.name: webhook for webhook in await store.list_webhooks()}
+    await store._read.set_trace_callback(lambda statement: None)
+    assert len(executed) == 1  # one statement, so one snapshot of every webhook
+    assert sorted(listed) == ["hook 0", "hook 1", "hook 2", "signed"]
+    assert all(webhook.events == set(samples.ALL) for webhook in listed.values())
+    secrets = listed["signed"].secrets
+    assert len(secrets) == 2 and secrets[0].created_at_ms < secrets[1].created_at_ms
+    assert secrets[0].expires_at_ms is not None and secrets[1].expires_at_ms is None
+
+
+async def test_replay_of_many_events_is_one_write_of_one_statement(
+    store: Store, clock: FakeClock
+) -> None:
+    before_webhook = make_events(1, prefix="before")  # no delivery row for the webhook
+    await store.append(before_webhook)
+    webhook = await store.create_webhook(
+        _new_webhook("replayed", events=frozenset({"COURSE_ENROLLMENT"}))
+    )
+    events = make_events(4, prefix="replay")
+    other_name = make_events(1, prefix="other", name="COURSE_COMPLETED")
+    await store.append([*events, *other_name])
+    # The first event goes into a request being sent: a replay leaves it alone.
+    claim = Claim(
+        now_ms=int(clock() * 1000),
+        retained_since_ms=0,
+        max_events=1,
+        max_batch_events=1,
+        max_bytes=1 << 20,
+    )
+    [sending] = await store.claim_batches(webhook.id, claim)
+    assert list(sending.event_ids) == [events[0].event_id]
+    every_id = [e.event_id for e in (*before_webhook, *events, *other_name)]
+
+    writes = store.writes
+    assert store._db is not None
+    with statements_on(store._db) as executed:
+        queued = await store.replay(
+            webhook.id, event_ids=every_id, retained_since_ms=0, now_ms=int(clock() * 1000)
+        )
+    assert store.writes - writes == 1
+    # BEGIN, one statement for the five events, COMMIT.
+    assert len(executed) == 3 and executed[0] == "BEGIN IMMEDIATE", executed
+    assert queued == 4  # three requeued, one inserted; the one being sent is not
+    states = await store.deliveries(webhook.id, state=None, limit=100, after_seq=0)
+    assert {d["eventId"]: d["state"] for d in states} == {
+        before_webhook[0].event_id: "pending",
+        events[0].event_id: "sending",
+        **{e.event_id: "pending" for e in events[1:]},
+    }

@@ -1,0 +1,148 @@
+"""The delivery engine assembled in-process on a real SQLite file, for tests."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from almhookd.config import Config, parse_config
+from almhookd.delivery.dispatcher import Dispatcher
+from almhookd.delivery.notify import Notifier
+from almhookd.delivery.sender import Sender
+from almhookd.delivery.worker import Worker
+from almhookd.domain.events import parse_ingest
+from almhookd.domain.webhooks import NewWebhook, Webhook
+from almhookd.storage.sqlite.store import AppendResult, Store
+from tests.support import samples
+from tests.support.clock import FakeClock
+
+_ids = itertools.count()  # unique across engines on one database
+
+
+def engine_config(db_path: Path, toml: str = "", delivery: str = "") -> Config:
+    """Private targets allowed (receivers are on 127.0.0.1), short timeouts; ``delivery``
+    adds lines to ``[delivery]``, ``toml`` adds other sections."""
+    config = parse_config(
+        '[delivery]\nread_timeout = "1s"\nconnect_timeout = "1s"\n'
+        + (delivery or "allow_private_targets = true\n")
+        + toml,
+        env={},
+    )
+    return replace(
+        config,
+        storage=replace(config.storage, path=db_path),
+        account=replace(config.account, id=1010),
+    )
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        dispatcher: Dispatcher,
+        notifier: Notifier,
+        clock: FakeClock,
+        config: Config,
+    ) -> None:
+        self.store = store
+        self.dispatcher = dispatcher
+        self.notifier = notifier
+        self.clock = clock
+        self.config = config
+        self.hand_driven: list[Worker] = []
+
+    def wake_all(self) -> None:
+        """What a commit does in the daemon, for the hand-driven workers too."""
+        self.dispatcher.wake_all()
+        for worker in self.hand_driven:
+            worker.wake()
+
+    async def webhook(
+        self, url: str, *, events: frozenset[str] | None = None, start: bool = False, **fields: Any
+    ) -> Webhook:
+        webhook = await self.store.create_webhook(
+            NewWebhook(
+                name=fields.pop("name", f"hook-{next(_ids)}"),
+                target_url=url,
+                events=events or frozenset(samples.ALL),
+                **fields,
+            )
+        )
+        if start:
+            await self.dispatcher.refresh(webhook.id)
+        return webhook
+
+    def worker(self, webhook: Webhook, *, maintained: bool = False) -> Worker:
+        """A worker driven by hand through ``step()`` (not started), woken by commits.
+
+        ``maintained``: the dispatcher also holds it, as it holds the workers it starts,
+        so ``maintain_once()`` reminds and disables through it, and a disable is counted.
+        """
+        worker = Worker(
+            webhook,
+            store=self.store,
+            sender=self.dispatcher._sender,
+            notifier=self.notifier,
+            clock=self.clock,
+            config=self.config,
+            expire=self.dispatcher.expire,
+            on_disabled=self.dispatcher._disabled if maintained else None,
+            jitter=lambda: 0.0,
+            metrics=self.dispatcher.metrics if maintained else None,
+        )
+        self.hand_driven.append(worker)
+        if maintained:
+            self.dispatcher.workers[webhook.id] = worker
+        return worker
+
+    async def ingest(
+        self, count: int = 1, name: str = "COURSE_ENROLLMENT", prefix: str = "ev"
+    ) -> list[str]:
+        ids = [f"{prefix}-{next(_ids)}" for _ in range(count)]
+        events = parse_ingest(
+            {"events": [samples.event(name, eventId=i) for i in ids]},
+            now_ms=int(self.clock() * 1000),
+            default_account_id=1010,
+            new_id=lambda: "unused",
+        )
+        result: AppendResult = await self.store.append(events)
+        assert result.accepted == count
+        return ids
+
+    async def drain(self, worker: Worker, *, limit: int = 1000) -> int:
+        """Step until nothing is due now; returns the number of steps that sent."""
+        for sent in range(limit):
+            delay = await worker.step()
+            if delay is None or delay > 0:
+                return sent
+        raise AssertionError("the worker did not settle")
+
+
+@asynccontextmanager
+async def running_engine(
+    db_path: Path, clock: FakeClock, toml: str = "", delivery: str = ""
+) -> AsyncIterator[Engine]:
+    config = engine_config(db_path, toml, delivery)
+    store = await Store.open(db_path, clock=clock)
+    sender = Sender(config.delivery, clock=clock)
+    await sender.start()
+    notifier = Notifier(config.notify)
+    dispatcher = Dispatcher(
+        store=store, sender=sender, notifier=notifier, clock=clock, config=config
+    )
+    engine = Engine(
+        store=store, dispatcher=dispatcher, notifier=notifier, clock=clock, config=config
+    )
+    store.on_events_committed = engine.wake_all
+    try:
+        yield engine
+    finally:
+        await dispatcher.stop(1.0)
+        await notifier.close()
+        await sender.close()
+        await store.close()
