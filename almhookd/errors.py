@@ -41,6 +41,14 @@ class DatabaseInUse(StorageError):
     """The database is in use by another almhookd."""
 
 
+class WebhookLimitReached(AlmhookdError):
+    """As many webhooks as ``delivery.max_webhooks`` allows exist already."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"at most {limit} webhooks can exist (delivery.max_webhooks)")
+        self.limit = limit
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Problem:
     """One thing wrong with an input, at a JSON path such as ``events[3].data.userId``."""

@@ -73,7 +73,9 @@ from almhookd.domain.events import parse_ingest
 from almhookd.domain.signing import generate_secret, signature_header
 from almhookd.domain.webhooks import NewWebhook
 from almhookd.logs import configure_logging
-from almhookd.storage.sqlite.store import Store
+from almhookd.storage.sqlite.store import (
+    Store,
+)
 from bench.ingest import (
     DISTURBED_CPU,
     ENROLLMENT,
@@ -625,7 +627,7 @@ def prepared_deliveries(count: int) -> list[tuple[str, bytes, dict[str, str]]]:
             default_account_id=0,
             new_id=lambda: str(uuid.uuid4()),
         )
-        # The daemon's payload (store._payload): the stored body, not re-encoded.
+        # The daemon's payload (store.payload): the stored body, not re-encoded.
         body = f'{{"accountId":0,"events":[{event.body}]}}'.encode()
         message_id = "msg_" + uuid.uuid4().hex
         headers = {

@@ -14,7 +14,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from almhookd.api.routes import create_app
 from almhookd.auth import TokenChecker
 from almhookd.config import Config, Secret, parse_config
-from almhookd.storage.sqlite.store import Store
+from almhookd.storage.sqlite.store import (
+    Store,
+)
 from tests.support.clock import FakeClock
 from tests.support.http_receiver import Receiver
 from tests.support.tokens import ADMIN_TOKEN, INGEST_TOKEN

@@ -37,8 +37,7 @@ from almhookd.domain.webhooks import (
     parse_webhook_changes,
     unsaved_webhook,
 )
-from almhookd.errors import InvalidInput, Problem
-from almhookd.storage.sqlite.store import WebhookLimitReached
+from almhookd.errors import InvalidInput, Problem, WebhookLimitReached
 
 DELIVERY_STATES: Final = ("pending", "sending", "delivered", "expired")
 MAX_PAGE: Final = 1000

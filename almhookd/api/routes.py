@@ -32,7 +32,10 @@ from almhookd.domain.webhooks import Webhook
 from almhookd.errors import InvalidInput, Problem, StorageClosed, StorageError, StorageFull
 from almhookd.metrics import Metrics
 from almhookd.protocols import Clock
-from almhookd.storage.sqlite.store import Store, StoredEvent
+from almhookd.storage.sqlite.store import (
+    Store,
+)
+from almhookd.storage.values import StoredEvent
 
 log = structlog.get_logger("almhookd.api")
 

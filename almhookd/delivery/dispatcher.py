@@ -26,7 +26,9 @@ from almhookd.domain.webhooks import NewWebhook, SigningSecret, Webhook, Webhook
 from almhookd.errors import StorageError
 from almhookd.metrics import Metrics
 from almhookd.protocols import Clock
-from almhookd.storage.sqlite.store import Store
+from almhookd.storage.sqlite.store import (
+    Store,
+)
 
 log = structlog.get_logger("almhookd.dispatcher")
 

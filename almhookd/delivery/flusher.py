@@ -24,7 +24,9 @@ from almhookd.config import BatchConfig
 from almhookd.domain.schedule import FlushSchedule, next_flush
 from almhookd.errors import StorageError
 from almhookd.protocols import Clock
-from almhookd.storage.sqlite.store import Store
+from almhookd.storage.sqlite.store import (
+    Store,
+)
 
 log = structlog.get_logger("almhookd.scheduler")
 

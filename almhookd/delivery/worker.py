@@ -35,6 +35,7 @@ import structlog
 from almhookd.config import Config
 from almhookd.delivery.notify import Notifier, Reminder
 from almhookd.delivery.sender import Sender
+from almhookd.domain.batching import Claim, RequestBatch
 from almhookd.domain.policy import (
     Outcome,
     RetryPolicy,
@@ -49,7 +50,10 @@ from almhookd.errors import StorageError
 from almhookd.logs import logs_at
 from almhookd.metrics import Metrics, status_class
 from almhookd.protocols import Clock
-from almhookd.storage.sqlite.store import Attempt, Claim, RequestBatch, Store
+from almhookd.storage.sqlite.store import (
+    Store,
+)
+from almhookd.storage.values import Attempt
 
 log = structlog.get_logger("almhookd.worker")
 

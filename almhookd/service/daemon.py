@@ -46,7 +46,9 @@ from almhookd.logs import configure_logging, parser_fault
 from almhookd.metrics import Metrics
 from almhookd.protocols import Clock
 from almhookd.service.sdnotify import SystemdNotifier
-from almhookd.storage.sqlite.store import Store
+from almhookd.storage.sqlite.store import (
+    Store,
+)
 
 log = structlog.get_logger("almhookd.daemon")
 
@@ -87,7 +89,15 @@ async def serve(
             hint="the admin token was generated; clients read it from this file",
         )
     async with contextlib.AsyncExitStack() as stack:
-        store = await Store.open(config.storage.path, clock=clock)
+        dispatcher: Dispatcher | None = None
+
+        def events_committed() -> None:
+            if dispatcher is not None:
+                dispatcher.wake_all()
+
+        store = await Store.open(
+            config.storage.path, clock=clock, on_events_committed=events_committed
+        )
         stack.push_async_callback(store.close)
         sender = Sender(config.delivery, clock=clock)
         await sender.start()
@@ -103,7 +113,6 @@ async def serve(
             config=config,
             metrics=metrics,
         )
-        store.on_events_committed = dispatcher.wake_all
         await dispatcher.start()
         stack.push_async_callback(dispatcher.stop, config.delivery.read_timeout)
         scheduler = BatchScheduler(

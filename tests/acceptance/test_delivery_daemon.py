@@ -14,7 +14,9 @@ from pathlib import Path
 import aiohttp
 
 from almhookd.domain.webhooks import NewWebhook
-from almhookd.storage.sqlite.store import Store
+from almhookd.storage.sqlite.store import (
+    Store,
+)
 from tests.support import samples
 from tests.support.clock import FakeClock
 from tests.support.daemon_process import DaemonProcess, write_config

@@ -9,7 +9,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from almhookd.api.routes import STATE
-from almhookd.storage.sqlite.store import Store
+from almhookd.storage.sqlite.store import (
+    Store,
+)
 from tests.support import samples
 from tests.support.tokens import ADMIN_TOKEN, admin_headers, ingest_headers
 

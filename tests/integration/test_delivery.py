@@ -26,11 +26,11 @@ from almhookd.config import DeliveryConfig, Secret, parse_config
 from almhookd.delivery import worker as worker_module
 from almhookd.delivery.sender import Sender
 from almhookd.delivery.worker import CLAIMED_BATCHES, Worker
+from almhookd.domain.batching import Claim, RequestBatch
 from almhookd.domain.events import parse_ingest
 from almhookd.domain.policy import FIRST_REMINDER_AFTER, Outcome
 from almhookd.domain.webhooks import NewWebhook, Webhook, unsaved_webhook
 from almhookd.errors import StorageError
-from almhookd.storage.sqlite.store import Claim, RequestBatch
 from tests.support import samples
 from tests.support.clock import FakeClock
 from tests.support.engine import Engine, running_engine
@@ -849,9 +849,9 @@ async def test_running_workers_wake_on_commit_and_idle_without_polling(
 
 
 def test_payload_is_valid_json_with_unicode(tmp_path: Path) -> None:
-    from almhookd.storage.sqlite.store import _payload
+    from almhookd.domain.batching import payload
 
-    body = _payload(7, ['{"eventId":"a","data":{"n":"ü"}}', '{"eventId":"b"}'])
+    body = payload(7, ['{"eventId":"a","data":{"n":"ü"}}', '{"eventId":"b"}'])
     assert json.loads(body) == {
         "accountId": 7,
         "events": [{"eventId": "a", "data": {"n": "ü"}}, {"eventId": "b"}],

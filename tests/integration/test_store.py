@@ -14,9 +14,16 @@ from pathlib import Path
 
 import pytest
 
+from almhookd.domain.batching import Claim, DueRow, pack
 from almhookd.domain.events import NewEvent, parse_ingest
 from almhookd.domain.webhooks import NewWebhook, WebhookChanges
-from almhookd.errors import DatabaseInUse, StorageClosed, StorageError, StorageFull
+from almhookd.errors import (
+    DatabaseInUse,
+    StorageClosed,
+    StorageError,
+    StorageFull,
+    WebhookLimitReached,
+)
 from almhookd.storage.sqlite.migrations import SCHEMA_VERSION
 from almhookd.storage.sqlite.store import (
     CLAIM_AROUND_SENDING_SQL,
@@ -25,11 +32,7 @@ from almhookd.storage.sqlite.store import (
     OUTSTANDING_SQL,
     SENDING_HIGH_WATER_SQL,
     SUBSCRIBERS_SQL,
-    Claim,
     Store,
-    WebhookLimitReached,
-    _DueRow,
-    _pack,
     event_key,
     lock_path,
 )
@@ -159,10 +162,14 @@ async def test_concurrent_appends_share_commits(store: Store) -> None:
 
 
 async def test_an_append_is_acknowledged_after_the_fsync_that_follows_its_commit(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+    db_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The commit does not wait for the disk, the acknowledgement does; commits made
     while one fsync runs share the next one. Workers are woken at each commit."""
+    woken: list[int] = []
+    store = await Store.open(
+        db_path, clock=clock, on_events_committed=lambda: woken.append(store.commits)
+    )
     release, fsyncs = threading.Event(), []
     real_fsync = store._fsync_wal
 
@@ -172,8 +179,6 @@ async def test_an_append_is_acknowledged_after_the_fsync_that_follows_its_commit
         real_fsync()
 
     monkeypatch.setattr(store, "_fsync_wal", slow_fsync)
-    woken: list[int] = []
-    store.on_events_committed = lambda: woken.append(store.commits)
     first = asyncio.ensure_future(store.append(make_events(1)))
     await until(lambda: bool(fsyncs), what="the fsync of the first commit starting")
     later = []
@@ -189,6 +194,7 @@ async def test_an_append_is_acknowledged_after_the_fsync_that_follows_its_commit
     release.set()
     assert all(r.accepted == 1 for r in await asyncio.gather(first, *later))
     assert fsyncs == [1, 5]  # one for the first commit, one for the four others
+    await store.close()
 
 
 async def test_a_failed_fsync_stops_ingest_until_a_restart(
@@ -634,7 +640,7 @@ async def test_a_claim_never_takes_an_event_past_the_retention(
     assert [(count.webhook_id, count.events) for count in expired] == [(webhook.id, 2)]
 
 
-def _due(seq: int, *, account: int = 1, realtime: bool = True, size: int = 9) -> _DueRow:
+def _due(seq: int, *, account: int = 1, realtime: bool = True, size: int = 9) -> DueRow:
     return (seq, f"ev-{seq}", account, 0, "x" * size, int(realtime))
 
 
@@ -693,17 +699,17 @@ def _due(seq: int, *, account: int = 1, realtime: bool = True, size: int = 9) ->
         pytest.param([_due(1)], replace(CLAIM, batches=0), [], 0, id="no batches"),
     ],
 )
-def test_pack(rows: list[_DueRow], claim: Claim, expected: list[list[int]], read: int) -> None:
+def test_pack(rows: list[DueRow], claim: Claim, expected: list[list[int]], read: int) -> None:
     unread = iter(rows)
     reads = 0
 
-    def fetch(size: int) -> list[_DueRow]:
+    def fetch(size: int) -> list[DueRow]:
         nonlocal reads
         batch = list(itertools.islice(unread, size))
         reads += len(batch)
         return batch
 
-    assert [list(columns.seqs) for columns in _pack(fetch, claim)] == expected
+    assert [list(columns.seqs) for columns in pack(fetch, claim)] == expected
     assert reads == read
 
 

@@ -18,7 +18,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from almhookd.storage.sqlite.store import Store
+from almhookd.storage.sqlite.store import (
+    Store,
+)
 from tests.reliability.conftest import record
 from tests.reliability.harness import (
     call,
@@ -63,8 +65,8 @@ async def test_a_full_database_answers_507_and_recovers_when_space_returns(
     stores: list[Store] = []
     open_store = Store.open
 
-    async def capture(path: Path, *, clock: Any) -> Store:
-        store = await open_store(path, clock=clock)
+    async def capture(path: Path, **options: Any) -> Store:
+        store = await open_store(path, **options)
         stores.append(store)
         return store
 

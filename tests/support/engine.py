@@ -16,7 +16,10 @@ from almhookd.delivery.sender import Sender
 from almhookd.delivery.worker import Worker
 from almhookd.domain.events import parse_ingest
 from almhookd.domain.webhooks import NewWebhook, Webhook
-from almhookd.storage.sqlite.store import AppendResult, Store
+from almhookd.storage.sqlite.store import (
+    Store,
+)
+from almhookd.storage.values import AppendResult
 from tests.support import samples
 from tests.support.clock import FakeClock
 
@@ -128,7 +131,13 @@ async def running_engine(
     db_path: Path, clock: FakeClock, toml: str = "", delivery: str = ""
 ) -> AsyncIterator[Engine]:
     config = engine_config(db_path, toml, delivery)
-    store = await Store.open(db_path, clock=clock)
+    built: list[Engine] = []  # the engine, once built: ingest commits wake its workers
+
+    def events_committed() -> None:
+        for engine in built:
+            engine.wake_all()
+
+    store = await Store.open(db_path, clock=clock, on_events_committed=events_committed)
     sender = Sender(config.delivery, clock=clock)
     await sender.start()
     notifier = Notifier(config.notify)
@@ -138,7 +147,7 @@ async def running_engine(
     engine = Engine(
         store=store, dispatcher=dispatcher, notifier=notifier, clock=clock, config=config
     )
-    store.on_events_committed = engine.wake_all
+    built.append(engine)
     try:
         yield engine
     finally:

@@ -29,9 +29,8 @@ import os
 import secrets
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, NamedTuple, TypeVar
 
@@ -39,19 +38,29 @@ import aiosqlite
 import structlog
 
 from almhookd.config import Secret
+from almhookd.domain.batching import Claim, EventColumns, RequestBatch, pack, request_batch
 from almhookd.domain.events import NewEvent
-from almhookd.domain.policy import Outcome, Schedule
+from almhookd.domain.policy import Schedule
 from almhookd.domain.signing import generate_secret
 from almhookd.domain.webhooks import NewWebhook, SigningSecret, Webhook, WebhookChanges
 from almhookd.errors import (
-    AlmhookdError,
     DatabaseInUse,
     StorageClosed,
     StorageError,
     StorageFull,
+    WebhookLimitReached,
 )
 from almhookd.protocols import Clock
+from almhookd.storage.interface import EventsCommitted
 from almhookd.storage.sqlite.migrations import MIGRATIONS, SCHEMA_VERSION
+from almhookd.storage.values import (
+    RESPONSE_EXCERPT_CHARS,
+    AppendResult,
+    Attempt,
+    DeliveryState,
+    ExpiredCount,
+    StoredEvent,
+)
 
 log = structlog.get_logger("almhookd.store")
 
@@ -59,8 +68,6 @@ log = structlog.get_logger("almhookd.store")
 MAX_GROUP_EVENTS: Final = 20_000
 #: Bytes the space probe writes: a few pages, as a small ingest request would need.
 _PROBE_BYTES: Final = 16 * 1024
-#: Bytes of a receiver's answer kept in the attempts log.
-RESPONSE_EXCERPT_CHARS: Final = 4096
 #: Rows one pruning statement deletes, so pruning never holds the writer for long.
 PRUNE_CHUNK: Final = 5_000
 #: How often the reader's thread checkpoints the WAL into the database file.
@@ -79,80 +86,12 @@ MIN_SQLITE: Final = (3, 35)
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class AppendResult:
-    accepted: int
-    duplicates: int
-    accepted_names: tuple[str, ...] = ()  #: the eventName of each accepted event
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class DeliveryState:
-    webhook_id: str
-    state: str
-    attempts: int
-    batch_id: str | None
-    delivered_at_ms: int | None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class StoredEvent:
-    seq: int
-    event_id: str
-    event_name: str
-    account_id: int
-    timestamp_ms: int
-    realtime: bool
-    ingested_at_ms: int
-    body: dict[str, Any]
-    deliveries: tuple[DeliveryState, ...] = ()
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class RequestBatch:
-    """One request body to one webhook; ``id`` is its ``webhook-id`` header."""
-
-    id: str
-    webhook_id: str
-    account_id: int
-    event_seqs: tuple[int, ...]
-    event_ids: tuple[str, ...]
-    body: bytes
-    ingested_at_ms: tuple[int, ...]
-    created_at_ms: int
-    attempts: int = 0
-
-    @property
-    def oldest_ingested_at_ms(self) -> int:
-        return min(self.ingested_at_ms)
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Attempt:
-    """One HTTP attempt of a request batch, to be logged."""
-
-    batch: RequestBatch
-    outcome: Outcome
-    started_at_ms: int
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ExpiredCount:
-    webhook_id: str
-    events: int
-
-
 def _ms(seconds: float | None) -> int | None:
     return None if seconds is None else int(seconds * 1000)
 
 
 def _seconds(ms: int | None) -> float | None:
     return None if ms is None else ms / 1000
-
-
-def _payload(account_id: int, bodies: Sequence[str]) -> bytes:
-    """The ALM payload, built from the stored event bodies without re-encoding them."""
-    return f'{{"accountId":{account_id},"events":[{",".join(bodies)}]}}'.encode()
 
 
 #: Webhooks with their subscriptions and signing secrets as JSON arrays: one statement,
@@ -207,14 +146,6 @@ def _written_webhook(db: sqlite3.Connection, webhook_id: str) -> Webhook:
     transaction, so the caller never depends on the reader catching up."""
     row = db.execute(_SELECT_WEBHOOKS + " WHERE w.id = ?", (webhook_id,)).fetchone()
     return _webhook_from_row(row)
-
-
-class WebhookLimitReached(AlmhookdError):
-    """As many webhooks as ``delivery.max_webhooks`` allows exist already."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"at most {limit} webhooks can exist (delivery.max_webhooks)")
-        self.limit = limit
 
 
 class _PendingAppend(NamedTuple):
@@ -333,21 +264,6 @@ def _insert_events(
     return results
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Claim:
-    """What :func:`_claim` may pack into the next request batch."""
-
-    now_ms: int
-    retained_since_ms: int
-    max_events: int
-    max_batch_events: int
-    max_bytes: int
-    #: request batches to pack, one after the other (a worker claims several ahead)
-    batches: int = 1
-    #: stop packing once the batches' bodies hold this many bytes (None: no limit)
-    total_bytes: int | None = None
-
-
 #: A webhook's outstanding deliveries (two parameters: its id twice), through the two
 #: partial indexes that together hold every pending delivery.
 OUTSTANDING_SQL: Final = (
@@ -389,83 +305,6 @@ SENDING_HIGH_WATER_SQL: Final = (
 )
 
 
-class _EventColumns(NamedTuple):
-    """The events of a request batch, column by column, in ingest order."""
-
-    seqs: tuple[int, ...]
-    ids: tuple[str, ...]
-    account_ids: tuple[int, ...]
-    ingested_at_ms: tuple[int, ...]
-    bodies: tuple[str, ...]
-
-
-def _request_batch(
-    batch_id: str,
-    webhook_id: str,
-    events: _EventColumns,
-    *,
-    created_at_ms: int,
-    attempts: int = 0,
-) -> RequestBatch:
-    account_id = events.account_ids[0]
-    return RequestBatch(
-        id=batch_id,
-        webhook_id=webhook_id,
-        account_id=account_id,
-        event_seqs=events.seqs,
-        event_ids=events.ids,
-        body=_payload(account_id, events.bodies),
-        ingested_at_ms=events.ingested_at_ms,
-        created_at_ms=created_at_ms,
-        attempts=attempts,
-    )
-
-
-#: One row of a claim query: a due delivery with its event, in ingest order.
-_DueRow = tuple[int, str, int, int, str, int]  # seq, id, account, ingested at, body, realtime
-
-
-def _pack(fetch: Callable[[int], list[_DueRow]], claim: Claim) -> Iterator[_EventColumns]:
-    """The events of successive request batches, packed from due deliveries in order.
-
-    A batch holds events of one account and one kind: real-time events up to
-    ``claim.max_events``, released non-real-time events up to ``claim.max_batch_events``,
-    and up to ``claim.max_bytes`` of event bodies (one event always fits). Packing stops
-    after ``claim.batches`` batches, or once their events hold ``claim.total_bytes``.
-    ``fetch(n)`` reads up to n more rows; each carries its event's body, so rows are
-    read a batch at a time, as far as the last batch needs.
-    """
-    left, budget = claim.batches, claim.total_bytes
-    rows: list[_DueRow] = []  # read, not packed yet
-    while left > 0 and (budget is None or budget > 0):
-        if not rows:
-            rows = fetch(claim.max_events)
-            if not rows:
-                return
-        limit = claim.max_events if rows[0][5] else claim.max_batch_events
-        if len(rows) < limit:
-            rows += fetch(limit - len(rows))
-        # Columns at C speed; the row-by-row walk only when the rows do not all fit.
-        seqs, ids, accounts, ingested_at_ms, bodies, kinds = zip(*rows[:limit], strict=True)
-        count, size = len(seqs), sum(map(len, bodies)) + len(seqs)
-        if len(set(accounts)) > 1 or len(set(kinds)) > 1 or size > claim.max_bytes:
-            size = len(bodies[0]) + 1
-            for count in range(1, len(seqs)):
-                fits = size + len(bodies[count]) + 1 <= claim.max_bytes
-                if accounts[count] != accounts[0] or kinds[count] != kinds[0] or not fits:
-                    break
-                size += len(bodies[count]) + 1
-            else:
-                count = len(seqs)
-        yield _EventColumns(
-            seqs[:count], ids[:count], accounts[:count], ingested_at_ms[:count], bodies[:count]
-        )
-        del rows[:count]
-        left -= 1
-        if budget is not None:
-            budget -= size
-
-
 def _claim_batches(db: sqlite3.Connection, webhook_id: str, claim: Claim) -> list[RequestBatch]:
     """Up to ``claim.batches`` batches, in order, and no more once they hold
     ``claim.total_bytes``, packed by :func:`_pack` from one query and recorded as being
@@ -494,11 +333,11 @@ def _claim_batches(db: sqlite3.Connection, webhook_id: str, claim: Claim) -> lis
     limit = claim.batches * max(claim.max_events, claim.max_batch_events)
     cursor = db.execute(sql, (*parameters, limit))
     try:
-        packed = list(_pack(cursor.fetchmany, claim))
+        packed = list(pack(cursor.fetchmany, claim))
     finally:
         cursor.close()
     batches = [
-        _request_batch("msg_" + uuid.uuid4().hex, webhook_id, events, created_at_ms=claim.now_ms)
+        request_batch("msg_" + uuid.uuid4().hex, webhook_id, events, created_at_ms=claim.now_ms)
         for events in packed
     ]
     _insert_many(
@@ -600,7 +439,9 @@ class _DatabaseLock:
 class Store:
     """Durable storage of events and delivery state."""
 
-    def __init__(self, *, path: Path, clock: Clock) -> None:
+    def __init__(
+        self, *, path: Path, clock: Clock, on_events_committed: EventsCommitted | None = None
+    ) -> None:
         self.path = path
         self._clock = clock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="almhookd-writer")
@@ -635,11 +476,14 @@ class Store:
         self.writes = 0
         #: called after each ingest commit that stored new events, before its fsync
         #: (wakes the workers)
-        self.on_events_committed: Callable[[], None] | None = None
+        self._on_events_committed = on_events_committed
 
     @classmethod
-    async def open(cls, path: Path, *, clock: Clock) -> Store:
-        """Open (creating and migrating as needed) the database at ``path``."""
+    async def open(
+        cls, path: Path, *, clock: Clock, on_events_committed: EventsCommitted | None = None
+    ) -> Store:
+        """Open (creating and migrating as needed) the database at ``path``;
+        ``on_events_committed`` is called after each ingest commit that stored events."""
         if sqlite3.sqlite_version_info < MIN_SQLITE:
             raise StorageError(
                 f"almhookd needs SQLite {'.'.join(map(str, MIN_SQLITE))} or later; this "
@@ -650,7 +494,7 @@ class Store:
         except OSError as error:
             raise StorageError(f"{path}: cannot create the database: {error.strerror}") from None
         lock = _DatabaseLock.acquire(path)
-        store = cls(path=path, clock=clock)
+        store = cls(path=path, clock=clock, on_events_committed=on_events_committed)
         store._lock = lock
         try:
             await store._run(store._prepare)
@@ -883,11 +727,11 @@ class Store:
             _fail(group, failure)
             return
         self.commits += 1
-        if self.on_events_committed is not None and any(r.accepted for r in results):
+        if self._on_events_committed is not None and any(r.accepted for r in results):
             # At commit, not after the fsync: delivery overlaps it. A delivery may thus
             # beat its 202; after a power cut before the fsync the event is not stored,
             # was never acknowledged, and comes again (a duplicate, never a loss).
-            self.on_events_committed()
+            self._on_events_committed()
         task = asyncio.create_task(self._acknowledge(group, results, self.commits))
         self._acknowledging.add(task)
         task.add_done_callback(self._acknowledging.discard)
@@ -1315,10 +1159,10 @@ class Store:
                     )
                     continue
                 batches.append(
-                    _request_batch(
+                    request_batch(
                         batch_id,
                         webhook_id,
-                        _EventColumns(*zip(*events, strict=True)),
+                        EventColumns(*zip(*events, strict=True)),
                         created_at_ms=created_at_ms,
                         attempts=attempts,
                     )
