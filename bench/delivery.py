@@ -73,9 +73,7 @@ from almhookd.domain.events import parse_ingest
 from almhookd.domain.signing import generate_secret, signature_header
 from almhookd.domain.webhooks import NewWebhook
 from almhookd.logs import configure_logging
-from almhookd.storage.sqlite.store import (
-    Store,
-)
+from almhookd.storage.sqlite import SqliteStorage
 from bench.ingest import (
     DISTURBED_CPU,
     ENROLLMENT,
@@ -371,7 +369,7 @@ def running_receiver() -> Iterator[Receiver]:
 
 
 async def create_webhooks(database: Path, targets: Sequence[str]) -> None:
-    store = await Store.open(database, clock=time.time)
+    store = await SqliteStorage.open(database, clock=time.time)
     try:
         for index, url in enumerate(targets):
             await store.create_webhook(

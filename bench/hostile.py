@@ -32,7 +32,7 @@ from multiprocessing.connection import Connection
 import uvloop
 
 from almhookd.delivery.httpclient import HttpClient
-from almhookd.domain.targets import resolve
+from almhookd.delivery.resolver import resolve
 
 OK = b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n"
 ENDLESS: dict[str, tuple[bytes, bytes]] = {

@@ -56,9 +56,7 @@ import aiohttp
 import uvloop
 
 from almhookd.storage.sqlite.migrations import MIGRATIONS
-from almhookd.storage.sqlite.store import (
-    event_key,
-)
+from almhookd.storage.sqlite.queries import event_key
 
 TOKEN: Final = "bench-admin-token-0123456789"  # noqa: S105 - a throw-away benchmark token
 HEADERS: Final = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}

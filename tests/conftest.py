@@ -11,12 +11,10 @@ import uvloop
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from almhookd.api.routes import create_app
+from almhookd.api.app import create_app
 from almhookd.auth import TokenChecker
 from almhookd.config import Config, Secret, parse_config
-from almhookd.storage.sqlite.store import (
-    Store,
-)
+from almhookd.storage.sqlite import SqliteStorage
 from tests.support.clock import FakeClock
 from tests.support.http_receiver import Receiver
 from tests.support.tokens import ADMIN_TOKEN, INGEST_TOKEN
@@ -88,15 +86,15 @@ def config(db_path: Path) -> Config:
 
 
 @pytest.fixture
-async def store(db_path: Path, clock: FakeClock) -> AsyncIterator[Store]:
-    opened = await Store.open(db_path, clock=clock)
+async def store(db_path: Path, clock: FakeClock) -> AsyncIterator[SqliteStorage]:
+    opened = await SqliteStorage.open(db_path, clock=clock)
     yield opened
     await opened.close()
 
 
 @pytest.fixture
 async def client(
-    store: Store, config: Config, clock: FakeClock
+    store: SqliteStorage, config: Config, clock: FakeClock
 ) -> AsyncIterator[TestClient[web.Request, web.Application]]:
     app = create_app(
         store=store,

@@ -12,11 +12,11 @@ import itertools
 import json
 import re
 import uuid
-from typing import Any, Final
+from typing import Any, Final, get_args
 
 from aiohttp import web
 
-from almhookd.api.routes import (
+from almhookd.api.common import (
     CLOCK,
     DISPATCHER,
     SENDER,
@@ -26,10 +26,11 @@ from almhookd.api.routes import (
     read_json,
     webhook_health,
 )
+from almhookd.delivery.resolver import check_target
 from almhookd.domain.catalogue import CATALOGUE, sample_data
 from almhookd.domain.events import is_event_id
 from almhookd.domain.signing import SCHEME, generate_secret
-from almhookd.domain.targets import TargetPolicy, TargetRefused, check_target
+from almhookd.domain.targets import TargetPolicy, TargetRefused
 from almhookd.domain.webhooks import (
     NewWebhook,
     Webhook,
@@ -38,8 +39,9 @@ from almhookd.domain.webhooks import (
     unsaved_webhook,
 )
 from almhookd.errors import InvalidInput, Problem, WebhookLimitReached
+from almhookd.storage.values import DeliveryStatus
 
-DELIVERY_STATES: Final = ("pending", "sending", "delivered", "expired")
+DELIVERY_STATES: Final[tuple[DeliveryStatus, ...]] = get_args(DeliveryStatus)
 MAX_PAGE: Final = 1000
 TEST_HEADER: Final = "almhookd-test"
 RESPONSE_PREVIEW: Final = 1024
@@ -265,16 +267,16 @@ def _page_params(request: web.Request) -> tuple[int, int | None]:
 async def list_deliveries(request: web.Request) -> web.Response:
     webhook = await _webhook(request)
     limit, cursor = _page_params(request)
-    state = request.query.get("state") or None
-    if state is not None and state not in DELIVERY_STATES:
+    asked = request.query.get("state") or None
+    state = next((known for known in DELIVERY_STATES if known == asked), None)
+    if asked is not None and state is None:
         raise ApiError(400, "bad_request", f"state must be one of {', '.join(DELIVERY_STATES)}")
     rows = await request.app[STORE].deliveries(
         webhook.id, state=state, limit=limit, after_seq=cursor or 0
     )
     next_cursor = str(rows[-1]["seq"]) if len(rows) == limit else None
-    for row in rows:
-        del row["seq"]
-    return web.json_response({"deliveries": rows, "nextCursor": next_cursor})
+    deliveries = [{key: value for key, value in row.items() if key != "seq"} for row in rows]
+    return web.json_response({"deliveries": deliveries, "nextCursor": next_cursor})
 
 
 async def list_attempts(request: web.Request) -> web.Response:

@@ -18,17 +18,16 @@ import structlog
 
 from almhookd.config import Config
 from almhookd.delivery.notify import Notifier
+from almhookd.delivery.resolver import check_target
 from almhookd.delivery.sender import Sender
 from almhookd.delivery.worker import Worker, crash_fields
 from almhookd.domain.backoff import retry_delay
-from almhookd.domain.targets import TargetPolicy, check_target
+from almhookd.domain.targets import TargetPolicy
 from almhookd.domain.webhooks import NewWebhook, SigningSecret, Webhook, WebhookChanges
 from almhookd.errors import StorageError
 from almhookd.metrics import Metrics
 from almhookd.protocols import Clock
-from almhookd.storage.sqlite.store import (
-    Store,
-)
+from almhookd.storage.interface import Storage
 
 log = structlog.get_logger("almhookd.dispatcher")
 
@@ -45,7 +44,7 @@ class Dispatcher:
     def __init__(
         self,
         *,
-        store: Store,
+        store: Storage,
         sender: Sender,
         notifier: Notifier,
         clock: Clock,

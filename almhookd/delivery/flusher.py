@@ -24,9 +24,7 @@ from almhookd.config import BatchConfig
 from almhookd.domain.schedule import FlushSchedule, next_flush
 from almhookd.errors import StorageError
 from almhookd.protocols import Clock
-from almhookd.storage.sqlite.store import (
-    Store,
-)
+from almhookd.storage.interface import Maintenance
 
 log = structlog.get_logger("almhookd.scheduler")
 
@@ -44,7 +42,7 @@ class BatchScheduler:
     def __init__(
         self,
         *,
-        store: Store,
+        store: Maintenance,
         clock: Clock,
         config: BatchConfig,
         wake_workers: Callable[[], None],

@@ -15,6 +15,7 @@ from typing import Final
 
 from almhookd import __version__
 from almhookd.config import DeliveryConfig
+from almhookd.delivery import resolver
 from almhookd.delivery.httpclient import (
     BadResponse,
     ConnectFailed,
@@ -22,7 +23,6 @@ from almhookd.delivery.httpclient import (
     HttpClient,
     HttpError,
 )
-from almhookd.domain import targets
 from almhookd.domain.backoff import parse_retry_after
 from almhookd.domain.policy import Outcome
 from almhookd.domain.signing import InvalidSecret, signature_header
@@ -63,8 +63,8 @@ class Sender:
 
     @staticmethod
     async def _resolve(host: str, port: int) -> list[tuple[int, str]]:
-        # Looked up at each call, so a test playing DNS replaces targets.resolve once.
-        return await targets.resolve(host, port)
+        # Looked up at each call, so a test playing DNS replaces resolver.resolve once.
+        return await resolver.resolve(host, port)
 
     def reconfigure(self, config: DeliveryConfig) -> None:
         """New timeouts and target rules apply to the next request (a reload)."""

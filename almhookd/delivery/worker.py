@@ -50,9 +50,7 @@ from almhookd.errors import StorageError
 from almhookd.logs import logs_at
 from almhookd.metrics import Metrics, status_class
 from almhookd.protocols import Clock
-from almhookd.storage.sqlite.store import (
-    Store,
-)
+from almhookd.storage.interface import Outbox
 from almhookd.storage.values import Attempt
 
 log = structlog.get_logger("almhookd.worker")
@@ -94,7 +92,7 @@ class Worker:
         self,
         webhook: Webhook,
         *,
-        store: Store,
+        store: Outbox,
         sender: Sender,
         notifier: Notifier,
         clock: Clock,

@@ -29,10 +29,8 @@ the IPv4 network.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import ipaddress
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -170,27 +168,3 @@ def check_addresses(host: str, addresses: Sequence[str], policy: TargetPolicy) -
                 f"target {shown} is not allowed: {reason}; set "
                 "delivery.allow_private_targets or delivery.allowed_networks"
             )
-
-
-async def resolve(host: str, port: int) -> list[tuple[int, str]]:
-    """``(family, address)`` for each distinct address ``host`` resolves to.
-
-    The one name-service seam: creation-time checks and the delivery client both come
-    here, so a test that plays DNS (rebinding) replaces this function."""
-    infos = await asyncio.get_running_loop().getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-    )
-    return list(dict.fromkeys((int(info[0]), str(info[4][0])) for info in infos))
-
-
-async def check_target(url: str, policy: TargetPolicy) -> None:
-    """Creation-time check: the URL's form and every address its host resolves to."""
-    host, port, literal = check_url(url)
-    if literal is not None:  # named as written, once: "::ffff:127.0.0.1", not its str()
-        check_addresses(host, [host], policy)
-        return
-    try:
-        addresses = await resolve(host, port)
-    except OSError as error:
-        raise TargetRefused(f"target host {host} does not resolve: {error}") from None
-    check_addresses(host, [address for _family, address in addresses], policy)

@@ -21,34 +21,31 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
-from http import HTTPStatus
-from typing import Any, Final
+from dataclasses import dataclass, replace
+from typing import Final
 
 import structlog
 import uvloop
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.web_protocol import RequestHandler
-from aiohttp.web_request import BaseRequest
 
 from almhookd import __version__
-from almhookd.api.routes import ServerState, body_memory_budget, create_app, http_error_response
+from almhookd.api.app import create_app
+from almhookd.api.common import ServerState, body_memory_budget
+from almhookd.api.server import ConnectionGuard, GuardedRunner
 from almhookd.auth import TokenChecker, ensure_admin_token
-from almhookd.config import Config, ListenAddress, ServerConfig, load_config
+from almhookd.config import Config, ListenAddress, load_config
 from almhookd.delivery.dispatcher import Dispatcher
 from almhookd.delivery.flusher import BatchScheduler
 from almhookd.delivery.notify import Notifier
 from almhookd.delivery.sender import Sender
 from almhookd.delivery.worker import crash_fields
 from almhookd.errors import AlmhookdError, ConfigError
-from almhookd.logs import configure_logging, parser_fault
+from almhookd.logs import configure_logging
 from almhookd.metrics import Metrics
 from almhookd.protocols import Clock
 from almhookd.service.sdnotify import SystemdNotifier
-from almhookd.storage.sqlite.store import (
-    Store,
-)
+from almhookd.storage import open_storage
+from almhookd.storage.interface import Storage
 
 log = structlog.get_logger("almhookd.daemon")
 
@@ -95,8 +92,8 @@ async def serve(
             if dispatcher is not None:
                 dispatcher.wake_all()
 
-        store = await Store.open(
-            config.storage.path, clock=clock, on_events_committed=events_committed
+        store = await open_storage(
+            config.storage, clock=clock, on_events_committed=events_committed
         )
         stack.push_async_callback(store.close)
         sender = Sender(config.delivery, clock=clock)
@@ -235,231 +232,6 @@ def _ending(task: asyncio.Task[None]) -> dict[str, str]:
     return crash_fields(error) if error is not None else {"error": "returned"}
 
 
-# --- the listener's connections: time limits and a cap -----------------------------
-#
-# aiohttp 3.14 limits only the idle time between requests (keepalive_timeout, which
-# also starts at the connection's opening); a head or a body may trickle in for ever
-# and connections are not counted. Its request handler (the asyncio protocol of one
-# connection) is subclassed here, and the runner builds its server with it.
-
-
-@dataclass(slots=True)
-class ConnectionGuard:
-    """The open connections and the limits they keep, read from the running
-    configuration (a reload applies to what happens next)."""
-
-    state: ServerState
-    #: admitted connections, oldest first
-    open: dict[GuardedHandler, None] = field(default_factory=dict)
-    refused: int = 0
-    evicted: int = 0
-    _warned_at: float = float("-inf")
-
-    @property
-    def limits(self) -> ServerConfig:
-        return self.state.config.server
-
-    def admit(self, handler: GuardedHandler, now: float) -> bool:
-        """Whether a new connection may stay. At the cap, the connection idle the longest
-        (no request under way) is closed to make room: a client with nothing to send
-        loses nothing but a kept-alive socket, while new requests keep being answered."""
-        if len(self.open) >= self.limits.max_connections:
-            idle = [other for other in self.open if other.waiting_for_request]
-            if idle:
-                self.evicted += 1
-                min(idle, key=lambda other: other.last_read).expire("evicted")
-            else:
-                self.refused += 1
-            if now - self._warned_at >= CONNECTION_WARNING_INTERVAL_SECONDS:
-                # Once a minute, not per connection: a flood would flood the journal.
-                self._warned_at = now
-                log.warning(
-                    "server.max_connections",
-                    max_connections=self.limits.max_connections,
-                    evicted_idle=self.evicted,
-                    refused=self.refused,
-                )
-            if not idle:
-                return False
-        self.open[handler] = None
-        return True
-
-    def release(self, handler: GuardedHandler) -> None:
-        self.open.pop(handler, None)
-
-
-#: The least time between two warnings that the connection cap is reached.
-CONNECTION_WARNING_INTERVAL_SECONDS: Final = 60.0
-
-
-def _phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "error"
-
-
-class GuardedHandler(RequestHandler):
-    """aiohttp's handler of one connection, with a header time limit, a body that must
-    keep coming, a place under the guard's cap, and its own errors in the JSON shape."""
-
-    def handle_error(
-        self,
-        request: BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        super().handle_error(request, status, exc, message)  # logs; raises if half sent
-        if isinstance(exc, HttpProcessingError):
-            text = f"malformed request: {parser_fault(exc)}"
-        elif status >= 500:
-            text = "internal error: see the daemon's log"
-        else:
-            text = _phrase(status)
-        response = http_error_response(status, text)
-        response.force_close()
-        return response
-
-    def __init__(self, manager: web.Server, guard: ConnectionGuard, **kwargs: Any) -> None:
-        super().__init__(manager, **kwargs)
-        self._guard = guard
-        self._admitted = False
-        #: why this side closed the connection, if it did
-        self._expired: str | None = None
-        #: when the head now awaited began (the connection's opening, or the first byte
-        #: after an answer); None while a request is handled or no byte came after one
-        self._head_since: float | None = None
-        self._answered = False
-        self.last_read = 0.0
-        self._timer: asyncio.TimerHandle | None = None
-
-    @property
-    def waiting_for_request(self) -> bool:
-        """No request under way: idle, or part of a head in."""
-        waiter = self._waiter
-        return waiter is not None and not waiter.done()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        now = self._loop.time()
-        if not self._guard.admit(self, now):
-            transport.close()
-            return
-        self._admitted = True
-        super().connection_made(transport)
-        self.last_read = self._head_since = now
-        self._arm(now + self._guard.limits.header_timeout)
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        if not self._admitted:
-            return
-        self._guard.release(self)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        super().connection_lost(exc)
-
-    def data_received(self, data: bytes) -> None:
-        now = self.last_read = self._loop.time()
-        if self._answered:
-            self._answered = False
-            self._head_since = now
-            self._arm(now + self._guard.limits.header_timeout)
-        heads = self._request_count
-        super().data_received(data)
-        if self._request_count != heads:
-            self._head_since = None
-            self._arm(now + self._guard.limits.body_timeout)
-
-    async def finish_response(self, *args: Any, **kwargs: Any) -> Any:
-        result = await super().finish_response(*args, **kwargs)
-        self._answered = True
-        return result
-
-    def log_exception(self, *args: Any, **kw: Any) -> None:
-        # A handler whose body this side cut off fails reading it: not an error.
-        if self._expired is None:
-            super().log_exception(*args, **kw)
-
-    def expire(self, reason: str) -> None:
-        self._expired = reason
-        self._guard.release(self)
-        log.debug("server.connection_closed", reason=reason)
-        self.force_close()
-
-    def _arm(self, when: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self._loop.call_at(when, self._check)
-
-    def _body_awaited(self) -> bool:
-        """A handler waits for body bytes that are not there (reading is not paused
-        because the handler is behind: then the lack of progress is ours)."""
-        request = self._current_request
-        return (
-            request is not None
-            and not request.content.is_eof()
-            and not self._reading_paused
-            and not request.content._buffer  # nothing left unread
-        )
-
-    def _check(self) -> None:
-        self._timer = None
-        if self.transport is None:
-            return
-        limits, now = self._guard.limits, self._loop.time()
-        if self._head_since is not None and self.waiting_for_request:
-            deadline, reason = self._head_since + limits.header_timeout, "header_timeout"
-        elif self._body_awaited():
-            deadline, reason = self.last_read + limits.body_timeout, "body_timeout"
-        else:  # nothing awaited from the client now: look again later
-            self._arm(now + min(limits.header_timeout, limits.body_timeout))
-            return
-        if now >= deadline:
-            self.expire(reason)
-        else:
-            self._arm(deadline)
-
-
-class GuardedServer(web.Server):
-    """aiohttp's server making :class:`GuardedHandler` connections; the keep-alive and
-    lingering limits are the configuration's at each connection's opening."""
-
-    def __init__(self, *args: Any, guard: ConnectionGuard, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.guard = guard
-
-    def __call__(self) -> RequestHandler:
-        limits = self.guard.limits
-        options = {
-            **self._kwargs,
-            "keepalive_timeout": limits.keepalive_timeout,
-            # The rest of a body answered before it was read (401, 413, 503) is read
-            # and dropped for at most this long.
-            "lingering_time": limits.body_timeout,
-        }
-        return GuardedHandler(self, self.guard, loop=self._loop, **options)
-
-
-class GuardedRunner(web.AppRunner):
-    """An ``AppRunner`` whose server is a :class:`GuardedServer`."""
-
-    def __init__(self, app: web.Application, guard: ConnectionGuard, **kwargs: Any) -> None:
-        super().__init__(app, **kwargs)
-        self._guard = guard
-
-    async def _make_server(self) -> web.Server:
-        plain = await super()._make_server()  # starts and freezes the application
-        return GuardedServer(
-            plain.request_handler,
-            request_factory=plain.request_factory,
-            handler_cancellation=plain.handler_cancellation,
-            loop=asyncio.get_running_loop(),
-            guard=self._guard,
-            **plain._kwargs,  # the handler options the runner was given
-        )
-
-
 def raise_file_limit(max_connections: int) -> int:
     """Raise the soft limit on open files to the hard one (each connection is a file);
     returns the limit now in force."""
@@ -494,7 +266,7 @@ STATUS_INTERVAL_SECONDS: Final = 10.0
 class _Parts:
     """The running daemon's parts, for the status line, the watchdog and reloads."""
 
-    store: Store
+    store: Storage
     sender: Sender
     notifier: Notifier
     dispatcher: Dispatcher

@@ -1,0 +1,21 @@
+"""Where almhookd keeps its state, behind one interface (:mod:`.interface`).
+
+Backends: :mod:`.sqlite` (the embedded default) and :mod:`.memory` (for tests).
+"""
+
+from __future__ import annotations
+
+from almhookd.config import StorageConfig
+from almhookd.protocols import Clock
+from almhookd.storage.interface import EventsCommitted, Storage
+from almhookd.storage.sqlite import SqliteStorage
+
+
+async def open_storage(
+    config: StorageConfig, *, clock: Clock, on_events_committed: EventsCommitted | None = None
+) -> Storage:
+    """Open the configured backend; ``on_events_committed`` runs after each ingest
+    commit that stored events (it wakes the delivery workers)."""
+    return await SqliteStorage.open(
+        config.path, clock=clock, on_events_committed=on_events_committed
+    )

@@ -14,9 +14,7 @@ from pathlib import Path
 import aiohttp
 
 from almhookd.domain.webhooks import NewWebhook
-from almhookd.storage.sqlite.store import (
-    Store,
-)
+from almhookd.storage.sqlite import SqliteStorage
 from tests.support import samples
 from tests.support.clock import FakeClock
 from tests.support.daemon_process import DaemonProcess, write_config
@@ -28,7 +26,9 @@ HEADERS = {"Authorization": f"Bearer {INGEST_TOKEN}"}
 
 
 async def _create_webhook(tmp_path: Path, url: str) -> str:
-    store = await Store.open(tmp_path / "data" / "almhookd.db", clock=FakeClock(time.time()))
+    store = await SqliteStorage.open(
+        tmp_path / "data" / "almhookd.db", clock=FakeClock(time.time())
+    )
     try:
         webhook = await store.create_webhook(
             NewWebhook(
@@ -128,7 +128,7 @@ async def test_sigterm_lets_the_request_in_flight_finish(tmp_path: Path) -> None
         assert await loop.run_in_executor(None, daemon.wait) == 0
     finally:
         await receiver.stop()
-    store = await Store.open(tmp_path / "data" / "almhookd.db", clock=FakeClock())
+    store = await SqliteStorage.open(tmp_path / "data" / "almhookd.db", clock=FakeClock())
     try:
         event = await store.get_event(acknowledged[0])
         assert event is not None

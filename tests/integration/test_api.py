@@ -8,10 +8,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from almhookd.api.routes import STATE
-from almhookd.storage.sqlite.store import (
-    Store,
-)
+from almhookd.api.common import STATE
+from almhookd.storage.sqlite import SqliteStorage
 from tests.support import samples
 from tests.support.tokens import ADMIN_TOKEN, admin_headers, ingest_headers
 
@@ -27,7 +25,7 @@ async def _post(
     return response.status, await response.json()
 
 
-async def test_ingest_a_single_event(client: Client, store: Store) -> None:
+async def test_ingest_a_single_event(client: Client, store: SqliteStorage) -> None:
     status, body = await _post(client, samples.event(eventId="e-1"))
     assert status == 202
     assert body == {"accepted": 1, "duplicates": 0, "eventIds": ["e-1"]}
@@ -35,7 +33,7 @@ async def test_ingest_a_single_event(client: Client, store: Store) -> None:
     assert stored is not None and stored.account_id == 1010
 
 
-async def test_ingest_an_envelope_with_generated_ids(client: Client, store: Store) -> None:
+async def test_ingest_an_envelope_with_generated_ids(client: Client, store: SqliteStorage) -> None:
     status, body = await _post(
         client,
         {
@@ -50,7 +48,7 @@ async def test_ingest_an_envelope_with_generated_ids(client: Client, store: Stor
         assert stored is not None and stored.account_id == 5
 
 
-async def test_a_known_event_id_is_a_duplicate(client: Client, store: Store) -> None:
+async def test_a_known_event_id_is_a_duplicate(client: Client, store: SqliteStorage) -> None:
     await _post(client, samples.event(eventId="dup"))
     status, body = await _post(
         client, {"events": [samples.event(eventId="dup"), samples.event(eventId="new")]}
@@ -76,7 +74,7 @@ async def test_the_admin_token_may_ingest_too(client: Client) -> None:
     ],
 )
 async def test_401_without_a_valid_token(
-    client: Client, store: Store, authorization: str | None
+    client: Client, store: SqliteStorage, authorization: str | None
 ) -> None:
     headers = {"Authorization": authorization} if authorization is not None else {}
     response = await client.post("/v1/events", json=samples.event(), headers=headers)
@@ -92,7 +90,7 @@ async def test_403_for_the_ingest_token_outside_ingest(client: Client) -> None:
     assert "ingest token" in (await response.json())["error"]["message"]
 
 
-async def test_400_for_malformed_json(client: Client, store: Store) -> None:
+async def test_400_for_malformed_json(client: Client, store: SqliteStorage) -> None:
     for raw in (b'{"eventName": ', b'{"a": 1,}', b"\xff\xfe{}", b"[" * 20_000 + b"]" * 20_000):
         response = await client.post(
             "/v1/events", data=raw, headers={**ingest_headers(), "Content-Type": "application/json"}
@@ -103,7 +101,7 @@ async def test_400_for_malformed_json(client: Client, store: Store) -> None:
     assert await store.count_events() == 0
 
 
-async def test_413_for_a_body_over_the_limit(client: Client, store: Store) -> None:
+async def test_413_for_a_body_over_the_limit(client: Client, store: SqliteStorage) -> None:
     big = {"events": [samples.event(eventId=f"big-{i}") for i in range(400)]}
     status, body = await _post(client, big)
     assert status == 413 and body["error"]["code"] == "body_too_large"
@@ -146,7 +144,9 @@ async def test_json_with_a_charset_is_accepted(client: Client) -> None:
     assert response.status == 202
 
 
-async def test_422_names_each_problem_and_stores_nothing(client: Client, store: Store) -> None:
+async def test_422_names_each_problem_and_stores_nothing(
+    client: Client, store: SqliteStorage
+) -> None:
     bad = samples.event("COURSE_COMPLETED")
     bad["data"]["userId"] = "4279332"
     status, body = await _post(client, {"events": [samples.event(), bad]})
@@ -185,7 +185,7 @@ async def test_healthz_needs_no_token(client: Client) -> None:
     assert (await response.json())["status"] == "ok"
 
 
-async def test_503_while_draining(client: Client, store: Store) -> None:
+async def test_503_while_draining(client: Client, store: SqliteStorage) -> None:
     assert client.app is not None
     client.app[STATE].draining = True
     status, body = await _post(client, samples.event())
@@ -194,7 +194,7 @@ async def test_503_while_draining(client: Client, store: Store) -> None:
     assert await store.count_events() == 0
 
 
-async def test_507_when_storage_is_full(client: Client, store: Store) -> None:
+async def test_507_when_storage_is_full(client: Client, store: SqliteStorage) -> None:
     pages = await store._writer_pragma("page_count")
     await store._writer_pragma(f"max_page_count = {pages}")
     padded = [samples.event() for _ in range(10)]
@@ -205,7 +205,7 @@ async def test_507_when_storage_is_full(client: Client, store: Store) -> None:
     assert await store.count_events() == 0
 
 
-async def test_200_concurrent_requests_share_commits(client: Client, store: Store) -> None:
+async def test_200_concurrent_requests_share_commits(client: Client, store: SqliteStorage) -> None:
     results = await asyncio.gather(
         *(_post(client, samples.event(eventId=f"c-{i}")) for i in range(200))
     )
@@ -214,7 +214,7 @@ async def test_200_concurrent_requests_share_commits(client: Client, store: Stor
     assert store.commits < 100, f"{store.commits} commits for 200 concurrent requests"
 
 
-async def test_400_for_nan_and_infinity(client: Client, store: Store) -> None:
+async def test_400_for_nan_and_infinity(client: Client, store: SqliteStorage) -> None:
     raw = json.dumps(samples.event()).replace('"userId": 4279332', '"userId": NaN').encode()
     for body in (raw, raw.replace(b"NaN", b"-Infinity")):
         response = await client.post(

@@ -141,7 +141,7 @@ async def test_status_shows_the_batch_backlog_and_the_next_flush(
 ) -> None:
     from aiohttp.test_utils import TestClient, TestServer
 
-    from almhookd.api.routes import create_app
+    from almhookd.api.app import create_app
     from almhookd.auth import TokenChecker
     from almhookd.config import Secret
     from tests.support.tokens import ADMIN_TOKEN, admin_headers

@@ -23,7 +23,8 @@ from almhookd.delivery.httpclient import (
     HttpError,
     parse_target,
 )
-from almhookd.domain.targets import TargetPolicy, TargetRefused, check_addresses, resolve
+from almhookd.delivery.resolver import resolve
+from almhookd.domain.targets import TargetPolicy, TargetRefused, check_addresses
 
 Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[bool]]
 """Answers the request numbered n (from 1, over all connections); False ends the connection."""

@@ -24,9 +24,9 @@ from aiohttp import web
 
 from almhookd import __version__
 from almhookd.config import DeliveryConfig, Secret
+from almhookd.delivery import resolver
 from almhookd.delivery.httpclient import HttpClient, Response
 from almhookd.delivery.sender import RESPONSE_EXCERPT, Sender
-from almhookd.domain import targets
 from almhookd.domain.policy import Outcome
 from almhookd.domain.signing import generate_secret
 from almhookd.domain.webhooks import NewWebhook, SigningSecret, Webhook, unsaved_webhook
@@ -457,7 +457,7 @@ async def test_the_guard_checks_what_a_name_resolves_to(
     async def to_loopback(_host: str, _port: int) -> list[tuple[int, str]]:
         return [(socket.AF_INET, "127.0.0.1")]
 
-    monkeypatch.setattr(targets, "resolve", to_loopback)
+    monkeypatch.setattr(resolver, "resolve", to_loopback)
     url = f"http://hooks.example:{receiver.port}/hook"
     async with started(DeliveryConfig(), clock) as sender:
         refused = await sender.send(hook(url), message_id="msg_1", body=BODY)
@@ -494,7 +494,7 @@ async def test_a_lookup_failure_becomes_an_outcome(
     async def failing(_host: str, _port: int) -> list[tuple[int, str]]:
         raise failure
 
-    monkeypatch.setattr(targets, "resolve", failing)
+    monkeypatch.setattr(resolver, "resolve", failing)
     outcome = await sender.send(hook("http://hooks.example/hook"), message_id="msg_1", body=BODY)
     assert_failed(outcome, error)
 

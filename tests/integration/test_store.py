@@ -25,16 +25,16 @@ from almhookd.errors import (
     WebhookLimitReached,
 )
 from almhookd.storage.sqlite.migrations import SCHEMA_VERSION
-from almhookd.storage.sqlite.store import (
+from almhookd.storage.sqlite import SqliteStorage as Store
+from almhookd.storage.sqlite.files import lock_path
+from almhookd.storage.sqlite.queries import (
     CLAIM_AROUND_SENDING_SQL,
     CLAIM_SQL,
     DELIVERED_SQL,
     OUTSTANDING_SQL,
     SENDING_HIGH_WATER_SQL,
     SUBSCRIBERS_SQL,
-    Store,
     event_key,
-    lock_path,
 )
 from tests.support import samples
 from tests.support.clock import FakeClock
@@ -81,10 +81,10 @@ async def test_the_database_is_private_wal_and_migrated(store: Store, db_path: P
 async def test_a_grown_wal_is_truncated_once_writes_pause(
     db_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import almhookd.storage.sqlite.store
+    from almhookd.storage.sqlite import engine
 
-    monkeypatch.setattr(almhookd.storage.sqlite.store, "CHECKPOINT_INTERVAL", 0.05)
-    monkeypatch.setattr(almhookd.storage.sqlite.store, "WAL_SHRINK_BYTES", 256 * 1024)
+    monkeypatch.setattr(engine, "CHECKPOINT_INTERVAL", 0.05)
+    monkeypatch.setattr(engine, "WAL_SHRINK_BYTES", 256 * 1024)
     store = await Store.open(db_path, clock=clock)
     wal = db_path.with_name(db_path.name + "-wal")
     try:
@@ -385,9 +385,11 @@ async def test_get_event_returns_the_stored_body(store: Store, clock: FakeClock)
 async def test_colliding_event_keys_are_told_apart_by_the_id(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import almhookd.storage.sqlite.store
+    from almhookd.storage.sqlite import events, ingest, webhooks
 
-    monkeypatch.setattr(almhookd.storage.sqlite.store, "event_key", lambda event_id: 42)
+    # Every module that looks events up by key (store, read, replay).
+    for module in (ingest, events, webhooks):
+        monkeypatch.setattr(module, "event_key", lambda event_id: 42)
     first, second = make_events(2)
     assert (await store.append([first])).accepted == 1
     result = await store.append([second, first])

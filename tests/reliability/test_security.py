@@ -20,8 +20,8 @@ import pytest
 from aiohttp import web
 
 import almhookd
-import almhookd.domain.targets
-from almhookd.api.routes import create_app
+import almhookd.delivery.resolver
+from almhookd.api.app import create_app
 from almhookd.auth import TokenChecker
 from almhookd.config import Secret, load_config, parse_config
 from almhookd.errors import ConfigError
@@ -174,7 +174,7 @@ class FlippingNameService:
 async def test_a_name_rebound_to_loopback_is_refused_at_connect_time(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, receiver: Receiver, rebound_to: str
 ) -> None:
-    monkeypatch.setattr(almhookd.domain.targets, "resolve", FlippingNameService.resolve)
+    monkeypatch.setattr(almhookd.delivery.resolver, "resolve", FlippingNameService.resolve)
     monkeypatch.setattr(FlippingNameService, "answer", "93.184.216.34")
     FlippingNameService.asked.clear()
     config = parse_config(

@@ -18,9 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from almhookd.storage.sqlite.store import (
-    Store,
-)
+from almhookd.storage.sqlite import SqliteStorage
 from tests.reliability.conftest import record
 from tests.reliability.harness import (
     call,
@@ -62,15 +60,15 @@ async def test_a_full_database_answers_507_and_recovers_when_space_returns(
 ) -> None:
     # The daemon runs in-process so the test can shrink its writer's max_page_count:
     # the pragma belongs to the connection, not to the file.
-    stores: list[Store] = []
-    open_store = Store.open
+    stores: list[SqliteStorage] = []
+    open_store = SqliteStorage.open
 
-    async def capture(path: Path, **options: Any) -> Store:
+    async def capture(path: Path, **options: Any) -> SqliteStorage:
         store = await open_store(path, **options)
         stores.append(store)
         return store
 
-    monkeypatch.setattr(Store, "open", capture)
+    monkeypatch.setattr(SqliteStorage, "open", capture)
     async with running_daemon(daemon_config(tmp_path)) as daemon:
         session, url = daemon.session, daemon.url
         await create_webhook(session, url, hook_receiver.url, ["COURSE_ENROLLMENT"])

@@ -16,9 +16,7 @@ from almhookd.delivery.sender import Sender
 from almhookd.delivery.worker import Worker
 from almhookd.domain.events import parse_ingest
 from almhookd.domain.webhooks import NewWebhook, Webhook
-from almhookd.storage.sqlite.store import (
-    Store,
-)
+from almhookd.storage.sqlite import SqliteStorage
 from almhookd.storage.values import AppendResult
 from tests.support import samples
 from tests.support.clock import FakeClock
@@ -46,7 +44,7 @@ class Engine:
     def __init__(
         self,
         *,
-        store: Store,
+        store: SqliteStorage,
         dispatcher: Dispatcher,
         notifier: Notifier,
         clock: FakeClock,
@@ -137,7 +135,7 @@ async def running_engine(
         for engine in built:
             engine.wake_all()
 
-    store = await Store.open(db_path, clock=clock, on_events_committed=events_committed)
+    store = await SqliteStorage.open(db_path, clock=clock, on_events_committed=events_committed)
     sender = Sender(config.delivery, clock=clock)
     await sender.start()
     notifier = Notifier(config.notify)

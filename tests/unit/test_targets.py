@@ -6,15 +6,14 @@ import socket
 import pytest
 
 from almhookd.config import parse_config
-from almhookd.domain import targets
+from almhookd.delivery import resolver
+from almhookd.delivery.resolver import check_target, resolve
 from almhookd.domain.targets import (
     TargetPolicy,
     TargetRefused,
     check_addresses,
-    check_target,
     check_url,
     refusal,
-    resolve,
 )
 
 STRICT = TargetPolicy()
@@ -209,7 +208,7 @@ async def test_an_ip_literal_url_of_an_ipv6_form_is_refused(
     monkeypatch: pytest.MonkeyPatch, address: str, reason: str
 ) -> None:
     dns = FakeDns([])
-    monkeypatch.setattr(targets, "resolve", dns)
+    monkeypatch.setattr(resolver, "resolve", dns)
     url = f"http://[{address}]:8080/hook"
     assert check_url(url) == (address, 8080, ipaddress.ip_address(address))
     with pytest.raises(TargetRefused) as caught:
@@ -225,7 +224,7 @@ async def test_an_ip_literal_url_of_an_ipv6_form_is_refused(
 async def test_an_ip_literal_url_of_an_ipv6_form_of_a_public_address_is_allowed(
     monkeypatch: pytest.MonkeyPatch, address: str
 ) -> None:
-    monkeypatch.setattr(targets, "resolve", FakeDns([]))
+    monkeypatch.setattr(resolver, "resolve", FakeDns([]))
     await check_target(f"https://[{address}]/hook", STRICT)
 
 
@@ -329,7 +328,7 @@ async def test_resolve_gives_each_distinct_address_with_its_family() -> None:
 
 
 class FakeDns:
-    """Plays the name service: ``targets.resolve`` is the seam for it."""
+    """Plays the name service: ``resolver.resolve`` is the seam for it."""
 
     def __init__(self, answer: list[str] | OSError) -> None:
         self.answer = answer
@@ -356,7 +355,7 @@ async def test_check_target_refuses_a_name_with_any_internal_address(
     monkeypatch: pytest.MonkeyPatch, answer: list[str], bad: str
 ) -> None:
     dns = FakeDns(answer)
-    monkeypatch.setattr(targets, "resolve", dns)
+    monkeypatch.setattr(resolver, "resolve", dns)
     with pytest.raises(TargetRefused) as caught:
         await check_target("https://hooks.example.org:8443/in", STRICT)
     assert dns.asked == [("hooks.example.org", 8443)]
@@ -369,7 +368,7 @@ async def test_check_target_allows_a_name_with_only_public_addresses(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     dns = FakeDns(["93.184.215.14", "2606:4700::6810:85e5"])
-    monkeypatch.setattr(targets, "resolve", dns)
+    monkeypatch.setattr(resolver, "resolve", dns)
     await check_target("http://hooks.example.org/in", STRICT)
     assert dns.asked == [("hooks.example.org", 80)]
 
@@ -377,7 +376,7 @@ async def test_check_target_allows_a_name_with_only_public_addresses(
 async def test_check_target_refuses_a_name_that_does_not_resolve(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(targets, "resolve", FakeDns(OSError("Name or service not known")))
+    monkeypatch.setattr(resolver, "resolve", FakeDns(OSError("Name or service not known")))
     with pytest.raises(TargetRefused) as caught:
         await check_target("https://nowhere.example.org/", STRICT)
     assert caught.value.message == (
@@ -387,7 +386,7 @@ async def test_check_target_refuses_a_name_that_does_not_resolve(
 
 async def test_check_target_names_a_refused_ip_literal(monkeypatch: pytest.MonkeyPatch) -> None:
     dns = FakeDns([])
-    monkeypatch.setattr(targets, "resolve", dns)
+    monkeypatch.setattr(resolver, "resolve", dns)
     with pytest.raises(TargetRefused) as caught:
         await check_target("http://10.0.0.1:8080/hook", STRICT)
     assert caught.value.message.startswith("target 10.0.0.1 is not allowed: 10.0.0.1 is a private")

@@ -1,0 +1,81 @@
+"""The ingest route and the event lookup."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from almhookd.api.common import (
+    CLOCK,
+    METRICS,
+    STATE,
+    STORE,
+    ApiError,
+    decode_json,
+    read_text,
+    storage_works,
+)
+from almhookd.domain.events import parse_ingest
+from almhookd.errors import StorageClosed
+from almhookd.storage.values import StoredEvent
+
+log = structlog.get_logger("almhookd.api")
+
+
+async def ingest(request: web.Request) -> web.Response:
+    if request.app[STATE].draining:
+        raise StorageClosed()
+    text = await read_text(request)
+    config = request.app[STATE].config
+    events = parse_ingest(
+        decode_json(text),
+        now_ms=int(request.app[CLOCK]() * 1000),
+        default_account_id=config.account.id,
+        new_id=lambda: str(uuid.uuid4()),
+        # Strict UTF-8 text holds no surrogates; only a \u escape can make one.
+        check_surrogates="\\u" in text,
+    )
+    result = await request.app[STORE].append(events)
+    storage_works(request.app)
+    metrics = request.app[METRICS]
+    for name in result.accepted_names:
+        metrics.events_ingested.labels(name).inc()
+    if result.duplicates:
+        metrics.events_duplicate.inc(result.duplicates)
+    # Event ids match a pattern that needs no JSON escaping: format, don't encode.
+    ids = ",".join(f'"{event.event_id}"' for event in events)
+    return web.Response(
+        status=202,
+        content_type="application/json",
+        text=f'{{"accepted":{result.accepted},"duplicates":{result.duplicates},"eventIds":[{ids}]}}',
+    )
+
+
+def event_document(event: StoredEvent) -> dict[str, Any]:
+    return {
+        **event.body,
+        "accountId": event.account_id,
+        "realtime": event.realtime,
+        "ingestedAt": event.ingested_at_ms,
+        "deliveries": [
+            {
+                "webhookId": d.webhook_id,
+                "state": d.state,
+                "attempts": d.attempts,
+                "batchId": d.batch_id,
+                "deliveredAt": d.delivered_at_ms,
+            }
+            for d in event.deliveries
+        ],
+    }
+
+
+async def get_event(request: web.Request) -> web.Response:
+    event_id = request.match_info["event_id"]
+    event = await request.app[STORE].get_event(event_id)
+    if event is None:
+        raise ApiError(404, "not_found", f"no event with eventId {event_id!r}")
+    return web.json_response(event_document(event))

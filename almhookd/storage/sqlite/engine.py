@@ -1,0 +1,521 @@
+"""The SQLite outbox: the one module that talks to the database.
+
+Two connections on a WAL database. Writes go to a stdlib ``sqlite3`` connection owned
+by one dedicated thread: each write transaction is one function run there, start to
+commit, so it costs one hop from the event loop and transactions never interleave.
+Reads go through an aiosqlite connection, which sees only committed data. The reader's
+thread also runs WAL checkpoints, so commits never pay for them.
+
+Ingest goes through a single writer task that commits whatever requests are waiting in
+one transaction (group commit). A request is acknowledged only once its transaction is
+on disk, through an fsync of the write-ahead log on a third thread, after the commit:
+the write lock is not held through the fsync, so delivery bookkeeping and the next
+ingest groups commit while it runs, and one fsync covers every commit before it. A
+failed fsync stops all ingest until a restart (the kernel may have dropped the pages it
+could not write). Delivery bookkeeping commits with ``synchronous=NORMAL`` and is never
+waited for on disk: in WAL mode that survives a crash of the process; a power cut may
+lose the last bookkeeping commits, which only means a batch is sent again (a duplicate
+the subscriber de-duplicates), never that an event is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Final, Self, TypeVar
+
+import aiosqlite
+import structlog
+
+from almhookd.domain.events import NewEvent
+from almhookd.errors import (
+    StorageClosed,
+    StorageError,
+)
+from almhookd.protocols import Clock
+from almhookd.storage.interface import EventsCommitted
+from almhookd.storage.sqlite.files import DatabaseLock, create_private_file, file_identity
+from almhookd.storage.sqlite.ingest import PendingAppend, fail_group, insert_events
+from almhookd.storage.sqlite.migrations import MIGRATIONS, SCHEMA_VERSION
+from almhookd.storage.sqlite.queries import storage_error
+from almhookd.storage.values import (
+    AppendResult,
+)
+
+log = structlog.get_logger("almhookd.store")
+
+
+#: Upper bound on the events one group commit writes, so one transaction stays short.
+MAX_GROUP_EVENTS: Final = 20_000
+
+#: Bytes the space probe writes: a few pages, as a small ingest request would need.
+_PROBE_BYTES: Final = 16 * 1024
+
+#: How often the reader's thread checkpoints the WAL into the database file.
+CHECKPOINT_INTERVAL: Final = 1.0
+
+#: The writer checkpoints by itself only past this many WAL pages (a safety net should
+#: the checkpoint task fall behind).
+WAL_AUTOCHECKPOINT_PAGES: Final = 50_000
+
+#: Once writes pause for a checkpoint interval, a WAL file larger than this is truncated.
+#: Commits never truncate it (no ``journal_size_limit``): truncating a WAL whose pages
+#: an fsync is writing made one commit in 3,000 wait 150 to 180 ms.
+WAL_SHRINK_BYTES: Final = 64 * 1024 * 1024
+
+#: ``WITH ... AS MATERIALIZED`` (3.35) and ``UPDATE ... FROM`` (3.33).
+MIN_SQLITE: Final = (3, 35)
+
+#: How long ``check`` waits for its write probe before reporting the database stuck.
+WRITE_PROBE_SECONDS: Final = 1.0
+
+T = TypeVar("T")
+
+
+class SqliteEngine:
+    """The connections, the writer thread, group commit, the syncer and checkpoints;
+    the operations of the backend build on it (see the package)."""
+
+    def __init__(
+        self, *, path: Path, clock: Clock, on_events_committed: EventsCommitted | None = None
+    ) -> None:
+        self.path = path
+        self._clock = clock
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="almhookd-writer")
+        self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="almhookd-sync")
+        #: held from before SQLite opens the file until it is closed
+        self._lock: DatabaseLock | None = None
+        #: the WAL file as the syncer holds it open: descriptor, (device, inode)
+        self._wal_descriptor: int | None = None
+        self._wal_identity: tuple[int, int] | None = None
+        # Both used on the writer thread only: ``_db`` commits with synchronous=FULL
+        # (webhooks, admin changes), ``_bookkeeping`` with NORMAL (ingest, made durable
+        # by the syncer; delivery state). Two connections, so the setting never flips
+        # between transactions.
+        self._db: sqlite3.Connection | None = None
+        self._bookkeeping: sqlite3.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._queue: asyncio.Queue[PendingAppend | None] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self._checkpointer: asyncio.Task[None] | None = None
+        self._closing = False
+        self._closed = asyncio.Event()
+        #: ingest transactions committed by the writer since opening
+        self.commits = 0
+        #: ingest transactions known to be on disk (the WAL synced after them)
+        self._synced = 0
+        self._sync_lock = asyncio.Lock()
+        #: set by a failed fsync: no ingest is acknowledged any more
+        self._sync_failure: StorageError | None = None
+        #: groups committed, waiting for the fsync that acknowledges them
+        self._acknowledging: set[asyncio.Task[None]] = set()
+        #: write transactions of any kind since opening
+        self.writes = 0
+        #: (device, inode) of the database file when opened: see ``_check_file``
+        self._identity: tuple[int, int] | None = None
+        #: the write probe of ``check`` under way (one at a time)
+        self._write_probe: asyncio.Future[None] | None = None
+        #: called after each ingest commit that stored new events, before its fsync
+        #: (wakes the workers)
+        self._on_events_committed = on_events_committed
+
+    @classmethod
+    async def open(
+        cls, path: Path, *, clock: Clock, on_events_committed: EventsCommitted | None = None
+    ) -> Self:
+        """Open (creating and migrating as needed) the database at ``path``;
+        ``on_events_committed`` is called after each ingest commit that stored events."""
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise StorageError(
+                f"almhookd needs SQLite {'.'.join(map(str, MIN_SQLITE))} or later; this "
+                f"Python uses SQLite {sqlite3.sqlite_version}"
+            )
+        try:
+            create_private_file(path)
+        except OSError as error:
+            raise StorageError(f"{path}: cannot create the database: {error.strerror}") from None
+        lock = DatabaseLock.acquire(path)
+        store = cls(path=path, clock=clock, on_events_committed=on_events_committed)
+        store._lock = lock
+        store._identity = file_identity(path)
+        try:
+            await store._run(store._prepare)
+            store._reader = await aiosqlite.connect(path, isolation_level=None)
+            await store._reader.execute("PRAGMA busy_timeout = 5000")
+        except sqlite3.Error as error:
+            await store._close_connections()
+            raise storage_error(error, path) from None
+        except BaseException:
+            await store._close_connections()
+            raise
+        store._writer = asyncio.create_task(store._write_loop(), name="almhookd-store-writer")
+        store._checkpointer = asyncio.create_task(
+            store._checkpoint_loop(), name="almhookd-store-checkpoint"
+        )
+        return store
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    def _connect(self, synchronous: str) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        for pragma in (
+            "journal_mode = WAL",
+            f"synchronous = {synchronous}",
+            "foreign_keys = ON",
+            "busy_timeout = 5000",
+            f"wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}",
+        ):
+            db.execute(f"PRAGMA {pragma}")
+        return db
+
+    def _prepare(self) -> None:
+        db = self._db = self._connect("FULL")
+        if str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+            raise StorageError(f"{self.path}: cannot switch the database to WAL mode")
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise StorageError(
+                f"{self.path}: database schema version {version} is newer than this almhookd "
+                f"supports ({SCHEMA_VERSION}); upgrade almhookd"
+            )
+        for number in range(version + 1, SCHEMA_VERSION + 1):
+            # executescript runs the whole migration, version bump included, in one
+            # transaction: a crash leaves the database at the old version, never between.
+            db.executescript(
+                f"BEGIN IMMEDIATE;\n{MIGRATIONS[number - 1]}\nPRAGMA user_version = {number};\n"
+                "COMMIT;"
+            )
+            log.info("store.migrated", path=str(self.path), schema_version=number)
+        self._bookkeeping = self._connect("NORMAL")
+
+    async def _write(self, work: Callable[[sqlite3.Connection], T], *, durable: bool) -> T:
+        """Run ``work`` as one write transaction on the writer thread.
+
+        ``durable`` commits with ``synchronous=FULL`` (on disk before returning); else
+        ``NORMAL`` (survives a crash of the process, not a power cut).
+        """
+        if self._closing and self._writer is not None and self._writer.done():
+            raise StorageClosed()
+        try:
+            return await self._run(lambda: self._transaction(work, durable))
+        except sqlite3.Error as error:
+            raise storage_error(error, self.path) from None
+        finally:
+            self.writes += 1
+
+    def _transaction(self, work: Callable[[sqlite3.Connection], T], durable: bool) -> T:
+        db = self._db if durable else self._bookkeeping
+        if db is None:
+            raise StorageClosed()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(db)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            raise
+        return result
+
+    async def _writer_pragma(self, pragma: str) -> Any:
+        """Run ``PRAGMA pragma`` on both writing connections (limits set by tests);
+        returns the answer of the one with ``synchronous=FULL``."""
+
+        def run() -> Any:
+            if self._db is None or self._bookkeeping is None:
+                raise StorageClosed()
+            self._bookkeeping.execute(f"PRAGMA {pragma}").fetchall()
+            row = self._db.execute(f"PRAGMA {pragma}").fetchone()
+            return row[0] if row else None
+
+        return await self._run(run)
+
+    async def ping(self) -> None:
+        """An empty write transaction: proves the writer thread and the write lock are
+        available (the watchdog's test that the store is not wedged). Fails for good
+        after a failed fsync, so that the watchdog has almhookd restarted."""
+        if self._sync_failure is not None:
+            raise self._sync_failure
+        await self._write(lambda db: None, durable=False)
+
+    async def probe_space(self) -> None:
+        """A write that needs room: a scratch table holding a few pages, created and
+        dropped in one committed transaction. Raises :class:`StorageFull` while the disk
+        (or the page limit) has none. An empty transaction writes nothing, so only this
+        tells that space came back."""
+
+        def fill_and_free(db: sqlite3.Connection) -> None:
+            db.execute("CREATE TABLE almhookd_space_probe (filler BLOB)")
+            db.execute("INSERT INTO almhookd_space_probe VALUES (zeroblob(?))", (_PROBE_BYTES,))
+            db.execute("DROP TABLE almhookd_space_probe")
+
+        if self._sync_failure is not None:
+            raise self._sync_failure
+        await self._write(fill_and_free, durable=False)
+
+    @property
+    def schema_version(self) -> int:
+        return SCHEMA_VERSION
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    @property
+    def _read(self) -> aiosqlite.Connection:
+        if self._reader is None or self._closing:
+            raise StorageClosed()
+        return self._reader
+
+    async def _fetchall(self, sql: str, parameters: Sequence[object] = ()) -> list[Any]:
+        """Run one query on the shared reader, start to finish, in one hop to its thread.
+
+        An ``execute`` and a ``fetchall`` as two hops would leave the statement open in
+        between, and with it the read transaction: every coroutine reading meanwhile
+        would see that old snapshot, even right after its own commit.
+        """
+        try:
+            return list(await self._read.execute_fetchall(sql, parameters))
+        except sqlite3.Error as error:
+            raise storage_error(error, self.path) from None
+
+    async def _checkpoint_loop(self) -> None:
+        """Copy the WAL into the database from the reader's thread, off the commit path.
+        When writes pause, a WAL grown past WAL_SHRINK_BYTES is truncated once; then an
+        idle daemon does nothing."""
+        checkpointed = self.writes
+        idle_checked = True
+        while not self._closing:
+            await asyncio.sleep(CHECKPOINT_INTERVAL)
+            if self.writes != checkpointed:
+                checkpointed, idle_checked = self.writes, False
+                mode = "PASSIVE"
+            elif not idle_checked:
+                idle_checked = True
+                if self._wal_bytes() <= WAL_SHRINK_BYTES:
+                    continue
+                mode = "TRUNCATE"  # waits for a write that starts meanwhile, briefly
+            else:
+                continue
+            try:
+                # Fetched in the same hop: an unfinished statement would keep a snapshot.
+                await self._read.execute_fetchall(f"PRAGMA wal_checkpoint({mode})")
+            except (sqlite3.Error, StorageClosed, ValueError):
+                continue
+
+    def _wal_bytes(self) -> int:
+        try:
+            return os.stat(f"{self.path}-wal").st_size
+        except OSError:
+            return 0
+
+    async def append(self, events: Sequence[NewEvent]) -> AppendResult:
+        """Store ``events`` durably; returns once they are committed to disk.
+
+        An event whose ``event_id`` is already stored is a duplicate and is not stored
+        again; a second copy within the same call counts as a duplicate too.
+        """
+        if self._closing:
+            raise StorageClosed()
+        if self._sync_failure is not None:
+            raise self._sync_failure
+        pending = PendingAppend(events, asyncio.get_running_loop().create_future())
+        self._queue.put_nowait(pending)
+        # The writer answers even when the caller is cancelled; ``done()`` is checked.
+        result = await pending.done
+        # Checked after the commit: a file deleted before it would have taken the events
+        # into an inode no restart finds. Not acknowledged, the producer sends them again.
+        self._check_file()
+        return result
+
+    def _check_file(self) -> None:
+        """Refuse to go on writing into a database file that was moved away or deleted:
+        the open file still takes commits, but a restart would not find them."""
+        if self._identity is not None and file_identity(self.path) != self._identity:
+            raise StorageError(
+                f"{self.path}: the database file was moved or deleted while almhookd runs; "
+                "put it back, or restart almhookd to start a new one"
+            )
+
+    async def _write_loop(self) -> None:
+        stop = False
+        while not stop:
+            first = await self._queue.get()
+            if first is None:
+                break
+            group, size = [first], len(first.events)
+            while size < MAX_GROUP_EVENTS and not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is None:
+                    stop = True
+                    break
+                group.append(item)
+                size += len(item.events)
+            await self._commit_group(group)
+
+    async def _commit_group(self, group: list[PendingAppend]) -> None:
+        """Commit one group; it is acknowledged in the background, once on disk, while the
+        next group commits."""
+        now_ms = self._now_ms()
+        try:
+            results = await self._write(lambda db: insert_events(db, group, now_ms), durable=False)
+        except Exception as error:  # every waiter must hear of the failure
+            if len(group) > 1 and not isinstance(error, StorageError):
+                # One request's rows broke the transaction (not the storage): commit each
+                # request alone, so that only that one fails.
+                for pending in group:
+                    await self._commit_group([pending])
+                return
+            failure = (
+                error
+                if isinstance(error, StorageError)
+                else StorageError(f"{self.path}: {type(error).__name__}: {error}")
+            )
+            log.error("store.commit_failed", error=failure.message, requests=len(group))
+            fail_group(group, failure)
+            return
+        self.commits += 1
+        if self._on_events_committed is not None and any(r.accepted for r in results):
+            # At commit, not after the fsync: delivery overlaps it. A delivery may thus
+            # beat its 202; after a power cut before the fsync the event is not stored,
+            # was never acknowledged, and comes again (a duplicate, never a loss).
+            self._on_events_committed()
+        task = asyncio.create_task(self._acknowledge(group, results, self.commits))
+        self._acknowledging.add(task)
+        task.add_done_callback(self._acknowledging.discard)
+
+    async def _acknowledge(
+        self, group: list[PendingAppend], results: list[AppendResult], commit: int
+    ) -> None:
+        try:
+            await self._sync_through(commit)
+        except StorageError as failure:
+            fail_group(group, failure)
+            return
+        for pending, result in zip(group, results, strict=True):
+            if not pending.done.done():
+                pending.done.set_result(result)
+
+    async def _sync_through(self, commit: int) -> None:
+        """Return once ingest commit number ``commit`` is on disk. One fsync at a time;
+        each covers every commit made before it starts, so waiters share it."""
+        async with self._sync_lock:
+            if self._sync_failure is not None:
+                raise self._sync_failure
+            if self._synced >= commit:
+                return
+            through = self.commits  # all of these are in the WAL already
+            try:
+                await asyncio.get_running_loop().run_in_executor(self._syncer, self._fsync_wal)
+            except FileNotFoundError:
+                raise StorageError(
+                    f"{self.path}: the write-ahead log is gone; the database file was moved "
+                    "or deleted"
+                ) from None
+            except OSError as error:
+                self._sync_failure = StorageError(
+                    f"{self.path}: writing the database to disk failed ({error.strerror}); "
+                    "nothing more is acknowledged until almhookd is restarted"
+                )
+                log.error("store.sync_failed", error=self._sync_failure.message)
+                raise self._sync_failure from None
+            self._synced = through
+
+    def _fsync_wal(self) -> None:
+        """fsync the WAL file, whichever descriptor wrote it: its pages are the file's.
+
+        On the syncer thread, through one descriptor kept open for the file's life:
+        Linux reports a write-back error once to each descriptor open when it happened,
+        so a descriptor opened after another one was told (SQLite's own fsync at a
+        checkpoint) would find nothing, and the lost pages would be acknowledged. SQLite
+        truncates and reuses the WAL, never replaces it while open; a new file at the
+        path (another inode) is opened anew.
+        """
+        path = f"{self.path}-wal"
+        found = os.stat(path)  # FileNotFoundError: the database was moved or deleted
+        if self._wal_descriptor is None or self._wal_identity != (found.st_dev, found.st_ino):
+            self._close_wal()
+            descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            opened = os.fstat(descriptor)
+            self._wal_descriptor = descriptor
+            self._wal_identity = (opened.st_dev, opened.st_ino)
+        os.fsync(self._wal_descriptor)
+
+    def _close_wal(self) -> None:
+        if self._wal_descriptor is not None:
+            os.close(self._wal_descriptor)
+            self._wal_descriptor = self._wal_identity = None
+
+    async def check(self) -> None:
+        """Raise :class:`StorageError` unless the database answers, the writer runs, the
+        file is still where it was opened, and an empty write transaction gets through
+        within ``WRITE_PROBE_SECONDS``.
+
+        Reads succeed on a database another process holds locked; only a write shows it.
+        The probe left running after a timeout is shared by later calls, so polling never
+        queues more than one probe on the writer thread.
+        """
+        if self._closing:
+            raise StorageClosed()
+        if self._sync_failure is not None:
+            raise self._sync_failure
+        if self._writer is None or self._writer.done():
+            raise StorageError(f"{self.path}: the store writer is not running")
+        await self._fetchall("SELECT count(*) FROM sqlite_master")
+        self._check_file()
+        if self._write_probe is None or self._write_probe.done():
+            self._write_probe = asyncio.ensure_future(self.ping())
+        try:
+            await asyncio.wait_for(asyncio.shield(self._write_probe), WRITE_PROBE_SECONDS)
+        except TimeoutError:
+            raise StorageError(
+                f"{self.path}: the database takes no writes (locked by another process?)"
+            ) from None
+
+    async def close(self) -> None:
+        """Commit what is queued, then close the database. Safe to call more than once."""
+        if self._closing:
+            await self._closed.wait()
+            return
+        self._closing = True
+        try:
+            if self._checkpointer is not None:
+                self._checkpointer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._checkpointer
+            if self._writer is not None:
+                self._queue.put_nowait(None)
+                await self._writer
+            while self._acknowledging:
+                await asyncio.wait(set(self._acknowledging))
+            await self._close_connections()
+        finally:
+            self._closed.set()
+
+    async def _close_connections(self) -> None:
+        if self._reader is not None:
+            with contextlib.suppress(sqlite3.Error, ValueError):
+                await self._reader.close()
+            self._reader = None
+
+        def close_writer() -> None:
+            for connection in (self._bookkeeping, self._db):
+                if connection is not None:
+                    with contextlib.suppress(sqlite3.Error):
+                        connection.close()
+            self._db = self._bookkeeping = None
+
+        try:
+            await self._run(close_writer)
+            self._executor.shutdown(wait=True)
+            self._syncer.shutdown(wait=True)
+            self._close_wal()
+        finally:
+            if self._lock is not None:  # last: the database is closed, WAL removed
+                self._lock.release()
