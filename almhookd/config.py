@@ -3,6 +3,10 @@
 Every key of the contract has a default here, so an empty file is a valid
 configuration. Anything unknown, mistyped or impossible is a :class:`ConfigError`
 naming the file and the dotted key; a secret's value never appears in a message.
+
+Longer than the other modules (about 630 lines) on purpose: the schema table
+(``_SCHEMA``), the parser of each key and the checks across keys are read together, as
+the contract's configuration section is, and a new key is one row and one parser here.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import sys
+import traceback
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TextIO
 
@@ -174,3 +175,21 @@ def configure_logging(
     server_log = logging.getLogger("aiohttp.server")
     if not any(isinstance(f, MalformedRequestLine) for f in server_log.filters):
         server_log.addFilter(MalformedRequestLine())
+
+
+#: Characters of an unexpected exception's message kept in its log line.
+ERROR_EXCERPT: Final = 500
+
+
+def crash_fields(error: BaseException) -> dict[str, str]:
+    """The log fields of an exception nobody foresaw: its type, message and traceback.
+
+    The traceback is the standard library's, file and line of each frame only: the
+    configured structlog renderers (``exc_info``) would print every frame's local
+    variables, and a sender's locals hold secrets and signatures.
+    """
+    return {
+        "error_type": f"{type(error).__module__}.{type(error).__qualname__}",
+        "error": str(error)[:ERROR_EXCERPT],
+        "traceback": "".join(traceback.format_exception(error)),
+    }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import structlog
 from aiohttp import web
 
 from almhookd.api import admin
@@ -27,8 +26,6 @@ from almhookd.delivery.sender import Sender
 from almhookd.metrics import Metrics
 from almhookd.protocols import Clock
 from almhookd.storage.interface import Storage
-
-log = structlog.get_logger("almhookd.api")
 
 
 def create_app(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import structlog
 from aiohttp import web
 
 from almhookd.api.common import (
@@ -21,8 +20,6 @@ from almhookd.api.common import (
 from almhookd.domain.events import parse_ingest
 from almhookd.errors import StorageClosed
 from almhookd.storage.values import StoredEvent
-
-log = structlog.get_logger("almhookd.api")
 
 
 async def ingest(request: web.Request) -> web.Response:

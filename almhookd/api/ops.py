@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 
-import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -22,8 +21,6 @@ from almhookd.api.common import (
     webhook_health,
 )
 from almhookd.errors import StorageError
-
-log = structlog.get_logger("almhookd.api")
 
 
 async def status(request: web.Request) -> web.Response:

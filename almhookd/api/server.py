@@ -21,7 +21,7 @@ from almhookd.api.common import ServerState, http_error_response
 from almhookd.config import ServerConfig
 from almhookd.logs import parser_fault
 
-log = structlog.get_logger("almhookd.daemon")
+log = structlog.get_logger("almhookd.server")
 
 # --- the listener's connections: time limits and a cap -----------------------------
 #

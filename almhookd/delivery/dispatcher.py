@@ -20,11 +20,12 @@ from almhookd.config import Config
 from almhookd.delivery.notify import Notifier
 from almhookd.delivery.resolver import check_target
 from almhookd.delivery.sender import Sender
-from almhookd.delivery.worker import Worker, crash_fields
+from almhookd.delivery.worker import Worker
 from almhookd.domain.backoff import retry_delay
 from almhookd.domain.targets import TargetPolicy
 from almhookd.domain.webhooks import NewWebhook, SigningSecret, Webhook, WebhookChanges
 from almhookd.errors import StorageError
+from almhookd.logs import crash_fields
 from almhookd.metrics import Metrics
 from almhookd.protocols import Clock
 from almhookd.storage.interface import Storage
@@ -41,6 +42,13 @@ WORKER_RESTART_MAX: Final = 60.0
 
 
 class Dispatcher:
+    """The delivery workers of the active webhooks, and the hub admin changes go
+    through: creating, changing, archiving or deleting a webhook reaches its running
+    worker at once (:meth:`add_webhook`, :meth:`update_webhook`, ...). It wakes the
+    workers on each ingest commit (:meth:`wake_all`), restarts a worker whose loop died,
+    and runs the maintenance pass every ``MAINTENANCE_INTERVAL``: expiry, pruning, and
+    each worker's :meth:`Worker.maintain`."""
+
     def __init__(
         self,
         *,
@@ -242,7 +250,7 @@ class Dispatcher:
         retained_since_ms = int((self._clock() - self._config.storage.retention) * 1000)
         removed = await self._store.prune(retained_since_ms=retained_since_ms)
         if removed:
-            log.info("store.pruned", rows=removed)
+            log.info("storage.pruned", rows=removed)
         # By the clock, not by traffic: a webhook failing for the whole retention is
         # disabled, and reminders keep coming, even when nothing new arrives.
         for worker in list(self.workers.values()):

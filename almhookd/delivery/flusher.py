@@ -26,7 +26,7 @@ from almhookd.errors import StorageError
 from almhookd.protocols import Clock
 from almhookd.storage.interface import Maintenance
 
-log = structlog.get_logger("almhookd.scheduler")
+log = structlog.get_logger("almhookd.flusher")
 
 #: Pause after a failed flush before trying again.
 FLUSH_RETRY_SECONDS: Final = 5.0

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -47,7 +46,7 @@ from almhookd.domain.policy import (
 )
 from almhookd.domain.webhooks import Webhook
 from almhookd.errors import StorageError
-from almhookd.logs import logs_at
+from almhookd.logs import crash_fields, logs_at
 from almhookd.metrics import Metrics, status_class
 from almhookd.protocols import Clock
 from almhookd.storage.interface import Outbox
@@ -69,25 +68,19 @@ CLAIMED_BATCHES: Final = 32
 CLAIMED_BYTES: Final = 4 * MAX_REQUEST_BYTES
 #: Claimed batches left when the acknowledged ones are recorded and more are claimed.
 REFILL_AT: Final = CLAIMED_BATCHES // 2
-#: Characters of an unexpected exception's message kept in its log line.
-ERROR_EXCERPT: Final = 500
-
-
-def crash_fields(error: BaseException) -> dict[str, str]:
-    """The log fields of an exception nobody foresaw: its type, message and traceback.
-
-    The traceback is the standard library's, file and line of each frame only: the
-    configured structlog renderers (``exc_info``) would print every frame's local
-    variables, and a sender's locals hold secrets and signatures.
-    """
-    return {
-        "error_type": f"{type(error).__module__}.{type(error).__qualname__}",
-        "error": str(error)[:ERROR_EXCERPT],
-        "traceback": "".join(traceback.format_exception(error)),
-    }
 
 
 class Worker:
+    """The delivery loop of one webhook, the only sender to it: at most one request in
+    flight, batches in ingest order, each retried under its own id until acknowledged.
+
+    It owns the webhook's live delivery schedule (``schedule``); ``webhook`` holds what
+    the admin set, replaced by :meth:`update`. It sees storage only through its
+    :class:`~almhookd.storage.interface.Outbox`. :meth:`step` is one turn (tests drive
+    it on a fake clock), :meth:`start` runs the loop, and :meth:`maintain` is the
+    maintenance pass's look between turns; every decision to remind or disable is
+    taken under the turn lock, so by one owner."""
+
     def __init__(
         self,
         webhook: Webhook,

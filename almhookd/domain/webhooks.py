@@ -6,7 +6,7 @@ import re
 import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from almhookd.config import Secret
 from almhookd.domain.catalogue import CATALOGUE, suggest_event_name
@@ -43,6 +43,11 @@ class NewWebhook:
     contact_email: str = ""
 
 
+#: ``inactive``: archived by the admin; ``disabled``: by almhookd (a 410, or failing for
+#: the whole retention), with a reason.
+WebhookStatus = Literal["active", "inactive", "disabled"]
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Webhook:
     id: str
@@ -53,7 +58,7 @@ class Webhook:
     auth_username: str | None
     auth_password: Secret | None
     events: frozenset[str]
-    status: str
+    status: WebhookStatus
     disabled_reason: str | None
     contact_email: str
     created_at_ms: int

@@ -38,9 +38,8 @@ from almhookd.delivery.dispatcher import Dispatcher
 from almhookd.delivery.flusher import BatchScheduler
 from almhookd.delivery.notify import Notifier
 from almhookd.delivery.sender import Sender
-from almhookd.delivery.worker import crash_fields
 from almhookd.errors import AlmhookdError, ConfigError
-from almhookd.logs import configure_logging
+from almhookd.logs import configure_logging, crash_fields
 from almhookd.metrics import Metrics
 from almhookd.protocols import Clock
 from almhookd.service.sdnotify import SystemdNotifier
@@ -225,7 +224,7 @@ async def _until_stopped(
 
 def _ending(task: asyncio.Task[None]) -> dict[str, str]:
     """How a task that should have run for ever ended, for its log line (the traceback
-    without local variables: see :func:`almhookd.delivery.worker.crash_fields`)."""
+    without local variables: see :func:`almhookd.logs.crash_fields`)."""
     if task.cancelled():
         return {"error": "cancelled"}
     error = task.exception()

@@ -24,7 +24,13 @@ from typing import Protocol
 from almhookd.domain.batching import Claim, RequestBatch
 from almhookd.domain.events import NewEvent
 from almhookd.domain.policy import Schedule
-from almhookd.domain.webhooks import NewWebhook, SigningSecret, Webhook, WebhookChanges
+from almhookd.domain.webhooks import (
+    NewWebhook,
+    SigningSecret,
+    Webhook,
+    WebhookChanges,
+    WebhookStatus,
+)
 from almhookd.storage.values import (
     AppendResult,
     Attempt,
@@ -139,7 +145,7 @@ class Webhooks(Protocol):
         ...
 
     async def set_webhook_status(
-        self, webhook_id: str, status: str, reason: str | None = None
+        self, webhook_id: str, status: WebhookStatus, reason: str | None = None
     ) -> None:
         """Archive (``inactive``), disable (``disabled``, with a reason) or re-enable
         (``active``, which clears the failure schedule)."""

@@ -10,7 +10,6 @@ import asyncio
 import base64
 import contextlib
 import itertools
-import json
 import math
 import sqlite3
 import time
@@ -846,16 +845,6 @@ async def test_running_workers_wake_on_commit_and_idle_without_polling(
         await engine.store.set_webhook_status(webhook.id, "inactive")
         await engine.dispatcher.refresh(webhook.id)
         assert webhook.id not in engine.dispatcher.workers
-
-
-def test_payload_is_valid_json_with_unicode(tmp_path: Path) -> None:
-    from almhookd.domain.batching import payload
-
-    body = payload(7, ['{"eventId":"a","data":{"n":"ü"}}', '{"eventId":"b"}'])
-    assert json.loads(body) == {
-        "accountId": 7,
-        "events": [{"eventId": "a", "data": {"n": "ü"}}, {"eventId": "b"}],
-    }
 
 
 def _parked_without_a_timer(worker: Worker) -> bool:

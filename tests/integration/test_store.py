@@ -3,7 +3,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import itertools
 import os
 import sqlite3
 import stat
@@ -14,19 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from almhookd.domain.batching import Claim, DueRow, pack
-from almhookd.domain.events import NewEvent, parse_ingest
-from almhookd.domain.webhooks import NewWebhook, WebhookChanges
+from almhookd.domain.batching import Claim
+from almhookd.domain.webhooks import NewWebhook
 from almhookd.errors import (
     DatabaseInUse,
     StorageClosed,
     StorageError,
     StorageFull,
-    WebhookLimitReached,
 )
-from almhookd.storage.sqlite.migrations import SCHEMA_VERSION
 from almhookd.storage.sqlite import SqliteStorage as Store
 from almhookd.storage.sqlite.files import lock_path
+from almhookd.storage.sqlite.migrations import SCHEMA_VERSION
 from almhookd.storage.sqlite.queries import (
     CLAIM_AROUND_SENDING_SQL,
     CLAIM_SQL,
@@ -38,26 +35,8 @@ from almhookd.storage.sqlite.queries import (
 )
 from tests.support import samples
 from tests.support.clock import FakeClock
+from tests.support.events import make_events
 from tests.support.running import until
-
-_ids = itertools.count()
-
-
-def make_events(
-    count: int, *, prefix: str = "ev", name: str = "COURSE_ENROLLMENT", padding: str = ""
-) -> list[NewEvent]:
-    documents = []
-    for _ in range(count):
-        event = samples.event(name, eventId=f"{prefix}-{next(_ids)}")
-        if padding:
-            event["data"]["padding"] = padding
-        documents.append(event)
-    return parse_ingest(
-        {"events": documents},
-        now_ms=1_764_000_000_000,
-        default_account_id=1,
-        new_id=lambda: "unused",
-    )
 
 
 def _count(path: Path) -> int:
@@ -139,17 +118,6 @@ async def test_an_uncreatable_path_is_a_clear_error(tmp_path: Path, clock: FakeC
     (tmp_path / "file").write_text("")
     with pytest.raises(StorageError, match="cannot create the database"):
         await Store.open(tmp_path / "file" / "sub" / "a.db", clock=clock)
-
-
-async def test_duplicates_are_counted_not_stored(store: Store) -> None:
-    events = make_events(3)
-    assert (await store.append(events)).accepted == 3
-    again = await store.append([events[0], *make_events(1)])
-    assert (again.accepted, again.duplicates) == (1, 1)
-    twice_in_one = make_events(1)
-    result = await store.append([twice_in_one[0], twice_in_one[0]])
-    assert (result.accepted, result.duplicates) == (1, 1)
-    assert await store.count_events() == 5
 
 
 async def test_concurrent_appends_share_commits(store: Store) -> None:
@@ -338,12 +306,6 @@ async def test_a_write_back_error_another_descriptor_was_told_of_still_stops_ing
         await store.append(make_events(1))
 
 
-async def test_duplicates_across_one_group_are_resolved_in_order(store: Store) -> None:
-    shared = make_events(1)
-    results = await asyncio.gather(*(store.append(shared) for _ in range(5)))
-    assert [(r.accepted, r.duplicates) for r in results] == [(1, 0)] + [(0, 1)] * 4
-
-
 async def test_close_commits_what_is_queued_and_is_idempotent(
     db_path: Path, clock: FakeClock
 ) -> None:
@@ -368,18 +330,6 @@ async def test_a_full_database_stores_nothing_of_the_group(store: Store, db_path
     await store._writer_pragma("max_page_count = 1073741823")
     assert (await store.append(make_events(1))).accepted == 1
     await store.check()
-
-
-async def test_get_event_returns_the_stored_body(store: Store, clock: FakeClock) -> None:
-    [event] = make_events(1, name="LEARNER_PROGRESS")
-    await store.append([event])
-    stored = await store.get_event(event.event_id)
-    assert stored is not None
-    assert stored.body["data"]["progressPercent"] == 40
-    assert stored.realtime is False
-    assert stored.ingested_at_ms == int(clock() * 1000)
-    assert stored.deliveries == ()
-    assert await store.get_event("missing") is None
 
 
 async def test_colliding_event_keys_are_told_apart_by_the_id(
@@ -489,232 +439,6 @@ async def test_migration_2_keeps_a_batch_being_sent(db_path: Path, clock: FakeCl
         await store.close()
 
 
-async def test_a_request_whose_rows_break_the_group_fails_alone(store: Store) -> None:
-    """Ingest validation keeps such rows out; the store must not rely on it."""
-    good = make_events(2)
-    bad = [make_events(1)[0]._replace(account_id=2**70)]  # beyond SQLite's 64 bits
-    results = await asyncio.gather(
-        store.append(good[:1]), store.append(bad), store.append(good[1:]), return_exceptions=True
-    )
-    assert [type(r).__name__ for r in results] == ["AppendResult", "StorageError", "AppendResult"]
-    assert await store.count_events() == 2
-
-
-#: A claim late enough for every test event to be due; tests replace what they vary.
-CLAIM = Claim(
-    now_ms=2_000_000_000_000,
-    retained_since_ms=0,
-    max_events=50,
-    max_batch_events=100,
-    max_bytes=1 << 20,
-)
-
-
-async def _claim_all(store: Store, webhook_id: str, *, max_bytes: int) -> list[list[str]]:
-    claim = replace(CLAIM, max_bytes=max_bytes, batches=100)
-    return [list(batch.event_ids) for batch in await store.claim_batches(webhook_id, claim)]
-
-
-@pytest.mark.parametrize("with_batch_events", [False, True])
-async def test_a_batch_holds_one_account_and_one_kind(
-    store: Store, with_batch_events: bool
-) -> None:
-    webhook = await store.create_webhook(
-        NewWebhook(
-            name="packing", target_url="https://example.invalid/", events=frozenset(samples.ALL)
-        )
-    )
-    realtime = make_events(6, prefix="rt")
-    for index in (2, 3):  # two events of another account in the middle
-        realtime[index] = realtime[index]._replace(account_id=2)
-    await store.append(realtime)
-    held = make_events(3, prefix="batch", name="COURSE_ENROLLMENT_BATCH")
-    if with_batch_events:
-        await store.append(held)
-        await store.release_held(now_ms=1)
-    ids = [e.event_id for e in realtime]
-    expected = [ids[0:2], ids[2:4], ids[4:6]]
-    if with_batch_events:
-        expected.append([e.event_id for e in held])
-    assert await _claim_all(store, webhook.id, max_bytes=1 << 20) == expected
-
-
-async def test_the_byte_cap_splits_a_batch_and_a_larger_event_goes_alone(store: Store) -> None:
-    webhook = await store.create_webhook(
-        NewWebhook(
-            name="bytes", target_url="https://example.invalid/", events=frozenset(samples.ALL)
-        )
-    )
-    small = make_events(4, prefix="small")
-    large = make_events(1, prefix="large", padding="x" * 5000)
-    await store.append([*small[:2], *large, *small[2:]])
-    pair = max(len(a.body) + len(b.body) + 2 for a, b in (small[0:2], small[2:4]))
-    ids = [e.event_id for e in small]
-    assert await _claim_all(store, webhook.id, max_bytes=pair) == [
-        ids[0:2],
-        [large[0].event_id],
-        ids[2:4],
-    ]
-
-
-async def test_a_claim_takes_deliveries_pending_again_below_the_batches_being_sent(
-    store: Store,
-) -> None:
-    """Claims continue after the last event being sent; a delivery that becomes due below
-    it (here a held batch event released while later ones are in flight) is claimed
-    next, and what follows it in the same claim skips the batches still being sent."""
-    webhook = await store.create_webhook(
-        NewWebhook(
-            name="holes", target_url="https://example.invalid/", events=frozenset(samples.ALL)
-        )
-    )
-    first = make_events(2, prefix="rt")
-    held = make_events(1, prefix="held", name="COURSE_ENROLLMENT_BATCH")
-    rest = make_events(4, prefix="rt")
-    for events in (first, held, rest):
-        await store.append(events)
-
-    def claim(batches: int) -> Claim:
-        return replace(CLAIM, max_events=2, batches=batches)
-
-    def ids(events: list[NewEvent]) -> list[str]:
-        return [event.event_id for event in events]
-
-    in_flight = await store.claim_batches(webhook.id, claim(2))
-    assert [list(b.event_ids) for b in in_flight] == [ids(first), ids(rest[:2])]
-    await store.release_held(now_ms=1)
-    claimed = await store.claim_batches(webhook.id, claim(3))
-    assert [list(b.event_ids) for b in claimed] == [ids(held), ids(rest[2:])]
-    assert await store.claim_batches(webhook.id, claim(1)) == []
-
-
-async def test_a_claim_stops_once_its_batches_hold_the_byte_budget(store: Store) -> None:
-    webhook = await store.create_webhook(
-        NewWebhook(
-            name="budget", target_url="https://example.invalid/", events=frozenset(samples.ALL)
-        )
-    )
-    await store.append(make_events(10, prefix="large", padding="x" * 5000))
-    claim = replace(CLAIM, max_events=1, batches=10, total_bytes=12_000)
-    claimed = await store.claim_batches(webhook.id, claim)
-    # Each body holds one event of about 5 KB: the third brings them past 12,000 bytes.
-    assert [len(batch.event_seqs) for batch in claimed] == [1, 1, 1]
-    assert sum(len(batch.body) for batch in claimed[:2]) < 12_000
-    assert len(await store.claim_batches(webhook.id, replace(claim, total_bytes=None))) == 7
-
-
-RETENTION_S = 7 * 86_400
-
-
-async def test_a_claim_never_takes_an_event_past_the_retention(
-    store: Store, clock: FakeClock
-) -> None:
-    """An event not delivered within the retention is lost for good (SPEC), also while
-    the minutely expiry pass has not marked it yet: the claim itself leaves it out, on
-    both of its queries. An event ingested exactly at the cut-off is still retained."""
-    webhook = await store.create_webhook(
-        NewWebhook(
-            name="retention", target_url="https://example.invalid/", events=frozenset(samples.ALL)
-        )
-    )
-    past_retention = make_events(2, prefix="past")
-    await store.append(past_retention)
-    clock.advance(1)
-    at_the_cut_off = make_events(1, prefix="cut-off")
-    await store.append(at_the_cut_off)
-    clock.advance(RETENTION_S)
-    fresh = make_events(1, prefix="fresh")
-    await store.append(fresh)
-    now_ms = int(clock() * 1000)
-    claim = replace(CLAIM, now_ms=now_ms, retained_since_ms=now_ms - RETENTION_S * 1000, batches=10)
-
-    first = await store.claim_batches(webhook.id, claim)
-    assert [list(b.event_ids) for b in first] == [[at_the_cut_off[0].event_id, fresh[0].event_id]]
-    # Pending below the batch being sent, the events past the retention send the next
-    # claim to the query that skips that batch: it must leave them out as well.
-    later = make_events(1, prefix="later")
-    await store.append(later)
-    second = await store.claim_batches(webhook.id, claim)
-    assert [list(b.event_ids) for b in second] == [[later[0].event_id]]
-    assert await store.claim_batches(webhook.id, claim) == []
-    # They were still pending, left for the expiry pass, which now takes exactly them.
-    expired = await store.expire(retained_since_ms=claim.retained_since_ms)
-    assert [(count.webhook_id, count.events) for count in expired] == [(webhook.id, 2)]
-
-
-def _due(seq: int, *, account: int = 1, realtime: bool = True, size: int = 9) -> DueRow:
-    return (seq, f"ev-{seq}", account, 0, "x" * size, int(realtime))
-
-
-@pytest.mark.parametrize(
-    ("rows", "claim", "expected", "read"),
-    [
-        pytest.param(
-            [_due(s) for s in range(1, 6)],
-            replace(CLAIM, max_events=2, batches=10),
-            [[1, 2], [3, 4], [5]],
-            5,
-            id="max_events",
-        ),
-        pytest.param(
-            [_due(1), _due(2, account=2), _due(3, account=2), _due(4)],
-            replace(CLAIM, batches=10),
-            [[1], [2, 3], [4]],
-            4,
-            id="one account",
-        ),
-        pytest.param(
-            [_due(1), _due(2, realtime=False), _due(3, realtime=False), _due(4, realtime=False)],
-            replace(CLAIM, max_events=1, max_batch_events=3, batches=10),
-            [[1], [2, 3, 4]],
-            4,
-            id="batch events up to max_batch_events",
-        ),
-        pytest.param(
-            [_due(1), _due(2), _due(3, size=50), _due(4)],
-            replace(CLAIM, max_bytes=20, batches=10),
-            [[1, 2], [3], [4]],
-            4,
-            id="max_bytes; a larger event alone",
-        ),
-        pytest.param(
-            [_due(s) for s in range(1, 10)],
-            replace(CLAIM, max_events=2, batches=2),
-            [[1, 2], [3, 4]],
-            4,
-            id="batches: no row read past them",
-        ),
-        pytest.param(
-            [_due(1), _due(2, account=2), *(_due(s) for s in range(3, 10))],
-            replace(CLAIM, max_events=3, batches=1),
-            [[1]],
-            3,
-            id="a batch cut short: the rest of its read only",
-        ),
-        pytest.param(
-            [_due(s) for s in range(1, 10)],
-            replace(CLAIM, max_events=1, batches=10, total_bytes=25),
-            [[1], [2], [3]],
-            3,
-            id="total_bytes: the batch that reaches it is the last",
-        ),
-        pytest.param([_due(1)], replace(CLAIM, batches=0), [], 0, id="no batches"),
-    ],
-)
-def test_pack(rows: list[DueRow], claim: Claim, expected: list[list[int]], read: int) -> None:
-    unread = iter(rows)
-    reads = 0
-
-    def fetch(size: int) -> list[DueRow]:
-        nonlocal reads
-        batch = list(itertools.islice(unread, size))
-        reads += len(batch)
-        return batch
-
-    assert [list(columns.seqs) for columns in pack(fetch, claim)] == expected
-    assert reads == read
-
-
 def test_an_old_sqlite_is_refused_by_name(
     tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -765,36 +489,6 @@ async def test_a_read_after_a_write_sees_it_while_other_reads_run(store: Store) 
     finally:
         writes_done.set()
     assert min(await asyncio.gather(*readers)) > 1  # the reads did overlap the writes
-
-
-async def test_the_webhook_limit_is_counted_in_the_inserting_transaction(store: Store) -> None:
-    results = await asyncio.gather(
-        *(store.create_webhook(_new_webhook(f"hook {n}"), max_webhooks=3) for n in range(20)),
-        return_exceptions=True,
-    )
-    created = [r for r in results if not isinstance(r, BaseException)]
-    refused = [r for r in results if isinstance(r, WebhookLimitReached)]
-    assert len(created) == 3 and len(refused) == 17
-    assert {w.id for w in await store.list_webhooks()} == {w.id for w in created}
-
-
-async def test_a_webhook_is_returned_as_its_transaction_stored_it(store: Store) -> None:
-    created = await store.create_webhook(
-        NewWebhook(
-            name="signed",
-            target_url="https://example.invalid/",
-            events=frozenset({"COURSE_ENROLLMENT", "CI_STATS"}),
-            auth_type="signature",
-        )
-    )
-    assert created.events == {"COURSE_ENROLLMENT", "CI_STATS"} and len(created.secrets) == 1
-    assert await store.get_webhook(created.id) == created
-    patched = await store.update_webhook(
-        created.id, WebhookChanges(name="renamed", events=frozenset({"CI_STATS"}))
-    )
-    assert patched is not None and patched.name == "renamed" and patched.events == {"CI_STATS"}
-    assert await store.get_webhook(created.id) == patched
-    assert await store.update_webhook("wh_missing", WebhookChanges(name="x")) is None
 
 
 async def test_listing_webhooks_is_one_statement_whatever_their_number(store: Store) -> None:

@@ -17,6 +17,7 @@ from almhookd.domain.webhooks import (
     SigningSecret,
     Webhook,
     WebhookChanges,
+    WebhookStatus,
     forbidden_character,
     parse_new_webhook,
     parse_webhook_changes,
@@ -31,7 +32,7 @@ HOUR_MS = 3_600_000
 GRACE_MS = int(parse_config("", env={}).delivery.secret_rotation_grace * 1000)
 
 
-def webhook(*secrets: SigningSecret, status: str = "active") -> Webhook:
+def webhook(*secrets: SigningSecret, status: WebhookStatus = "active") -> Webhook:
     return Webhook(
         id="wh_1",
         name="LMS sync",
@@ -134,7 +135,7 @@ def test_a_webhook_without_secrets_has_none_in_force() -> None:
 @pytest.mark.parametrize(
     ("status", "active"), [("active", True), ("inactive", False), ("disabled", False)]
 )
-def test_only_an_active_webhook_is_active(status: str, active: bool) -> None:
+def test_only_an_active_webhook_is_active(status: WebhookStatus, active: bool) -> None:
     assert webhook(status=status).active is active
 
 

@@ -47,7 +47,7 @@ from almhookd.storage.values import (
     AppendResult,
 )
 
-log = structlog.get_logger("almhookd.store")
+log = structlog.get_logger("almhookd.storage")
 
 
 #: Upper bound on the events one group commit writes, so one transaction stays short.
@@ -191,7 +191,7 @@ class SqliteEngine:
                 f"BEGIN IMMEDIATE;\n{MIGRATIONS[number - 1]}\nPRAGMA user_version = {number};\n"
                 "COMMIT;"
             )
-            log.info("store.migrated", path=str(self.path), schema_version=number)
+            log.info("storage.migrated", path=str(self.path), schema_version=number)
         self._bookkeeping = self._connect("NORMAL")
 
     async def _write(self, work: Callable[[sqlite3.Connection], T], *, durable: bool) -> T:
@@ -377,7 +377,7 @@ class SqliteEngine:
                 if isinstance(error, StorageError)
                 else StorageError(f"{self.path}: {type(error).__name__}: {error}")
             )
-            log.error("store.commit_failed", error=failure.message, requests=len(group))
+            log.error("storage.commit_failed", error=failure.message, requests=len(group))
             fail_group(group, failure)
             return
         self.commits += 1
@@ -423,7 +423,7 @@ class SqliteEngine:
                     f"{self.path}: writing the database to disk failed ({error.strerror}); "
                     "nothing more is acknowledged until almhookd is restarted"
                 )
-                log.error("store.sync_failed", error=self._sync_failure.message)
+                log.error("storage.sync_failed", error=self._sync_failure.message)
                 raise self._sync_failure from None
             self._synced = through
 

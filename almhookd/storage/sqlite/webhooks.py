@@ -9,7 +9,13 @@ from collections.abc import Sequence
 
 from almhookd.config import Secret
 from almhookd.domain.signing import generate_secret
-from almhookd.domain.webhooks import NewWebhook, SigningSecret, Webhook, WebhookChanges
+from almhookd.domain.webhooks import (
+    NewWebhook,
+    SigningSecret,
+    Webhook,
+    WebhookChanges,
+    WebhookStatus,
+)
 from almhookd.errors import (
     WebhookLimitReached,
 )
@@ -85,7 +91,7 @@ class WebhookOps(SqliteEngine):
         return webhook_from_row(rows[0]) if rows else None
 
     async def set_webhook_status(
-        self, webhook_id: str, status: str, reason: str | None = None
+        self, webhook_id: str, status: WebhookStatus, reason: str | None = None
     ) -> None:
         """Archive (``inactive``), disable (``disabled``, with a reason) or re-enable.
 
