@@ -67,7 +67,7 @@ MUTATION_STAMP := $(VENV)/.mutation-installed
 # files and the unit tests that run against them).
 MUTATION_TARGETS := 'almhookd.domain.backoff.*' 'almhookd.domain.policy.*' 'almhookd.domain.schedule.*' \
 	'almhookd.domain.signing.*' 'almhookd.domain.targets.*' 'almhookd.domain.catalogue.*' 'almhookd.domain.events.*' \
-	'almhookd.domain.webhooks.*' 'almhookd.config.x_parse_duration__*' \
+	'almhookd.domain.webhooks.*' 'almhookd.domain.batching.*' 'almhookd.config.x_parse_duration__*' \
 	'almhookd.config.x_format_duration__*' 'almhookd.config.x__duration__*'
 
 $(MUTATION_STAMP): $(STAMP) pyproject.toml
