@@ -8,6 +8,7 @@ never ships a shared default token.
 from __future__ import annotations
 
 import enum
+import hashlib
 import hmac
 import os
 import secrets
@@ -85,3 +86,9 @@ class TokenChecker:
         if is_ingest:
             return Role.INGEST
         return None
+
+    def admin_key(self, purpose: str) -> bytes:
+        """A key for ``purpose`` derived from the admin token (HMAC-SHA256): what it
+        signs stops verifying when the admin token changes, and the key tells nothing
+        of the token."""
+        return hmac.new(self._admin, purpose.encode(), hashlib.sha256).digest()

@@ -30,6 +30,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "both_loops: run the async test on asyncio's loop and on uvloop"
     )
+    config.addinivalue_line(
+        "markers",
+        "browser: a test in real Chromium through Playwright (tests/browser/, marked there)",
+    )
 
 
 def pytest_asyncio_loop_factories(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from almhookd.api import admin
+from almhookd.api.catalogue import catalogue
 from almhookd.api.common import (
     CLOCK,
     DISPATCHER,
@@ -56,6 +57,7 @@ def create_app(
         admin.add_routes(app)
     app.router.add_post("/v1/events", ingest, name="ingest")
     app.router.add_get("/v1/events/{event_id}", get_event, name="get_event")
+    app.router.add_get("/v1/catalogue", catalogue, name="catalogue")
     app.router.add_get("/v1/status", status, name="status")
     app.router.add_get("/metrics", metrics_endpoint, name="metrics")
     app.router.add_post("/v1/batch/flush", batch_flush, name="batch_flush")

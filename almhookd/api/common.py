@@ -3,7 +3,7 @@ one middleware (auth and the JSON error shape), the body-memory budget, reading 
 
 Every error leaves as ``{"error": {"code", "message", "details"}}`` through the
 middleware; bad input is a 4xx naming what is wrong, never a 500. The route modules
-(``ingest``, ``ops``, ``admin``) import this one, never each other.
+(``ingest``, ``ops``, ``admin``, ``catalogue``) import this one, never each other.
 """
 
 from __future__ import annotations
@@ -75,8 +75,9 @@ SENDER: Final = web.AppKey("sender", Sender)
 METRICS: Final = web.AppKey("metrics", Metrics)
 
 
-#: Routes the ingest token may call; the admin token may call every route.
-INGEST_ROUTES: Final = frozenset({"ingest"})
+#: Routes the ingest token may call (producers need the event names too); the admin
+#: token may call every route.
+INGEST_ROUTES: Final = frozenset({"ingest", "catalogue"})
 
 
 PUBLIC_ROUTES: Final = frozenset({"healthz"})
@@ -207,7 +208,8 @@ def storage_works(app: web.Application) -> None:
 
 def _authorise(request: web.Request) -> None:
     route = request.match_info.route.name
-    if route in PUBLIC_ROUTES:
+    # The console's pages (almhookd.console) check their own session instead.
+    if route in PUBLIC_ROUTES or (route is not None and route.startswith("console.")):
         return
     role = request.app[STATE].tokens.role(request.headers.get("Authorization"))
     if role is None:
@@ -218,7 +220,11 @@ def _authorise(request: web.Request) -> None:
             headers={"WWW-Authenticate": 'Bearer realm="almhookd"'},
         )
     if role is Role.INGEST and route not in INGEST_ROUTES:
-        raise ApiError(403, "forbidden", "the ingest token may only call POST /v1/events")
+        raise ApiError(
+            403,
+            "forbidden",
+            "the ingest token may only call POST /v1/events and GET /v1/catalogue",
+        )
 
 
 async def read_json(request: web.Request) -> Any:

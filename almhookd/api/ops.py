@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -23,10 +24,11 @@ from almhookd.api.common import (
 from almhookd.errors import StorageError
 
 
-async def status(request: web.Request) -> web.Response:
-    """Per webhook: state, backlog, oldest pending age, failing since, next retry."""
-    store, now = request.app[STORE], request.app[CLOCK]()
-    scheduler = request.app.get(SCHEDULER)
+async def status_document(app: web.Application) -> dict[str, Any]:
+    """Per webhook: state, backlog, oldest pending age, failing since, next retry; and
+    the next batch flush. What ``/v1/status`` answers and the console's status page shows."""
+    store, now = app[STORE], app[CLOCK]()
+    scheduler = app.get(SCHEDULER)
     webhooks = []
     for webhook in await store.list_webhooks():
         webhooks.append(
@@ -38,12 +40,14 @@ async def status(request: web.Request) -> web.Response:
                 **await webhook_health(store, webhook, now),
             }
         )
-    return web.json_response(
-        {
-            "webhooks": webhooks,
-            "nextFlushAt": epoch_ms(scheduler.next_flush_at) if scheduler else None,
-        }
-    )
+    return {
+        "webhooks": webhooks,
+        "nextFlushAt": epoch_ms(scheduler.next_flush_at) if scheduler else None,
+    }
+
+
+async def status(request: web.Request) -> web.Response:
+    return web.json_response(await status_document(request.app))
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:

@@ -1,4 +1,5 @@
-"""The admin client commands: ``almhookd webhooks …`` and ``almhookd status``.
+"""The admin client commands: ``almhookd webhooks …``, ``almhookd status`` and
+``almhookd batch flush``.
 
 Human-friendly tables by default, ``--json`` for scripts. API errors are shown as the
 API's message (with per-field details) and exit 1.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import functools
 import json
 import os
 import stat
@@ -18,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from urllib.parse import quote, urlencode
 
 from almhookd.errors import AlmhookdError
@@ -31,7 +33,7 @@ class CommandFailed(AlmhookdError):
 
 
 def add_parsers(commands: Any, with_client: Callable[[argparse.ArgumentParser], None]) -> None:
-    """Add ``webhooks`` and ``status`` to the top-level sub-parsers."""
+    """Add ``webhooks``, ``status`` and ``batch`` to the top-level sub-parsers."""
     webhooks = commands.add_parser("webhooks", help="manage webhooks on a running daemon")
     actions = webhooks.add_subparsers(dest="action", required=True, metavar="ACTION")
 
@@ -50,7 +52,26 @@ def add_parsers(commands: Any, with_client: Callable[[argparse.ArgumentParser], 
     edit = action("edit", "change a webhook (only the flags given)")
     _webhook_flags(edit, creating=False)
     action("delete", "delete a webhook and its pending deliveries")
-    action("test", "send one test delivery now (not retried)")
+    test = action(
+        "test",
+        "send one test delivery now (not retried): to a saved webhook, or with --draft "
+        "to the unsaved webhook the flags of 'add' describe",
+        webhook_id=False,
+    )
+    test.add_argument(
+        "webhook_id",
+        nargs="?",
+        metavar="WEBHOOK",
+        help="the webhook's id or name (not with --draft)",
+    )
+    test.add_argument(
+        "--draft",
+        action="store_true",
+        help="test the webhook that --name, --target-url, --events … describe (the flags of "
+        "'add'), as the add screen's Test webhook does; nothing is saved",
+    )
+    draft_flags = _webhook_flags(test, creating=False)
+    test.set_defaults(usage_check=functools.partial(_check_test_usage, test, draft_flags))
     secret = action("secret", "download the signing secret as JSON")
     secret.add_argument(
         "--output",
@@ -79,43 +100,95 @@ def add_parsers(commands: Any, with_client: Callable[[argparse.ArgumentParser], 
     with_client(status)
     status.add_argument("--json", action="store_true", help="print the API's JSON")
 
+    batch = commands.add_parser("batch", help="the batch schedule of a running daemon")
+    batch_actions = batch.add_subparsers(dest="action", required=True, metavar="ACTION")
+    flush = batch_actions.add_parser(
+        "flush",
+        help="deliver the held non-real-time events now, not at the next flush time",
+    )
+    with_client(flush)
+    flush.add_argument("--json", action="store_true", help="print the API's JSON")
 
-def _webhook_flags(sub: argparse.ArgumentParser, *, creating: bool) -> None:
-    """Flags named after the JSON fields of a webhook."""
-    sub.add_argument("--name", required=creating)
-    sub.add_argument("--target-url", required=creating, metavar="URL")
-    sub.add_argument(
-        "--events",
-        action="append",
-        required=creating,
-        metavar="NAMES",
-        help="event names, comma-separated or the flag repeated",
-    )
-    sub.add_argument("--description")
-    sub.add_argument("--contact-email", metavar="EMAIL")
-    sub.add_argument("--auth-type", choices=("none", "basic", "signature"))
-    sub.add_argument("--auth-username", metavar="USER", help="for --auth-type basic")
-    sub.add_argument(
-        "--auth-password-file",
-        type=Path,
-        metavar="FILE",
-        help="for --auth-type basic: read the password from FILE",
-    )
-    sub.add_argument(
-        "--auth-password",
-        metavar="PASSWORD",
-        help="for --auth-type basic (visible to other local users; prefer "
-        "--auth-password-file or $ALMHOOKD_WEBHOOK_PASSWORD)",
-    )
+
+#: The flags a new webhook needs: required by ``add``, and by ``test --draft``.
+NEW_WEBHOOK_FLAGS: Final = ("--name", "--target-url", "--events")
+
+
+def _webhook_flags(sub: argparse.ArgumentParser, *, creating: bool) -> tuple[argparse.Action, ...]:
+    """Flags named after the JSON fields of a webhook (``webhook_body`` reads them);
+    ``creating`` makes those a new webhook needs required. Returns the flags."""
+
+    def flag(name: str, **options: Any) -> argparse.Action:
+        return sub.add_argument(name, required=creating and name in NEW_WEBHOOK_FLAGS, **options)
+
+    flags = [
+        flag("--name"),
+        flag("--target-url", metavar="URL"),
+        flag(
+            "--events",
+            action="append",
+            metavar="NAMES",
+            help="event names, comma-separated or the flag repeated (see: almhookd events)",
+        ),
+        flag("--description"),
+        flag("--contact-email", metavar="EMAIL"),
+        flag("--auth-type", choices=("none", "basic", "signature")),
+        flag("--auth-username", metavar="USER", help="for --auth-type basic"),
+        flag(
+            "--auth-password-file",
+            type=Path,
+            metavar="FILE",
+            help="for --auth-type basic: read the password from FILE",
+        ),
+        flag(
+            "--auth-password",
+            metavar="PASSWORD",
+            help="for --auth-type basic (visible to other local users; prefer "
+            "--auth-password-file or $ALMHOOKD_WEBHOOK_PASSWORD)",
+        ),
+    ]
     state = sub.add_mutually_exclusive_group()
-    state.add_argument("--active", dest="active", action="store_const", const=True)
-    state.add_argument(
-        "--inactive",
-        dest="active",
-        action="store_const",
-        const=False,
-        help="archive: nothing is delivered",
+    flags.append(state.add_argument("--active", dest="active", action="store_const", const=True))
+    flags.append(
+        state.add_argument(
+            "--inactive",
+            dest="active",
+            action="store_const",
+            const=False,
+            help="archive: nothing is delivered",
+        )
     )
+    return tuple(flags)
+
+
+def _check_test_usage(
+    parser: argparse.ArgumentParser,
+    flags: Sequence[argparse.Action],
+    args: argparse.Namespace,
+) -> None:
+    """``webhooks test WEBHOOK`` or ``webhooks test --draft`` with the flags of ``add``;
+    anything else exits 2 as argparse does."""
+    names: dict[str, list[str]] = {}  # --active and --inactive share one field
+    for f in flags:
+        names.setdefault(f.dest, []).append(f.option_strings[0])
+    given = ["/".join(n) for dest, n in names.items() if getattr(args, dest) is not None]
+    if args.draft:
+        if args.webhook_id is not None:
+            parser.error("--draft tests the webhook its flags describe: give no WEBHOOK")
+        missing = [name for name in NEW_WEBHOOK_FLAGS if name not in given]
+        if missing:
+            parser.error(f"with --draft the following arguments are required: {', '.join(missing)}")
+    elif args.webhook_id is None:
+        parser.error("give a WEBHOOK to test, or --draft with the flags of 'webhooks add'")
+    elif given:
+        parser.error(f"only with --draft: {', '.join(given)}")
+
+
+def check_usage(args: argparse.Namespace) -> None:
+    """The checks argparse cannot make on its own (exit 2 with the usage when one fails)."""
+    check = getattr(args, "usage_check", None)
+    if check is not None:
+        check(args)
 
 
 def webhook_body(args: argparse.Namespace) -> dict[str, Any]:
@@ -363,6 +436,31 @@ def status_screen(status: dict[str, Any], now_ms: int) -> str:
     return "\n".join(lines)
 
 
+def delivery_test_report(answer: dict[str, Any]) -> str:
+    """A test delivery's outcome: ok or FAILED, the status or error, the time, the answer."""
+    outcome = answer["error"] or f"HTTP {answer['status']}"
+    lines = [f"{'ok' if answer['ok'] else 'FAILED'}: {outcome} in {answer['durationMs']} ms"]
+    if answer["responseBody"]:
+        lines.append(answer["responseBody"])
+    if answer.get("signingSecret"):
+        lines.append(
+            f"signed with a throw-away secret {answer['signingSecret']} "
+            "(the webhook gets its own when it is added)"
+        )
+    return "\n".join(lines)
+
+
+def flush_report(answer: dict[str, Any], now_ms: int) -> str:
+    """What a batch flush released, per webhook, and when the next one comes."""
+    lines = [
+        f"released {answer['released']} held deliveries; next batch flush "
+        f"{when(answer['nextFlushAt'], now_ms=now_ms)}"
+    ]
+    if answer["webhooks"]:
+        lines.append(table(("WEBHOOK", "RELEASED"), sorted(answer["webhooks"].items())))
+    return "\n".join(lines)
+
+
 # --- running the commands -----------------------------------------------------------
 
 
@@ -383,6 +481,10 @@ def run(args: argparse.Namespace, call: Callable[[str, str, Any], Any]) -> int:
         body = call("GET", "/v1/status", None)
         print(json.dumps(body, indent=2) if args.json else status_screen(body, now_ms))
         return EXIT_OK
+    if args.command == "batch":  # the one action: flush
+        body = call("POST", "/v1/batch/flush", None)
+        print(json.dumps(body, indent=2) if args.json else flush_report(body, now_ms))
+        return EXIT_OK
     path = "/v1/webhooks"
     if getattr(args, "webhook_id", None):
         path += "/" + quote(_resolve(args.webhook_id, call), safe="")
@@ -399,14 +501,11 @@ def run(args: argparse.Namespace, call: Callable[[str, str, Any], Any]) -> int:
         call("DELETE", path, None)
         print(f"deleted {args.webhook_id}")
     elif action == "test":
-        body = call("POST", path + "/test", None)
-        if args.json:
-            print(json.dumps(body, indent=2))
+        if args.draft:  # POST /v1/webhooks/test with the body `add` would send
+            body = call("POST", path + "/test", webhook_body(args))
         else:
-            outcome = f"HTTP {body['status']}" if body["status"] is not None else body["error"]
-            print(f"{'ok' if body['ok'] else 'FAILED'}: {outcome} in {body['durationMs']} ms")
-            if body["responseBody"]:
-                print(body["responseBody"])
+            body = call("POST", path + "/test", None)
+        print(json.dumps(body, indent=2) if args.json else delivery_test_report(body))
         return EXIT_OK if body["ok"] else 1
     elif action in ("secret", "rotate-secret"):
         body = call(

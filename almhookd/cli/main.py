@@ -20,6 +20,7 @@ from almhookd import __version__
 from almhookd.auth import read_generated_token
 from almhookd.cli import client as commands_module
 from almhookd.cli.client import CommandFailed
+from almhookd.cli.events import MARKDOWN_COMMAND, run_events
 from almhookd.config import Config, load_config, parse_duration, parse_listen, render_config
 from almhookd.errors import ConfigError
 
@@ -58,6 +59,26 @@ def _parser() -> argparse.ArgumentParser:
     emit.add_argument("--file", metavar="FILE", help="JSON file to send as is ('-': stdin)")
     with_endpoint(emit)
     commands_module.add_parsers(commands, with_client)
+
+    events = commands.add_parser(
+        "events",
+        help="list the event catalogue (no running daemon needed)",
+        description="List the platform's events: name, kind (realtime or batch) and "
+        "description. Reads the catalogue built into this almhookd, not a daemon, so it "
+        "works on a fresh install with nothing running; a daemon serves the same "
+        "document at GET /v1/catalogue.",
+    )
+    output = events.add_mutually_exclusive_group()
+    output.add_argument(
+        "--json",
+        action="store_true",
+        help="print the document GET /v1/catalogue answers, with each event's data fields",
+    )
+    output.add_argument(
+        "--markdown",
+        action="store_true",
+        help=f"print docs/EVENTS.md (regenerate it with: {MARKDOWN_COMMAND})",
+    )
 
     listen = commands.add_parser(
         "listen", help="run a receiver that verifies and prints what almhookd sends"
@@ -134,6 +155,7 @@ def with_client(sub: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    commands_module.check_usage(args)
     try:
         if args.command == "run":
             from almhookd.service.daemon import run
@@ -162,7 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             except ValueError as error:
                 print(f"almhookd listen: {error}", file=sys.stderr)
                 return EXIT_USAGE
-        if args.command in ("webhooks", "status"):
+        if args.command == "events":
+            return run_events(args)
+        if args.command in ("webhooks", "status", "batch"):
             endpoint = resolve_endpoint(args, os.environ, prefer_ingest=False)
             return commands_module.run(
                 args, lambda method, path, body: _call(endpoint, method, path, body)

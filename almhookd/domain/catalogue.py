@@ -2,14 +2,17 @@
 
 Pure: no I/O, no clock. Names are the canonical ones; the typos of the public samples
 (``learning_program``, real-time names on batch events) are not accepted as names.
+``catalogue_document()`` is the catalogue as ``GET /v1/catalogue``, ``almhookd events
+--json`` and ``docs/EVENTS.md`` show it: all three are made from :data:`CATALOGUE`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Final
+from types import MappingProxyType
+from typing import Any, Final, Literal
 
 from almhookd.errors import Problem
 
@@ -43,9 +46,24 @@ class FieldType(Enum):
             return f"expected one of {', '.join(LO_TYPES)}, got {value!r}"
         return None
 
+    def describe(self) -> dict[str, Any]:
+        """The type for machines: its JSON type, and the values or range it allows."""
+        if self is FieldType.LO_TYPE:
+            return {"type": "string", "enum": list(LO_TYPES)}
+        if self is FieldType.PERCENT:
+            return {"type": "number", "minimum": 0, "maximum": 100}
+        return {"type": _JSON_TYPES[self]}
+
 
 #: Learning-object types as the platform's API spells them.
 LO_TYPES: Final = ("course", "learningProgram", "certification", "jobAid")
+
+_JSON_TYPES: Final[Mapping[FieldType, str]] = {
+    FieldType.INTEGER: "integer",
+    FieldType.NUMBER: "number",
+    FieldType.STRING: "string",
+    FieldType.BOOLEAN: "boolean",
+}
 
 INT, STR, BOOL = FieldType.INTEGER, FieldType.STRING, FieldType.BOOLEAN
 _LEARNER_RECORD: Final = {
@@ -87,31 +105,93 @@ def _accepts(field_type: FieldType) -> Callable[[Any], bool]:
     return lambda value: type(value) is str and bool(value.strip())
 
 
+#: No optional fields: the platform's samples carry exactly the fields SPEC.md lists.
+NO_FIELDS: Final[Mapping[str, FieldType]] = MappingProxyType({})
+
+Kind = Literal["realtime", "batch"]
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class EventType:
     name: str
     realtime: bool
+    #: the required ``data`` fields, in the order the documentation lists them
     fields: Mapping[str, FieldType]
     description: str
+    #: fields that may be missing; when present they must have their type
+    optional: Mapping[str, FieldType] = field(default_factory=lambda: NO_FIELDS)
     checks: tuple[tuple[str, Callable[[Any], bool]], ...] = ()
+    optional_checks: tuple[tuple[str, Callable[[Any], bool]], ...] = ()
+
+    @property
+    def kind(self) -> Kind:
+        return "realtime" if self.realtime else "batch"
 
     def accepts(self, data: dict[str, Any]) -> bool:
         """Whether ``data`` is valid (the fast path; ``validate_data`` says why not)."""
-        for key, accepts in self.checks:  # noqa: SIM110 - a plain loop is the fast path
+        for key, accepts in self.checks:  # plain loops: the fast path
             if key not in data or not accepts(data[key]):
+                return False
+        for key, accepts in self.optional_checks:
+            if key in data and not accepts(data[key]):
                 return False
         return True
 
+    def problems(self, data: Any, path: str) -> list[Problem]:
+        """What is wrong with ``data`` (``path`` names it); extra fields are allowed."""
+        if not isinstance(data, dict):
+            return [Problem(path=path, message="expected a JSON object")]
+        problems = []
+        for key, field_type in self.fields.items():
+            if key not in data:
+                problems.append(Problem(path=f"{path}.{key}", message="required"))
+                continue
+            wrong = field_type.check(data[key])
+            if wrong:
+                problems.append(Problem(path=f"{path}.{key}", message=wrong))
+        for key, field_type in self.optional.items():
+            wrong = field_type.check(data[key]) if key in data else None
+            if wrong:
+                problems.append(Problem(path=f"{path}.{key}", message=wrong))
+        return problems
 
-def _type(
-    name: str, realtime: bool, fields: Mapping[str, FieldType], description: str
+    def document(self) -> dict[str, Any]:
+        """This event in the catalogue document: required fields first, then optional."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "description": self.description,
+            "fields": [
+                _field_document(key, field_type, required=required)
+                for fields, required in ((self.fields, True), (self.optional, False))
+                for key, field_type in fields.items()
+            ],
+        }
+
+
+def _field_document(name: str, field_type: FieldType, *, required: bool) -> dict[str, Any]:
+    """``{"name", "type", "required"}``, then ``enum`` or ``minimum`` and ``maximum``."""
+    described = field_type.describe()
+    return {"name": name, "type": described.pop("type"), "required": required, **described}
+
+
+def event_type(
+    name: str,
+    realtime: bool,
+    fields: Mapping[str, FieldType],
+    description: str,
+    *,
+    optional: Mapping[str, FieldType] = NO_FIELDS,
 ) -> EventType:
+    """An :class:`EventType` with the fast checks of its fields built."""
     return EventType(
         name=name,
         realtime=realtime,
         fields=fields,
         description=description,
+        optional=optional,
         checks=tuple((key, _accepts(field_type)) for key, field_type in fields.items()),
+        optional_checks=tuple((key, _accepts(field_type)) for key, field_type in optional.items()),
     )
 
 
@@ -119,110 +199,122 @@ CATALOGUE: Final[Mapping[str, EventType]] = {
     t.name: t
     for t in (
         # Real-time: sent as they happen.
-        _type(
+        event_type(
             "CI_STATS", True, SEATS, "seat or waitlist availability of a course instance changed"
         ),
-        _type("COURSE_ENROLLMENT", True, ENROLMENT, "a learner enrolled in a course"),
-        _type("COURSE_COMPLETED", True, COMPLETION_WITH_RESULT, "a learner completed a course"),
-        _type("LEARNING_PATH_ENROLLMENT", True, ENROLMENT, "a learner enrolled in a learning path"),
-        _type(
+        event_type("COURSE_ENROLLMENT", True, ENROLMENT, "a learner enrolled in a course"),
+        event_type(
+            "COURSE_COMPLETED", True, COMPLETION_WITH_RESULT, "a learner completed a course"
+        ),
+        event_type(
+            "LEARNING_PATH_ENROLLMENT", True, ENROLMENT, "a learner enrolled in a learning path"
+        ),
+        event_type(
             "LEARNING_PATH_COMPLETED",
             True,
             COMPLETION_WITH_RESULT,
             "a learner completed a learning path",
         ),
-        _type("CERTIFICATION_ENROLLMENT", True, ENROLMENT, "a learner enrolled in a certification"),
-        _type("CERTIFICATION_COMPLETED", True, COMPLETION, "a learner completed a certification"),
-        _type("COURSE_UNENROLLMENT", True, UNENROLMENT, "a learner unenrolled from a course"),
-        _type(
+        event_type(
+            "CERTIFICATION_ENROLLMENT", True, ENROLMENT, "a learner enrolled in a certification"
+        ),
+        event_type(
+            "CERTIFICATION_COMPLETED", True, COMPLETION, "a learner completed a certification"
+        ),
+        event_type("COURSE_UNENROLLMENT", True, UNENROLMENT, "a learner unenrolled from a course"),
+        event_type(
             "LEARNING_PATH_UNENROLLMENT",
             True,
             UNENROLMENT,
             "a learner unenrolled from a learning path",
         ),
-        _type(
+        event_type(
             "CERTIFICATION_UNENROLLMENT",
             True,
             UNENROLMENT,
             "a learner unenrolled from a certification",
         ),
-        _type(
+        event_type(
             "LEARNING_OBJECT_DRAFT", True, LEARNING_OBJECT, "a learning object was created as draft"
         ),
-        _type("LEARNING_OBJECT_DELETION", True, LEARNING_OBJECT, "a learning object was deleted"),
-        _type(
+        event_type(
+            "LEARNING_OBJECT_DELETION", True, LEARNING_OBJECT, "a learning object was deleted"
+        ),
+        event_type(
             "LEARNING_OBJECT_MODIFICATION", True, LEARNING_OBJECT, "a learning object was modified"
         ),
-        _type(
+        event_type(
             "LEARNING_OBJECT_INSTANCE_MODIFICATION",
             True,
             LEARNING_OBJECT_INSTANCE,
             "a learning object instance was created or modified",
         ),
-        _type(
+        event_type(
             "LEARNING_OBJECT_INSTANCE_DELETION",
             True,
             LEARNING_OBJECT_INSTANCE,
             "a learning object instance was deleted",
         ),
         # Non-real-time: collected and sent in scheduled batches.
-        _type("COURSE_ENROLLMENT_BATCH", False, ENROLMENT, "learners were enrolled in a course"),
-        _type(
+        event_type(
+            "COURSE_ENROLLMENT_BATCH", False, ENROLMENT, "learners were enrolled in a course"
+        ),
+        event_type(
             "COURSE_COMPLETED_BATCH",
             False,
             COMPLETION_WITH_RESULT,
             "a course was marked completed for learners",
         ),
-        _type(
+        event_type(
             "LEARNING_PATH_ENROLLMENT_BATCH",
             False,
             ENROLMENT,
             "learners were enrolled in a learning path",
         ),
-        _type(
+        event_type(
             "LEARNING_PATH_COMPLETED_BATCH",
             False,
             COMPLETION_WITH_RESULT,
             "a learning path was marked completed for learners",
         ),
-        _type(
+        event_type(
             "CERTIFICATION_ENROLLMENT_BATCH",
             False,
             ENROLMENT,
             "learners were enrolled in a certification",
         ),
-        _type(
+        event_type(
             "CERTIFICATION_COMPLETED_BATCH",
             False,
             COMPLETION,
             "a certification was marked completed for learners",
         ),
-        _type("LEARNER_PROGRESS", False, PROGRESS, "a learner completed a module"),
-        _type(
+        event_type("LEARNER_PROGRESS", False, PROGRESS, "a learner completed a module"),
+        event_type(
             "COURSE_UNENROLLMENT_BATCH",
             False,
             UNENROLMENT,
             "learners were unenrolled from a course",
         ),
-        _type(
+        event_type(
             "LEARNING_PATH_UNENROLLMENT_BATCH",
             False,
             UNENROLMENT,
             "learners were unenrolled from a learning path",
         ),
-        _type(
+        event_type(
             "CERTIFICATION_UNENROLLMENT_BATCH",
             False,
             UNENROLMENT,
             "learners were unenrolled from a certification",
         ),
-        _type(
+        event_type(
             "LEARNING_OBJECT_MODIFICATION_BATCH",
             False,
             LEARNING_OBJECT,
             "a learning object was modified through the migration workflow",
         ),
-        _type(
+        event_type(
             "LEARNING_OBJECT_INSTANCE_MODIFICATION_BATCH",
             False,
             LEARNING_OBJECT_INSTANCE,
@@ -248,18 +340,15 @@ def suggest_event_name(name: str) -> str | None:
 
 def validate_data(event_name: str, data: Any, path: str) -> list[Problem]:
     """The problems of one event's ``data`` object; extra fields are allowed and kept."""
-    event_type = CATALOGUE[event_name]
-    if not isinstance(data, dict):
-        return [Problem(path=path, message="expected a JSON object")]
-    problems = []
-    for key, field_type in event_type.fields.items():
-        if key not in data:
-            problems.append(Problem(path=f"{path}.{key}", message="required"))
-            continue
-        wrong = field_type.check(data[key])
-        if wrong:
-            problems.append(Problem(path=f"{path}.{key}", message=wrong))
-    return problems
+    return CATALOGUE[event_name].problems(data, path)
+
+
+def catalogue_document() -> dict[str, Any]:
+    """``{"events": [{"name", "kind", "description", "fields": [{"name", "type",
+    "required", …}]}]}`` in the catalogue's order, which is SPEC.md's: the 15 real-time
+    events, then the 12 batched ones. A field's type is its JSON type; a
+    learning-object type adds ``enum``, a percentage ``minimum`` and ``maximum``."""
+    return {"events": [t.document() for t in CATALOGUE.values()]}
 
 
 _SAMPLE_VALUES: Final[Mapping[str, Any]] = {

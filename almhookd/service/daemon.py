@@ -34,6 +34,7 @@ from almhookd.api.common import ServerState, body_memory_budget
 from almhookd.api.server import ConnectionGuard, GuardedRunner
 from almhookd.auth import TokenChecker, ensure_admin_token
 from almhookd.config import Config, ListenAddress, load_config
+from almhookd.console import setup as setup_console
 from almhookd.delivery.dispatcher import Dispatcher
 from almhookd.delivery.flusher import BatchScheduler
 from almhookd.delivery.notify import Notifier
@@ -130,6 +131,7 @@ async def serve(
             sender=sender,
             metrics=metrics,
         )
+        setup_console(app)
         app.middlewares.append(body_memory_budget())
         runner = GuardedRunner(
             app,

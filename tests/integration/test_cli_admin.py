@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import errno
 import json
 import os
 import re
 import stat
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ from almhookd.cli import client as commands
 from tests.support import samples
 from tests.support.http_receiver import Receiver
 from tests.support.running import Running, daemon_config, running_daemon
-from tests.support.tokens import ADMIN_TOKEN
+from tests.support.tokens import ADMIN_TOKEN, INGEST_TOKEN
 from tests.support.verifier import verify
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,10 +34,7 @@ async def daemon(tmp_path: Path) -> AsyncIterator[Running]:
 
 async def cli(daemon: Running, *args: str, token: str = ADMIN_TOKEN) -> tuple[int, str, str]:
     """Run ``almhookd`` as a subprocess while the daemon keeps serving in this loop."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "almhookd",
+    return await almhookd(
         *args,
         env={
             **os.environ,
@@ -43,6 +42,16 @@ async def cli(daemon: Running, *args: str, token: str = ADMIN_TOKEN) -> tuple[in
             "ALMHOOKD_ADMIN_TOKEN": token,
             "ALMHOOKD_CONFIG": "/nonexistent/almhookd.toml",
         },
+    )
+
+
+async def almhookd(*args: str, env: Mapping[str, str]) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "almhookd",
+        *args,
+        env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -160,6 +169,147 @@ async def test_a_failing_test_delivery_exits_1(daemon: Running) -> None:
     )
     code, out, _ = await cli(daemon, "webhooks", "test", hook["id"])
     assert code == 1 and out.startswith("FAILED: cannot connect")
+
+
+# --- `events`, `batch flush`, `webhooks test --draft` --------------------------------
+
+
+async def test_events_needs_no_daemon_and_prints_what_the_api_serves(daemon: Running) -> None:
+    nowhere = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("ALMHOOKD_")},
+        "ALMHOOKD_URL": "http://127.0.0.1:9",  # nothing listens there
+        "ALMHOOKD_CONFIG": "/nonexistent/almhookd.toml",
+    }
+    code, out, err = await almhookd("events", env=nowhere)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == ["NAME", "KIND", "DESCRIPTION"] and len(lines) == 1 + 27
+    assert lines[1].split()[:2] == ["CI_STATS", "realtime"]
+    assert lines[-1].split()[:2] == ["LEARNING_OBJECT_INSTANCE_MODIFICATION_BATCH", "batch"]
+
+    code, out, err = await almhookd("events", "--json", env=nowhere)
+    assert code == 0, err
+    status, served, _ = await daemon.call("GET", "/v1/catalogue", token=INGEST_TOKEN)
+    assert status == 200 and json.loads(out) == served
+
+
+async def test_batch_flush_releases_the_held_events_now(tmp_path: Path, receiver: Receiver) -> None:
+    # A daily flush: none falls due while the test runs (but at midnight UTC).
+    async with running_daemon(daemon_config(tmp_path, '[batch]\ninterval = "24h"\n')) as daemon:
+        _, hook, _ = await daemon.call(
+            "POST",
+            "/v1/webhooks",
+            {"name": "nightly", "targetUrl": receiver.url, "events": ["COURSE_ENROLLMENT_BATCH"]},
+        )
+        event = samples.event("COURSE_ENROLLMENT_BATCH", eventId="held-1")
+        assert (await daemon.call("POST", "/v1/events", event))[0] == 202
+        _, status, _ = await daemon.call("GET", "/v1/status")
+        assert status["webhooks"][0]["backlog"]["batchHeld"] == 1
+
+        code, out, err = await cli(daemon, "batch", "flush")
+        assert code == 0, err
+        lines = out.splitlines()
+        assert lines[0].startswith("released 1 held deliveries; next batch flush 20"), out
+        assert [line.split() for line in lines[1:]] == [["WEBHOOK", "RELEASED"], [hook["id"], "1"]]
+        await daemon.until_delivered(hook["id"], "held-1")
+        assert receiver.all_event_ids() == ["held-1"]
+
+        code, out, err = await cli(daemon, "batch", "flush", "--json")
+        assert code == 0, err
+        answer = json.loads(out)
+        assert answer["released"] == 0 and answer["webhooks"] == {}
+        assert answer["nextFlushAt"] > time.time() * 1000
+
+        code, _, err = await cli(daemon, "batch", "flush", token=INGEST_TOKEN)
+        assert code == 1 and "HTTP 403" in err
+
+
+DRAFT = ("webhooks", "test", "--draft", "--name", "draft")
+
+
+async def test_webhooks_test_draft_signs_for_a_real_receiver_and_saves_nothing(
+    daemon: Running, receiver: Receiver
+) -> None:
+    code, out, err = await cli(
+        daemon,
+        *DRAFT,
+        "--target-url",
+        receiver.url,
+        "--events",
+        "COURSE_ENROLLMENT_BATCH",
+        "--events",
+        "CI_STATS",
+        "--auth-type",
+        "signature",
+        "--json",
+    )
+    assert code == 0, err
+    answer = json.loads(out)
+    assert answer["ok"] is True and answer["status"] == 202 and answer["error"] is None
+    assert answer["responseBody"] == "answer 202" and answer["durationMs"] >= 0
+    [request] = receiver.received
+    assert request.headers["almhookd-test"] == "true"
+    assert verify(answer["signingSecret"], request.headers, request.body)
+    assert [e["eventName"] for e in request.payload["events"]] == ["CI_STATS"]  # real-time first
+    assert (await daemon.call("GET", "/v1/webhooks"))[1]["webhooks"] == []
+
+
+async def test_webhooks_test_draft_reports_the_receivers_answer_and_exits_1_on_failure(
+    daemon: Running, receiver: Receiver, tmp_path: Path
+) -> None:
+    password_file = tmp_path / "password"
+    password_file.write_text("s3cret-pass\n")
+    basic = ("--auth-type", "basic", "--auth-username", "lms")
+    draft = (*DRAFT, "--target-url", receiver.url, "--events", "CI_STATS", *basic)
+    receiver.respond(500)
+    code, out, err = await cli(daemon, *draft, "--auth-password-file", str(password_file))
+    assert code == 1, err
+    first, *rest = out.splitlines()
+    assert re.fullmatch(r"FAILED: HTTP 500 in \d+ ms", first), out
+    assert rest == ["answer 500"]
+    credentials = base64.b64encode(b"lms:s3cret-pass").decode()
+    assert receiver.received[-1].headers["Authorization"] == f"Basic {credentials}"
+
+    receiver.respond("redirect")
+    code, out, _ = await cli(daemon, *draft, "--auth-password-file", str(password_file))
+    assert code == 1, out
+    assert re.match(r"FAILED: HTTP 302: redirects are not followed in \d+ ms\n", out), out
+
+    receiver.respond(202)
+    code, out, err = await cli(daemon, *draft, "--auth-password-file", str(password_file))
+    assert code == 0, err
+    assert re.fullmatch(r"ok: HTTP 202 in \d+ ms\nanswer 202\n", out), out
+
+    code, out, _ = await cli(
+        daemon, *DRAFT, "--target-url", "http://127.0.0.1:9/", "--events", "CI_STATS"
+    )
+    assert code == 1 and out.startswith("FAILED: cannot connect"), out
+    code, _, err = await cli(
+        daemon, *DRAFT, "--target-url", receiver.url, "--events", "COURSE_ENROLMENT"
+    )
+    assert code == 1 and "HTTP 422" in err and "did you mean COURSE_ENROLLMENT?" in err
+    assert len(receiver.received) == 3, "refused drafts send nothing"
+    assert (await daemon.call("GET", "/v1/webhooks"))[1]["webhooks"] == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("webhooks", "test"), "give a WEBHOOK to test, or --draft"),
+        (DRAFT, "with --draft the following arguments are required: --target-url, --events"),
+        (("webhooks", "test", "wh_x", "--name", "y", "--inactive"), "only with --draft: --name"),
+        (
+            (*DRAFT, "--target-url", "http://127.0.0.1:9/", "--events", "CI_STATS", "wh_x"),
+            "--draft tests the webhook its flags describe: give no WEBHOOK",
+        ),
+    ],
+)
+async def test_webhooks_test_usage_errors_exit_2(
+    daemon: Running, args: tuple[str, ...], message: str
+) -> None:
+    code, out, err = await cli(daemon, *args)
+    assert code == 2 and out == ""
+    assert err.startswith("usage: almhookd webhooks test") and message in err, err
 
 
 def readme_walkthrough() -> list[str]:

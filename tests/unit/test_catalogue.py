@@ -8,7 +8,11 @@ import pytest
 from almhookd.domain.catalogue import (
     BATCH_EVENTS,
     CATALOGUE,
+    LO_TYPES,
     REALTIME_EVENTS,
+    FieldType,
+    catalogue_document,
+    event_type,
     sample_data,
     suggest_event_name,
     validate_data,
@@ -160,3 +164,120 @@ def test_learning_path_and_certification_samples_are_not_a_courses() -> None:
     assert sample_data("LEARNING_PATH_ENROLLMENT")["loType"] == "learningProgram"
     assert sample_data("CERTIFICATION_UNENROLLMENT_BATCH")["loId"].startswith("certification:")
     assert sample_data("COURSE_COMPLETED")["loId"].startswith("course:")
+
+
+# --- the catalogue document (GET /v1/catalogue, almhookd events, docs/EVENTS.md) ------
+
+
+def test_the_document_lists_the_events_in_the_order_of_the_spec() -> None:
+    """SPEC.md's tables: the 15 real-time events, then the 12 batched ones (``samples``
+    lists them in that order, written out from SPEC.md apart from the catalogue)."""
+    events = catalogue_document()["events"]
+    assert [e["name"] for e in events] == [*samples.REALTIME, *samples.BATCH]
+    assert [e["kind"] for e in events] == ["realtime"] * 15 + ["batch"] * 12
+    assert all(set(e) == {"name", "kind", "description", "fields"} for e in events)
+    assert events[1]["description"] == "a learner enrolled in a course"
+
+
+#: The JSON type a field's value has in the hand-written samples.
+_JSON_TYPE_OF_VALUE = {bool: "boolean", int: "integer", float: "number", str: "string"}
+
+
+@pytest.mark.parametrize("name", sorted(samples.ALL))
+def test_the_document_names_the_fields_of_each_sample_with_their_types(name: str) -> None:
+    [event] = [e for e in catalogue_document()["events"] if e["name"] == name]
+    sample = samples.ALL[name]
+    assert [f["name"] for f in event["fields"]] == list(sample)
+    for field in event["fields"]:
+        assert field["required"] is True, field  # SPEC.md lists no optional field
+        expected = _JSON_TYPE_OF_VALUE[type(sample[field["name"]])]
+        if field["name"] == "progressPercent":  # a number, whole in the sample
+            expected = "number"
+        assert field["type"] == expected, (name, field)
+
+
+def test_the_document_gives_the_values_a_field_allows() -> None:
+    fields = {f["name"]: f for f in catalogue_document()["events"][21]["fields"]}
+    assert catalogue_document()["events"][21]["name"] == "LEARNER_PROGRESS"
+    assert fields["loType"] == {
+        "name": "loType",
+        "type": "string",
+        "required": True,
+        "enum": ["course", "learningProgram", "certification", "jobAid"],
+    }
+    assert fields["progressPercent"] == {
+        "name": "progressPercent",
+        "type": "number",
+        "required": True,
+        "minimum": 0,
+        "maximum": 100,
+    }
+    assert fields["userId"] == {"name": "userId", "type": "integer", "required": True}
+
+
+@pytest.mark.parametrize(
+    ("field_type", "described"),
+    [
+        (FieldType.INTEGER, {"type": "integer"}),
+        (FieldType.NUMBER, {"type": "number"}),
+        (FieldType.STRING, {"type": "string"}),
+        (FieldType.BOOLEAN, {"type": "boolean"}),
+        (FieldType.LO_TYPE, {"type": "string", "enum": list(LO_TYPES)}),
+        (FieldType.PERCENT, {"type": "number", "minimum": 0, "maximum": 100}),
+    ],
+)
+def test_every_field_type_is_described_for_machines(
+    field_type: FieldType, described: dict[str, Any]
+) -> None:
+    assert field_type.describe() == described
+
+
+def test_the_document_is_a_new_object_each_time() -> None:
+    first = catalogue_document()
+    first["events"][0]["fields"][0]["required"] = False
+    first["events"].clear()
+    assert len(catalogue_document()["events"]) == 27
+    assert catalogue_document()["events"][0]["fields"][0]["required"] is True
+
+
+# --- optional fields: checked when present, never required ----------------------------
+
+_WITH_OPTIONAL = event_type(
+    "EXAMPLE",
+    False,
+    {"userId": FieldType.INTEGER},
+    "an example",
+    optional={"hasPassed": FieldType.BOOLEAN},
+)
+
+
+def test_an_optional_field_may_be_missing() -> None:
+    assert _WITH_OPTIONAL.accepts({"userId": 1})
+    assert _WITH_OPTIONAL.problems({"userId": 1}, "data") == []
+
+
+def test_an_optional_field_present_must_have_its_type() -> None:
+    assert _WITH_OPTIONAL.accepts({"userId": 1, "hasPassed": True})
+    assert not _WITH_OPTIONAL.accepts({"userId": 1, "hasPassed": "yes"})
+    problems = _WITH_OPTIONAL.problems({"hasPassed": "yes"}, "events[2].data")
+    assert [(p.path, p.message) for p in problems] == [
+        ("events[2].data.userId", "required"),
+        ("events[2].data.hasPassed", "expected a boolean"),
+    ]
+
+
+def test_optional_fields_follow_the_required_ones_in_the_document() -> None:
+    assert _WITH_OPTIONAL.kind == "batch"
+    assert _WITH_OPTIONAL.document() == {
+        "name": "EXAMPLE",
+        "kind": "batch",
+        "description": "an example",
+        "fields": [
+            {"name": "userId", "type": "integer", "required": True},
+            {"name": "hasPassed", "type": "boolean", "required": False},
+        ],
+    }
+
+
+def test_the_catalogue_declares_no_optional_field() -> None:
+    assert all(not t.optional and not t.optional_checks for t in CATALOGUE.values())
