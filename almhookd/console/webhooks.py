@@ -1,6 +1,6 @@
 """The webhooks list, the console's home page.
 
-Built on the admin API's own functions (:func:`almhookd.api.admin.webhook_document`),
+Built on the admin API's own functions (:func:`almhookd.api.actions.webhook_document`),
 so the page and ``GET /v1/webhooks`` can never disagree.
 """
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from almhookd.api.admin import webhook_document
+from almhookd.api.actions import webhook_document
 from almhookd.api.common import CLOCK, STATE, STORE
 from almhookd.console.common import page, render
 from almhookd.console.sessions import Session
@@ -46,7 +46,7 @@ def until(now_ms: int, then_ms: int | None) -> str:
 async def webhooks_list(request: web.Request, session: Session) -> web.StreamResponse:
     webhooks = await request.app[STORE].list_webhooks()
     documents: list[dict[str, Any]] = [
-        await webhook_document(request, webhook) for webhook in webhooks
+        await webhook_document(request.app, webhook) for webhook in webhooks
     ]
     limit = request.app[STATE].config.delivery.max_webhooks
     now_ms = int(request.app[CLOCK]() * 1000)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from almhookd.api import admin
+from almhookd.api import actions
 from almhookd.domain.catalogue import CATALOGUE
 from almhookd.domain.events import parse_ingest
 from almhookd.domain.webhooks import parse_new_webhook, unsaved_webhook
@@ -51,7 +51,7 @@ def test_the_test_body_of_every_event_is_an_event_the_ingest_accepts(name: str) 
         ),
         now_ms=NOW_MS,
     )
-    document = json.loads(admin._test_body(draft, 1010, NOW_MS))
+    document = json.loads(actions._test_body(draft, 1010, NOW_MS))
     assert document["accountId"] == 1010
     check_the_sample(document, name)
 
