@@ -4,74 +4,20 @@ tests (``tests/browser``) drive the same pages in Chromium."""
 
 from __future__ import annotations
 
-import re
-from collections.abc import AsyncIterator
 from http.cookies import SimpleCookie
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 from structlog.testing import capture_logs
 
-from almhookd.api.app import create_app
 from almhookd.api.common import STATE
 from almhookd.auth import TokenChecker
 from almhookd.config import Config, Secret
-from almhookd.console import setup
-from almhookd.console.common import ConsoleState
 from almhookd.console.sessions import SESSION_SECONDS
 from almhookd.domain.webhooks import NewWebhook
 from almhookd.storage.sqlite import SqliteStorage
 from tests.support.clock import FakeClock
+from tests.support.console import Client, RecordedSleep, hidden, sign_in
 from tests.support.tokens import ADMIN_TOKEN, INGEST_TOKEN
-
-Client = TestClient[web.Request, web.Application]
-
-
-class RecordedSleep:
-    """The throttle's sleep, recorded instead of waited."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.delays.append(seconds)
-
-
-@pytest.fixture
-def slept() -> RecordedSleep:
-    return RecordedSleep()
-
-
-@pytest.fixture
-async def console(
-    store: SqliteStorage, config: Config, clock: FakeClock, slept: RecordedSleep
-) -> AsyncIterator[Client]:
-    app = create_app(
-        store=store,
-        config=config,
-        clock=clock,
-        tokens=TokenChecker(admin=Secret(ADMIN_TOKEN), ingest=Secret(INGEST_TOKEN)),
-    )
-    setup(app, ConsoleState(sleep=slept))
-    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
-        yield client
-
-
-def _hidden(page: str, name: str) -> str:
-    match = re.search(rf'name="{name}" value="([^"]*)"', page)
-    assert match, f"no hidden {name} in the page"
-    return match.group(1)
-
-
-async def _sign_in(client: Client, token: str = ADMIN_TOKEN, next_path: str = "/") -> int:
-    form_page = await (await client.get("/signin")).text()
-    response = await client.post(
-        "/signin",
-        data={"form_token": _hidden(form_page, "form_token"), "token": token, "next": next_path},
-        allow_redirects=False,
-    )
-    return response.status
 
 
 def _set_cookie(response_headers: object, name: str) -> SimpleCookie:
@@ -94,7 +40,7 @@ async def test_every_console_answer_carries_the_security_headers(
     console: Client, path: str
 ) -> None:
     if path != "/signin":  # a signed-in visitor is sent on from the sign-in form
-        await _sign_in(console)
+        await sign_in(console)
     response = await console.get(path, allow_redirects=False)
     assert response.status == 200
     policy = response.headers["Content-Security-Policy"]
@@ -111,7 +57,7 @@ async def test_signing_in_sets_an_http_only_strict_expiring_session_cookie(
     form_page = await (await console.get("/signin")).text()
     response = await console.post(
         "/signin",
-        data={"form_token": _hidden(form_page, "form_token"), "token": ADMIN_TOKEN, "next": "/"},
+        data={"form_token": hidden(form_page, "form_token"), "token": ADMIN_TOKEN, "next": "/"},
         allow_redirects=False,
     )
     assert response.status == 303 and response.headers["Location"] == "/"
@@ -130,7 +76,7 @@ async def test_the_ingest_token_cannot_sign_in_and_the_failure_is_logged_without
     console: Client,
 ) -> None:
     with capture_logs() as logs:
-        status = await _sign_in(console, INGEST_TOKEN)
+        status = await sign_in(console, INGEST_TOKEN)
     assert status == 401
     assert "almhookd_session" not in {c.key for c in console.session.cookie_jar}
     [failed] = [line for line in logs if line["event"] == "console.sign_in_failed"]
@@ -143,16 +89,16 @@ async def test_failed_sign_ins_are_slowed_down_doubling_and_forgotten_on_success
     console: Client, slept: RecordedSleep
 ) -> None:
     for _ in range(5):
-        assert await _sign_in(console, "wrong-token") == 401
+        assert await sign_in(console, "wrong-token") == 401
     assert slept.delays == [0.5, 1.0, 2.0, 4.0]
-    assert await _sign_in(console) == 303
+    assert await sign_in(console) == 303
     assert slept.delays[-1] == 8.0  # the sixth try waited too, then succeeded
     await console.post(
         "/signout",
-        data={"csrf_token": _hidden(await (await console.get("/")).text(), "csrf_token")},
+        data={"csrf_token": hidden(await (await console.get("/")).text(), "csrf_token")},
     )
     slept.delays.clear()
-    assert await _sign_in(console, "wrong-token") == 401
+    assert await sign_in(console, "wrong-token") == 401
     assert slept.delays == []  # the success forgot the earlier failures
 
 
@@ -171,7 +117,7 @@ async def test_a_sign_in_never_sends_the_browser_elsewhere(console: Client, targ
     form_page = await (await console.get("/signin")).text()
     response = await console.post(
         "/signin",
-        data={"form_token": _hidden(form_page, "form_token"), "token": ADMIN_TOKEN, "next": target},
+        data={"form_token": hidden(form_page, "form_token"), "token": ADMIN_TOKEN, "next": target},
         allow_redirects=False,
     )
     assert response.status == 303 and response.headers["Location"] == "/"
@@ -180,7 +126,7 @@ async def test_a_sign_in_never_sends_the_browser_elsewhere(console: Client, targ
 async def test_a_form_without_the_sessions_csrf_token_is_refused_and_changes_nothing(
     console: Client,
 ) -> None:
-    await _sign_in(console)
+    await sign_in(console)
     for data in ({}, {"csrf_token": "forged"}):
         response = await console.post("/signout", data=data, allow_redirects=False)
         assert response.status == 403
@@ -192,11 +138,11 @@ async def test_a_form_without_the_sessions_csrf_token_is_refused_and_changes_not
 async def test_signing_out_ends_the_session_even_for_a_copy_of_its_cookie(
     console: Client,
 ) -> None:
-    await _sign_in(console)
+    await sign_in(console)
     copy = {c.key: c.value for c in console.session.cookie_jar}["almhookd_session"]
     page = await (await console.get("/")).text()
     response = await console.post(
-        "/signout", data={"csrf_token": _hidden(page, "csrf_token")}, allow_redirects=False
+        "/signout", data={"csrf_token": hidden(page, "csrf_token")}, allow_redirects=False
     )
     assert response.status == 303 and response.headers["Location"] == "/signin"
     replayed = await console.get(
@@ -206,14 +152,14 @@ async def test_signing_out_ends_the_session_even_for_a_copy_of_its_cookie(
 
 
 async def test_a_new_admin_token_ends_every_session(console: Client) -> None:
-    await _sign_in(console)
+    await sign_in(console)
     assert (await console.get("/", allow_redirects=False)).status == 200
     console.app[STATE].tokens = TokenChecker(admin=Secret("a-new-admin-token-0123"), ingest=None)
     assert (await console.get("/", allow_redirects=False)).status == 303
 
 
 async def test_a_session_expires(console: Client, clock: FakeClock) -> None:
-    await _sign_in(console)
+    await sign_in(console)
     clock.advance(SESSION_SECONDS - 1)
     assert (await console.get("/", allow_redirects=False)).status == 200
     clock.advance(1)
@@ -221,7 +167,7 @@ async def test_a_session_expires(console: Client, clock: FakeClock) -> None:
 
 
 async def test_a_forged_or_foreign_cookie_is_no_session(console: Client) -> None:
-    await _sign_in(console)
+    await sign_in(console)
     real = {c.key: c.value for c in console.session.cookie_jar}["almhookd_session"]
     session_id = real.split(".")[0]
     console.session.cookie_jar.clear()  # from here on, only the cookie each request names
@@ -246,7 +192,7 @@ async def test_names_and_errors_are_shown_as_text_never_as_markup(
             events=frozenset({"COURSE_ENROLLMENT"}),
         )
     )
-    await _sign_in(console)
+    await sign_in(console)
     page = await (await console.get("/")).text()
     assert "<script>alert(1)</script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
@@ -266,7 +212,7 @@ async def test_the_list_shows_each_webhooks_state_and_the_limit(
         )
     [first, *_] = await store.list_webhooks()
     await store.set_webhook_status(first.id, "disabled", "the receiver answered 410 Gone")
-    await _sign_in(console)
+    await sign_in(console)
     page = await (await console.get("/")).text()
     assert page.count('data-webhook-id="') == config.delivery.max_webhooks
     assert "state-disabled" in page and "the receiver answered 410 Gone" in page
@@ -277,17 +223,17 @@ async def test_the_list_shows_each_webhooks_state_and_the_limit(
 async def test_the_status_page_lists_the_catalogue_and_flush_now_needs_its_token(
     console: Client,
 ) -> None:
-    await _sign_in(console)
+    await sign_in(console)
     page = await (await console.get("/status")).text()
     assert page.count("<code>") >= 27 and "LEARNER_PROGRESS" in page
     response = await console.post(
-        "/status/flush", data={"csrf_token": _hidden(page, "csrf_token")}, allow_redirects=False
+        "/status/flush", data={"csrf_token": hidden(page, "csrf_token")}, allow_redirects=False
     )
     assert response.status == 303 and response.headers["Location"] == "/status?flushed=0"
 
 
 async def test_the_api_still_wants_its_bearer_token(console: Client) -> None:
-    await _sign_in(console)  # a console session is no API credential
+    await sign_in(console)  # a console session is no API credential
     response = await console.get("/v1/webhooks")
     assert response.status == 401
     assert (await response.json())["error"]["code"] == "unauthorized"
