@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test soak lint format bench bench-all bench-full mutation clean install
+.PHONY: run test soak lint format bench bench-all bench-full bench-console mutation clean install
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,11 @@ bench-all: $(BENCH_STAMP)
 ## everything): about two hours on a 2-core machine
 bench-full: $(BENCH_STAMP)
 	$(BIN)/python -m bench.compare --full
+
+## bench-console: the console's pages timed with 5 webhooks and 100,000 retained
+## deliveries (about a minute)
+bench-console: $(STAMP)
+	$(BIN)/python -m bench.console
 
 MUTATION_STAMP := $(VENV)/.mutation-installed
 # The pure modules, and of config.py only the duration functions (mutmut names a mutant

@@ -3,8 +3,9 @@ listener, rendered on the server (no JavaScript needed), signed in with the admi
 
 ``common`` holds what every page shares (headers, sessions, rendering), ``sessions`` the
 signed session cookies, CSRF tokens and the sign-in throttle, ``signin`` signing in and
-out, ``webhooks`` and ``status`` the pages. The pages are built on the admin API's own
-functions (``almhookd.api``), so the two can never disagree.
+out; the pages are ``webhooks`` (the list), ``forms`` (add and edit), ``webhook_page``
+(one webhook, its deliveries and attempts, replay) and ``status``. They are built on the
+admin API's own functions (``almhookd.api.actions``), so the two can never disagree.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
+from almhookd.console import forms, webhook_page
 from almhookd.console.common import CONSOLE, ConsoleState, secured
 from almhookd.console.signin import signin, signin_form, signout
 from almhookd.console.status import flush_now, status_page
@@ -54,3 +56,7 @@ def setup(app: web.Application, state: ConsoleState | None = None) -> None:
     router.add_get("/status", status_page, name="console.status")
     router.add_post("/status/flush", flush_now, name="console.flush")
     router.add_get("/static/{name}", _static, name="console.static")
+    # The form's fixed paths (/webhooks/new) before the page's /webhooks/{webhook_id}:
+    # aiohttp before 3.10 matched routes in the order they were added.
+    forms.add_routes(router)
+    webhook_page.add_routes(router)

@@ -55,6 +55,7 @@ async def webhooks_list(request: web.Request, session: Session) -> web.StreamRes
         "webhooks.html",
         {
             "title": "Webhooks",
+            "deleted": request.query.get("deleted"),
             "webhooks": documents,
             "limit": limit,
             "at_limit": len(documents) >= limit,

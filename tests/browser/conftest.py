@@ -196,8 +196,11 @@ def loopback_guard(package_loopback_guard: LoopbackGuard) -> LoopbackGuard:
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[RunningDaemon]:
     """The real daemon as a subprocess on a free loopback port, with an empty database of
-    its own; stopped with SIGTERM after the test, which fails unless it exits 0."""
-    process = DaemonProcess(write_config(tmp_path))
+    its own, allowed to deliver to receivers on 127.0.0.0/8 (the tests' own); stopped
+    with SIGTERM after the test, which fails unless it exits 0."""
+    process = DaemonProcess(
+        write_config(tmp_path, extra='[delivery]\nallowed_networks = ["127.0.0.0/8"]\n')
+    )
     try:
         process.start()
     except BaseException:

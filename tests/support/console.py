@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from almhookd.api.app import create_app
 from almhookd.auth import TokenChecker
 from almhookd.config import Config, Secret
-from almhookd.console import setup
+from almhookd.console import forms, setup
 from almhookd.console.common import ConsoleState
 from almhookd.storage.sqlite import SqliteStorage
 from tests.support.clock import FakeClock
@@ -48,6 +48,8 @@ async def console(
         tokens=TokenChecker(admin=Secret(ADMIN_TOKEN), ingest=Secret(INGEST_TOKEN)),
     )
     setup(app, ConsoleState(sleep=slept))
+    if "console.webhook_new" not in app.router.named_resources():  # until setup adds them
+        forms.add_routes(app.router)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         yield client
 
