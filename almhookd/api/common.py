@@ -294,5 +294,7 @@ async def webhook_health(store: Storage, webhook: Webhook, now: float) -> dict[s
         "failingSince": epoch_ms(schedule.failing_since),
         "consecutiveFailures": schedule.consecutive_failures,
         "lastError": schedule.last_error,
-        "nextRetryAt": epoch_ms(schedule.next_attempt_at),
+        # An archived or disabled webhook has no worker: nothing is retried until it is
+        # re-activated, whatever its schedule last said.
+        "nextRetryAt": epoch_ms(schedule.next_attempt_at) if webhook.active else None,
     }

@@ -9,8 +9,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from almhookd.api.common import STATE
+from almhookd.domain.policy import Schedule
+from almhookd.domain.webhooks import NewWebhook
 from almhookd.storage.sqlite import SqliteStorage
 from tests.support import samples
+from tests.support.clock import FakeClock
 from tests.support.tokens import ADMIN_TOKEN, admin_headers, ingest_headers
 
 Client = TestClient[web.Request, web.Application]
@@ -225,3 +228,28 @@ async def test_400_for_nan_and_infinity(client: Client, store: SqliteStorage) ->
         assert response.status == 400
         assert "not valid JSON" in (await response.json())["error"]["message"]
     assert await store.count_events() == 0
+
+
+async def test_a_disabled_webhook_shows_no_next_retry(
+    client: Client, store: SqliteStorage, clock: FakeClock
+) -> None:
+    """Disabled (a 410, or failing for the whole retention), its worker has stopped:
+    the retry its last schedule named never comes, so the status does not show it."""
+    webhook = await store.create_webhook(
+        NewWebhook(
+            name="gone",
+            target_url="https://hooks.example.org/in",
+            events=frozenset({"COURSE_ENROLLMENT"}),
+        )
+    )
+    failing = Schedule(consecutive_failures=1, failing_since=clock(), next_attempt_at=clock() + 5)
+    await store.record_attempts(webhook.id, [], schedule=failing)
+    response = await client.get("/v1/status", headers=admin_headers())
+    [shown] = (await response.json())["webhooks"]
+    assert shown["nextRetryAt"] == int((clock() + 5) * 1000)
+    await store.record_attempts(
+        webhook.id, [], schedule=failing, disable_reason="the receiver answered 410 Gone"
+    )
+    response = await client.get("/v1/status", headers=admin_headers())
+    [shown] = (await response.json())["webhooks"]
+    assert shown["status"] == "disabled" and shown["nextRetryAt"] is None

@@ -6,6 +6,7 @@ import json
 import secrets
 import sqlite3
 from collections.abc import Sequence
+from typing import Final
 
 from almhookd.config import Secret
 from almhookd.domain.signing import generate_secret
@@ -28,6 +29,23 @@ from almhookd.storage.sqlite.queries import (
     written_webhook,
 )
 from almhookd.storage.values import AttemptRecord, BacklogSummary, DeliveryRecord, DeliveryStatus
+
+#: A webhook's deliveries as the admin sees them (parameters: webhook id, after seq,
+#: state or NULL, limit): the ``delivery_states`` view's rule, with the webhook's events
+#: being sent read once into a materialized table SQLite indexes for the join. Through
+#: the view, that set was read again for every delivery: with 20,000 pending and 32
+#: batches being sent, a filter matching nothing took 1.2 s instead of milliseconds.
+DELIVERIES_SQL: Final = (
+    "WITH s AS MATERIALIZED (SELECT event_seq, batch_id FROM sending WHERE webhook_id = ?1)"
+    " SELECT d.event_seq, e.event_id, e.event_name, e.ingested_at_ms, d.state,"
+    " d.attempts, d.batch_id, d.delivered_at_ms, d.due_at_ms FROM (SELECT d.webhook_id,"
+    " d.event_seq, d.attempts, d.delivered_at_ms, d.due_at_ms,"
+    " coalesce(d.batch_id, s.batch_id) AS batch_id,"
+    " CASE WHEN s.batch_id IS NOT NULL THEN 'sending' ELSE d.state END AS state"
+    " FROM deliveries AS d LEFT JOIN s ON s.event_seq = d.event_seq AND d.state = 'pending'"
+    " WHERE d.webhook_id = ?1 AND d.event_seq > ?2) AS d JOIN events AS e ON e.seq = d.event_seq"
+    " WHERE (?3 IS NULL OR d.state = ?3) ORDER BY d.event_seq LIMIT ?4"
+)
 
 
 class WebhookOps(SqliteEngine):
@@ -297,14 +315,7 @@ class WebhookOps(SqliteEngine):
         self, webhook_id: str, *, state: DeliveryStatus | None, limit: int, after_seq: int
     ) -> list[DeliveryRecord]:
         """Per-event delivery state in ingest order, after the cursor ``after_seq``."""
-        rows = await self._fetchall(
-            "SELECT d.event_seq, e.event_id, e.event_name, e.ingested_at_ms, d.state,"
-            " d.attempts, d.batch_id, d.delivered_at_ms, d.due_at_ms"
-            " FROM delivery_states AS d JOIN events AS e ON e.seq = d.event_seq"
-            " WHERE d.webhook_id = ? AND d.event_seq > ? AND (? IS NULL OR d.state = ?)"
-            " ORDER BY d.event_seq LIMIT ?",
-            (webhook_id, after_seq, state, state, limit),
-        )
+        rows = await self._fetchall(DELIVERIES_SQL, (webhook_id, after_seq, state, limit))
         return [
             DeliveryRecord(
                 seq=row[0],
