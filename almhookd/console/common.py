@@ -143,6 +143,18 @@ def page(handler: Page) -> Handler:
                 session=session,
                 status=403,
             )
+        except web.HTTPRequestEntityTooLarge:
+            return render(
+                request,
+                "error.html",
+                {
+                    "title": "Too large",
+                    "message": "The form was larger than the daemon takes "
+                    "(server.max_body_bytes); nothing was saved.",
+                },
+                session=session,
+                status=413,
+            )
         except StorageError as error:
             return render(
                 request,

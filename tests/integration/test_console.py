@@ -244,3 +244,21 @@ async def test_the_api_still_wants_its_bearer_token(console: Client) -> None:
 )
 async def test_static_files_are_only_the_consoles_own(console: Client, name: str) -> None:
     assert (await console.get(f"/static/{name}")).status == 404
+
+
+async def test_a_form_too_large_is_an_error_page_and_saves_nothing(
+    console: Client, config: Config
+) -> None:
+    await sign_in(console)
+    page = await (await console.get("/")).text()
+    response = await console.post(
+        "/status/flush",
+        data={
+            "csrf_token": hidden(page, "csrf_token"),
+            "padding": "x" * (config.server.max_body_bytes + 1),
+        },
+        allow_redirects=False,
+    )
+    assert response.status == 413
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert "server.max_body_bytes" in await response.text()
