@@ -189,7 +189,8 @@ class Webhooks(Protocol):
         ...
 
     async def backlog_summary(self, webhook_id: str) -> BacklogSummary:
-        """Outstanding deliveries by kind, and the ingest time of the oldest."""
+        """Outstanding deliveries by kind (``held`` of the batch ones waiting for the
+        flush), and the ingest time of the first outstanding one in ingest order."""
         ...
 
 

@@ -530,22 +530,20 @@ class MemoryStorage:
 
     async def backlog_summary(self, webhook_id: str) -> BacklogSummary:
         await self._enter()
-        groups: dict[tuple[bool, bool], list[int]] = {}
-        for seq, delivery in self._deliveries.get(webhook_id, {}).items():
-            if delivery.state == "pending":
-                event = self._events[seq]
-                key = (event.new.realtime, delivery.due_at_ms is None)
-                groups.setdefault(key, []).append(event.ingested_at_ms)
         summary = BacklogSummary(realtime=0, batch=0, held=0, oldest=None)
-        for (realtime, held), ingested in sorted(groups.items()):  # as SQLite's GROUP BY
-            if realtime:
-                summary["realtime"] += len(ingested)
+        first: int | None = None
+        for seq, delivery in self._deliveries.get(webhook_id, {}).items():
+            if delivery.state != "pending":
+                continue
+            if self._events[seq].new.realtime:
+                summary["realtime"] += 1
             else:
-                summary["batch"] += len(ingested)
-            if held:
-                summary["held"] = len(ingested)
-            oldest = summary["oldest"]
-            summary["oldest"] = min(ingested) if oldest is None else min(oldest, *ingested)
+                summary["batch"] += 1
+            if delivery.due_at_ms is None:
+                summary["held"] += 1
+            first = seq if first is None else min(first, seq)
+        if first is not None:
+            summary["oldest"] = self._events[first].ingested_at_ms
         return summary
 
     # --- Outbox ------------------------------------------------------------------------

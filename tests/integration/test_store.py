@@ -33,6 +33,7 @@ from almhookd.storage.sqlite.queries import (
     SUBSCRIBERS_SQL,
     event_key,
 )
+from almhookd.storage.sqlite.webhooks import BACKLOG_SUMMARY_SQL
 from tests.support import samples
 from tests.support.clock import FakeClock
 from tests.support.events import make_events
@@ -367,6 +368,7 @@ def test_hot_queries_use_their_indexes() -> None:
         "duplicates": "SELECT event_id FROM events WHERE event_key IN (1, 2)",
         "acknowledge": DELIVERED_SQL,
         "subscribers": SUBSCRIBERS_SQL,
+        "backlog summary": BACKLOG_SUMMARY_SQL,
     }
     expected = {
         # Migration 3: a claim and the check below the batches being sent read the
@@ -384,12 +386,56 @@ def test_hot_queries_use_their_indexes() -> None:
         " (webhook_id=? AND event_seq=?)",
         # An ingest commit reads the subscriptions of its events' names only.
         "subscribers": "SEARCH s USING PRIMARY KEY (event_name=?)",
+        # Migration 4: the backlog by kind from the two indexes of pending deliveries,
+        # no event and no row of the table read.
+        "backlog summary": "COVERING INDEX deliveries_ready",
     }
     for name, sql in plans.items():
         plan = " ".join(
             row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, (1,) * sql.count("?"))
         )
         assert expected[name] in plan, (name, plan)
+
+
+async def test_migration_4_gives_each_delivery_its_events_kind(
+    db_path: Path, clock: FakeClock
+) -> None:
+    """A database of schema 3 with pending deliveries of both kinds, released and held:
+    after the upgrade the backlog is counted by kind from the deliveries alone."""
+    from almhookd.storage.sqlite.migrations import MIGRATIONS
+
+    db_path.parent.mkdir(parents=True)
+    db = sqlite3.connect(db_path, isolation_level=None)
+    for number, migration in enumerate(MIGRATIONS[:3], start=1):
+        db.executescript(f"BEGIN;\n{migration}\nPRAGMA user_version = {number};\nCOMMIT;")
+    db.execute(
+        "INSERT INTO webhooks (id, name, target_url, created_at_ms, updated_at_ms)"
+        " VALUES ('wh_1', 'one', 'https://example.invalid/hook', 0, 0)"
+    )
+    db.executemany(
+        "INSERT INTO events (seq, event_key, event_id, event_name, account_id, timestamp_ms,"
+        " realtime, ingested_at_ms, body) VALUES (?, ?, ?, ?, 7, 0, ?, ?, ?)",
+        [
+            (1, event_key("ev-1"), "ev-1", "COURSE_ENROLLMENT", 1, 500, '{"eventId":"ev-1"}'),
+            (2, event_key("ev-2"), "ev-2", "COURSE_ENROLLMENT_BATCH", 0, 600, "{}"),
+            (3, event_key("ev-3"), "ev-3", "COURSE_ENROLLMENT_BATCH", 0, 700, "{}"),
+        ],
+    )
+    db.execute(
+        "INSERT INTO deliveries (webhook_id, event_seq, state, due_at_ms)"
+        " VALUES ('wh_1', 1, 'pending', 500), ('wh_1', 2, 'pending', 650),"
+        " ('wh_1', 3, 'pending', NULL)"
+    )
+    db.close()
+    store = await Store.open(db_path, clock=clock)
+    try:
+        summary = await store.backlog_summary("wh_1")
+        assert summary == {"realtime": 1, "batch": 2, "held": 1, "oldest": 500}
+    finally:
+        await store.close()
+    with sqlite3.connect(db_path) as db:
+        kinds = db.execute("SELECT event_seq, realtime FROM deliveries ORDER BY 1").fetchall()
+    assert kinds == [(1, 1), (2, 0), (3, 0)]
 
 
 async def test_migration_2_keeps_a_batch_being_sent(db_path: Path, clock: FakeClock) -> None:

@@ -50,7 +50,7 @@ def insert_events(
         subscribers.setdefault(event_name, []).append(webhook_id)
     seq = db.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
     rows: list[tuple[object, ...]] = []
-    deliveries: list[tuple[str, int, int | None]] = []
+    deliveries: list[tuple[str, int, int | None, int]] = []
     results = []
     for pending in group:
         names: list[str] = []
@@ -74,8 +74,9 @@ def insert_events(
                 )
             )
             due = now_ms if event.realtime else None
+            kind = int(event.realtime)
             deliveries.extend(
-                (webhook, seq, due) for webhook in subscribers.get(event.event_name, ())
+                (webhook, seq, due, kind) for webhook in subscribers.get(event.event_name, ())
             )
         results.append(
             AppendResult(
@@ -93,8 +94,8 @@ def insert_events(
     )
     insert_many(
         db,
-        "INSERT INTO deliveries (webhook_id, event_seq, state, due_at_ms) VALUES ",
-        "(?, ?, 'pending', ?)",
+        "INSERT INTO deliveries (webhook_id, event_seq, state, due_at_ms, realtime) VALUES ",
+        "(?, ?, 'pending', ?, ?)",
         deliveries,
     )
     return results

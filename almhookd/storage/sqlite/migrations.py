@@ -189,6 +189,17 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE INDEX deliveries_ready ON deliveries (webhook_id, event_seq, due_at_ms, state)
         WHERE state = 'pending' AND due_at_ms IS NOT NULL;
     """,
+    # 4: a delivery knows its event's kind, and the ready index carries it, so a
+    # webhook's backlog by kind is counted in the two indexes of pending deliveries alone,
+    # without looking up each event (a held delivery is always of a batch event).
+    """
+    ALTER TABLE deliveries ADD COLUMN realtime INTEGER NOT NULL DEFAULT 1;
+    UPDATE deliveries SET realtime = 0
+        WHERE event_seq IN (SELECT seq FROM events WHERE realtime = 0);
+    DROP INDEX deliveries_ready;
+    CREATE INDEX deliveries_ready ON deliveries (webhook_id, event_seq, due_at_ms, state, realtime)
+        WHERE state = 'pending' AND due_at_ms IS NOT NULL;
+    """,
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

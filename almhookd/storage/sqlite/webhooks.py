@@ -22,7 +22,6 @@ from almhookd.errors import (
 )
 from almhookd.storage.sqlite.engine import SqliteEngine
 from almhookd.storage.sqlite.queries import (
-    OUTSTANDING_SQL,
     SELECT_WEBHOOKS,
     event_key,
     webhook_from_row,
@@ -47,6 +46,17 @@ DELIVERIES_SQL: Final = (
     " FROM deliveries AS d WHERE d.webhook_id = ?1 AND d.event_seq > ?2) AS d"
     " JOIN events AS e ON e.seq = d.event_seq"
     " WHERE (?3 IS NULL OR d.state = ?3) ORDER BY d.event_seq LIMIT ?4"
+)
+
+
+#: A webhook's pending deliveries by kind (parameters: the webhook id, twice): released ones by
+#: their event's kind, held ones (always of batch events), each with the lowest seq.
+#: Index only: with 20,000 pending, joining each to its event took 9 to 10 ms.
+BACKLOG_SUMMARY_SQL: Final = (
+    "SELECT realtime, 0, count(*), min(event_seq) FROM deliveries INDEXED BY deliveries_ready"
+    " WHERE webhook_id = ? AND state = 'pending' AND due_at_ms IS NOT NULL GROUP BY realtime"
+    " UNION ALL SELECT 0, 1, count(*), min(event_seq) FROM deliveries INDEXED BY deliveries_held"
+    " WHERE webhook_id = ? AND state = 'pending' AND due_at_ms IS NULL"
 )
 
 
@@ -268,7 +278,7 @@ class WebhookOps(SqliteEngine):
         """
         if event_ids is not None:
             selection = (
-                "SELECT e.seq FROM events AS e WHERE e.event_key IN"
+                "SELECT e.seq, e.realtime FROM events AS e WHERE e.event_key IN"
                 " (SELECT value FROM json_each(?)) AND e.event_id IN"
                 " (SELECT value FROM json_each(?))"
             )
@@ -277,7 +287,7 @@ class WebhookOps(SqliteEngine):
                 json.dumps(list(event_ids)),
             ]
         else:
-            selection = "SELECT e.seq FROM events AS e WHERE e.ingested_at_ms >= ?"
+            selection = "SELECT e.seq, e.realtime FROM events AS e WHERE e.ingested_at_ms >= ?"
             parameters = [since_ms or 0]
         subscribed = (
             " AND e.ingested_at_ms >= ? AND e.event_name IN"
@@ -289,8 +299,8 @@ class WebhookOps(SqliteEngine):
         # The WHERE clause also tells SQLite's parser that ON CONFLICT is the upsert's,
         # not a join constraint.
         upsert = (
-            "INSERT INTO deliveries (webhook_id, event_seq, state, due_at_ms)"  # noqa: S608 - fixed SQL
-            f" SELECT ?, e.seq, 'pending', ? FROM ({selection + subscribed}) AS e"
+            "INSERT INTO deliveries (webhook_id, event_seq, state, due_at_ms, realtime)"  # noqa: S608 - fixed SQL
+            f" SELECT ?, e.seq, 'pending', ?, e.realtime FROM ({selection + subscribed}) AS e"
             " WHERE e.seq NOT IN (SELECT event_seq FROM sending WHERE webhook_id = ?)"
             " ON CONFLICT (webhook_id, event_seq) DO UPDATE SET state = 'pending',"
             " due_at_ms = excluded.due_at_ms, batch_id = NULL"
@@ -359,20 +369,24 @@ class WebhookOps(SqliteEngine):
 
     async def backlog_summary(self, webhook_id: str) -> BacklogSummary:
         """Outstanding deliveries of a webhook: real-time, batch (held or released), and
-        the ingest time of the oldest one."""
-        rows = await self._fetchall(
-            "SELECT e.realtime, d.due_at_ms IS NULL, count(*), min(e.ingested_at_ms) FROM"  # noqa: S608 - a constant subquery
-            f" ({OUTSTANDING_SQL}) AS d JOIN events AS e ON e.seq = d.event_seq GROUP BY 1, 2",
-            (webhook_id, webhook_id),
-        )
+        the ingest time of the first in ingest order. Counted in the two indexes of
+        pending deliveries alone (:data:`BACKLOG_SUMMARY_SQL`), then one event read."""
+        rows = await self._fetchall(BACKLOG_SUMMARY_SQL, (webhook_id, webhook_id))
         summary = BacklogSummary(realtime=0, batch=0, held=0, oldest=None)
-        for realtime, held, count, oldest in rows:
+        first: int | None = None
+        for realtime, held, count, lowest in rows:
+            if not count:
+                continue
             if realtime:
                 summary["realtime"] += count
             else:
                 summary["batch"] += count
             if held:
                 summary["held"] = count
-            current = summary["oldest"]
-            summary["oldest"] = oldest if current is None else min(current, oldest)
+            first = lowest if first is None else min(first, lowest)
+        if first is not None:
+            found = await self._fetchall(
+                "SELECT ingested_at_ms FROM events WHERE seq = ?", (first,)
+            )
+            summary["oldest"] = int(found[0][0]) if found else None
         return summary
