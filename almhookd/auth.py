@@ -13,7 +13,7 @@ import hmac
 import os
 import secrets
 from pathlib import Path
-from typing import Final
+from typing import Final, NamedTuple
 
 from almhookd.config import Config, Secret
 from almhookd.errors import ConfigError
@@ -38,14 +38,25 @@ def read_generated_token(config: Config) -> Secret | None:
     return Secret(value) if value else None
 
 
-def ensure_admin_token(config: Config) -> tuple[Secret, Path | None]:
-    """The admin token, and the file it was generated into when the config has none."""
+class AdminToken(NamedTuple):
+    """The admin token in force, and where it came from."""
+
+    secret: Secret
+    #: The file holding the token when the config has none (``admin.token``), else None.
+    file: Path | None
+    #: Whether this call made the token (and wrote ``file``); False when it was read.
+    generated: bool
+
+
+def ensure_admin_token(config: Config) -> AdminToken:
+    """The admin token: the configured one, else the one kept in :func:`generated_token_path`,
+    made and written there on the first start."""
     if config.server.admin_token is not None:
-        return config.server.admin_token, None
+        return AdminToken(config.server.admin_token, None, generated=False)
     path = generated_token_path(config)
     existing = read_generated_token(config)
     if existing is not None:
-        return existing, path
+        return AdminToken(existing, path, generated=False)
     token = secrets.token_urlsafe(32)
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -56,12 +67,12 @@ def ensure_admin_token(config: Config) -> tuple[Secret, Path | None]:
         raced = read_generated_token(config)
         if raced is None:
             raise ConfigError(f"{path}: exists but holds no token") from None
-        return raced, path
+        return AdminToken(raced, path, generated=False)
     except OSError as error:
         raise ConfigError(
             f"server.admin_token is not set and {path} cannot be written: {error.strerror}"
         ) from None
-    return Secret(token), path
+    return AdminToken(Secret(token), path, generated=True)
 
 
 class TokenChecker:

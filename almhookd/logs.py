@@ -4,6 +4,10 @@ The standard library's loggers (aiohttp, asyncio) are routed through the same
 processors, so every line of the daemon has one shape. Under journald (its
 ``JOURNAL_STREAM`` names our stdout) each line starts with the syslog priority,
 ``<3>`` to ``<7>``, so ``journalctl -p warning`` selects by level.
+
+aiosqlite logs two debug lines per database statement (hundreds a minute on an idle
+daemon), so its logger stays at ``info`` or above even when ``[log] level = "debug"``;
+set the environment variable ``ALMHOOKD_DEBUG_SQL=1`` to see them at debug level.
 """
 
 from __future__ import annotations
@@ -33,6 +37,17 @@ def logs_at(configured: str, level: str) -> bool:
     """Whether a logger configured at ``configured`` writes lines at ``level``: a hot path
     skips building a line the filter drops (structlog's lazy proxy binds on every call)."""
     return _LEVELS[level] >= _LEVELS[configured]
+
+
+#: The environment variable that lets aiosqlite's per-statement debug lines through.
+DEBUG_SQL_VARIABLE: Final = "ALMHOOKD_DEBUG_SQL"
+
+
+def sql_log_level(level: str, environ: Mapping[str, str]) -> int:
+    """The level of the ``aiosqlite`` logger: its statement lines only when asked for."""
+    if environ.get(DEBUG_SQL_VARIABLE, "").strip().lower() in {"1", "true", "yes", "on"}:
+        return logging.NOTSET  # the root logger's level, debug included
+    return max(logging.INFO, _LEVELS[level])
 
 
 #: syslog priorities of sd-daemon(3) by log level.
@@ -172,6 +187,7 @@ def configure_logging(
     root.setLevel(_LEVELS[level])
     # aiohttp's access log would add a line per request; ingest counts live in metrics.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("aiosqlite").setLevel(sql_log_level(level, environ))
     server_log = logging.getLogger("aiohttp.server")
     if not any(isinstance(f, MalformedRequestLine) for f in server_log.filters):
         server_log.addFilter(MalformedRequestLine())

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import functools
 import json
+import math
 import os
 import stat
 import sys
@@ -23,9 +24,11 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote, urlencode
 
+from almhookd.config import parse_duration
 from almhookd.errors import AlmhookdError
 
 EXIT_OK = 0
+EXIT_FAILURE = 1
 
 
 class CommandFailed(AlmhookdError):
@@ -51,7 +54,16 @@ def add_parsers(commands: Any, with_client: Callable[[argparse.ArgumentParser], 
     _webhook_flags(add, creating=True)
     edit = action("edit", "change a webhook (only the flags given)")
     _webhook_flags(edit, creating=False)
-    action("delete", "delete a webhook and its pending deliveries")
+    delete = action(
+        "delete",
+        "delete a webhook and its pending deliveries (asks first unless --yes)",
+    )
+    delete.add_argument(
+        "--yes",
+        action="store_true",
+        help="delete without asking (needed when stdin is not a terminal)",
+    )
+    delete.set_defaults(usage_check=functools.partial(_check_delete_usage, delete))
     test = action(
         "test",
         "send one test delivery now (not retried): to a saved webhook, or with --draft "
@@ -94,7 +106,15 @@ def add_parsers(commands: Any, with_client: Callable[[argparse.ArgumentParser], 
     replay = action("replay", "queue retained events again (new webhook-id)")
     group = replay.add_mutually_exclusive_group(required=True)
     group.add_argument("--event-id", action="append", dest="event_ids", metavar="ID")
-    group.add_argument("--since", type=int, metavar="MS", help="epoch milliseconds")
+    group.add_argument(
+        "--since",
+        type=_since_arg,
+        metavar="WHEN",
+        help="the events ingested since WHEN: a duration back from now (30m, 2h, 1d), an "
+        "ISO 8601 date and time (2026-11-30T14:00, taken as UTC unless it has an offset "
+        "such as +01:00 or Z) or epoch milliseconds; events ingested before the webhook "
+        "was created are included (a note says so)",
+    )
 
     status = commands.add_parser("status", help="one-screen overview of the daemon")
     with_client(status)
@@ -184,6 +204,16 @@ def _check_test_usage(
         parser.error(f"only with --draft: {', '.join(given)}")
 
 
+def _check_delete_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``webhooks delete`` asks on a terminal; elsewhere it needs ``--yes``."""
+    if not args.yes and not stdin_is_a_terminal():
+        parser.error("stdin is not a terminal, so nobody can be asked: pass --yes to delete")
+
+
+def stdin_is_a_terminal() -> bool:
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
 def check_usage(args: argparse.Namespace) -> None:
     """The checks argparse cannot make on its own (exit 2 with the usage when one fails)."""
     check = getattr(args, "usage_check", None)
@@ -229,6 +259,91 @@ def _read_password_file(path: Path) -> str:
         ) from None
     except UnicodeDecodeError:
         raise CommandFailed(f"cannot read --auth-password-file {path}: not UTF-8 text") from None
+
+
+# --- replay --since ---------------------------------------------------------------
+
+#: Longer than any duration, date or epoch milliseconds a person types.
+MAX_SINCE_CHARS: Final = 64
+
+
+def parse_since(text: str, *, now_ms: int) -> int:
+    """Epoch milliseconds of ``replay --since``: epoch milliseconds (digits only), a
+    duration back from ``now_ms`` (``30m``, ``2h``, ``1d``, as the configuration writes
+    them) or an ISO 8601 date and time, UTC unless it carries an offset.
+
+    Raises :class:`ValueError` with a one-line message."""
+    value = text.strip()
+    if not value or len(value) > MAX_SINCE_CHARS:
+        raise ValueError(f"{text!r} is not a duration, a date and time, nor epoch milliseconds")
+    if value.isascii() and value.isdigit():
+        return int(value)
+    try:
+        seconds = parse_duration(value)
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(seconds) or seconds * 1000 >= now_ms:
+            return 0  # before anything was ingested: everything still retained
+        return now_ms - int(seconds * 1000)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a duration (30m, 2h, 1d), an ISO 8601 date and time "
+            "(2026-11-30T14:00, UTC unless it has an offset), nor epoch milliseconds"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    milliseconds = int(moment.timestamp() * 1000)
+    if milliseconds > now_ms:
+        raise ValueError(f"{text!r} is in the future: nothing was ingested since then")
+    return max(0, milliseconds)
+
+
+def _since_arg(text: str) -> int:
+    try:
+        return parse_since(text, now_ms=int(time.time() * 1000))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def replay_note(since_ms: int, webhook: dict[str, Any]) -> str | None:
+    """What to tell an admin whose replay reaches back past the webhook's creation."""
+    created = webhook.get("createdAt")
+    if not isinstance(created, int) or since_ms >= created:
+        return None
+    return (
+        f"note: {when(since_ms)} UTC is before {webhook['name']} was created "
+        f"({when(created)} UTC): events ingested before then are included too (queued if "
+        "the webhook subscribes to them and they are still retained)"
+    )
+
+
+# --- asking before deleting ---------------------------------------------------------
+
+
+def delete_question(webhook: dict[str, Any]) -> str:
+    return f"Delete webhook {webhook['name']} ({webhook['id']}) and its pending deliveries? [y/N] "
+
+
+def confirmed(question: str, ask: Callable[[str], str]) -> bool:
+    """True when the answer ``ask(question)`` gives is y or yes (any case); no answer
+    (end of input, Ctrl-C) is a no."""
+    try:
+        answer = ask(question)
+    except (EOFError, KeyboardInterrupt):
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _ask_on_the_terminal(question: str) -> str:
+    """The question on stderr (stdout stays the command's output), the answer from stdin."""
+    print(question, end="", file=sys.stderr, flush=True)
+    line = sys.stdin.readline()
+    if not line:
+        raise EOFError
+    return line
 
 
 # --- writing a secret to a file -------------------------------------------------------
@@ -353,9 +468,13 @@ def backlog_text(webhook: dict[str, Any]) -> str:
     return text + (f" ({backlog['batchHeld']} held)" if backlog["batchHeld"] else "")
 
 
+#: How to create a webhook, as the empty list says it (the flags of ``webhooks add``).
+ADD_HINT: Final = "almhookd webhooks add --name NAME --target-url URL --events NAMES"
+
+
 def webhooks_table(webhooks: Sequence[dict[str, Any]], now_ms: int) -> str:
     if not webhooks:
-        return "no webhooks (create one with: almhookd webhooks add --name … --url … --event …)"
+        return f"no webhooks (create one with: {ADD_HINT})"
     return table(
         ("ID", "NAME", "STATUS", "EVENTS", "BACKLOG", "LAST SUCCESS", "TARGET"),
         [
@@ -474,8 +593,13 @@ def _resolve(reference: str, call: Callable[[str, str, Any], Any]) -> str:
     raise CommandFailed(f"no webhook named {reference!r}")
 
 
-def run(args: argparse.Namespace, call: Callable[[str, str, Any], Any]) -> int:
-    """Run a client command; ``call(method, path, body)`` returns the API's JSON or raises."""
+def run(
+    args: argparse.Namespace,
+    call: Callable[[str, str, Any], Any],
+    ask: Callable[[str], str] = _ask_on_the_terminal,
+) -> int:
+    """Run a client command; ``call(method, path, body)`` returns the API's JSON or raises;
+    ``ask(question)`` returns the admin's answer (``webhooks delete`` without ``--yes``)."""
     now_ms = int(time.time() * 1000)
     if args.command == "status":
         body = call("GET", "/v1/status", None)
@@ -498,6 +622,9 @@ def run(args: argparse.Namespace, call: Callable[[str, str, Any], Any]) -> int:
         body = call(method, path, payload)
         print(json.dumps(body, indent=2) if args.json else webhook_details(body, now_ms))
     elif action == "delete":
+        if not args.yes and not confirmed(delete_question(call("GET", path, None)), ask):
+            print("almhookd: nothing deleted", file=sys.stderr)
+            return EXIT_FAILURE
         call("DELETE", path, None)
         print(f"deleted {args.webhook_id}")
     elif action == "test":
@@ -564,6 +691,9 @@ def run(args: argparse.Namespace, call: Callable[[str, str, Any], Any]) -> int:
         payload = {"eventIds": args.event_ids} if args.event_ids else {"since": args.since}
         body = call("POST", path + "/replay", payload)
         print(json.dumps(body) if args.json else f"queued {body['queued']} deliveries again")
+        note = None if args.event_ids else replay_note(args.since, call("GET", path, None))
+        if note:
+            print(note, file=sys.stderr)
     else:  # pragma: no cover - argparse allows no other action
         print(f"unknown action {action}", file=sys.stderr)
         return 2

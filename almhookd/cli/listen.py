@@ -4,6 +4,11 @@ It verifies each request, prints it and its events readably (or as JSON lines), 
 bad signatures, duplicates, stale and superseded events and records it thinks are
 missing an enrolment, and can answer with a chosen status or delay to rehearse
 failures.
+
+It answers as a real receiver must: 202 to a verified request, 401 to one whose
+signature or Basic credentials fail (the verdict printed either way), unless ``--status``
+forces an answer. Started with neither a secret nor Basic credentials it verifies
+nothing, says so at start, and marks each request ``none unverified``.
 """
 
 from __future__ import annotations
@@ -38,10 +43,19 @@ class ListenOptions:
     port: int = 8000
     secrets: tuple[str, ...] = ()
     basic: tuple[str, str] | None = None
-    status: int = 202
+    #: The forced answer; None answers 202, or 401 when verification fails.
+    status: int | None = None
     delay: float = 0.0
     json_lines: bool = False
     tolerance: float = 300.0
+
+
+UNVERIFIED = "unverified"
+#: Said at start when neither a secret nor Basic credentials were given.
+NOTHING_VERIFIED = (
+    "warning: no --secret and no --basic: nothing is verified; "
+    "each request is shown as 'none unverified'"
+)
 
 
 class Listener:
@@ -60,6 +74,7 @@ class Listener:
         headers = dict(request.headers)
         message_id = headers.get("webhook-id", "-")
         check = "none"
+        failed = False
         try:
             if self.options.secrets:
                 check = "signature"
@@ -71,18 +86,21 @@ class Listener:
                 verify_basic(
                     request.headers, username=self.options.basic[0], password=self.options.basic[1]
                 )
-            verdict = "ok"
+            verdict = "ok" if self.verifies else UNVERIFIED
         except VerificationFailed as error:
             verdict = f"BAD ({error.message})"
+            failed = True
         resent = message_id in self.bodies_by_id
         if resent and self.bodies_by_id[message_id] != body:
             verdict += "; this webhook-id came before with another body"
         self.bodies_by_id[message_id] = body
+        refused = failed and self.options.status is None
         try:
             payload = parse_payload(body)
         except VerificationFailed as error:
             self._report_request(request, message_id, check, verdict, resent, error.message)
-            return web.Response(status=400, text=error.message)
+            status = self.options.status or (401 if refused else 400)
+            return web.Response(status=status, text=error.message)
         self._report_request(
             request,
             message_id,
@@ -109,7 +127,13 @@ class Listener:
             )
         if self.options.delay:
             await asyncio.sleep(self.options.delay)
-        return web.Response(status=self.options.status, text="")
+        if self.options.status is not None:
+            return web.Response(status=self.options.status, text="")
+        return web.Response(status=401 if refused else 202, text="")
+
+    @property
+    def verifies(self) -> bool:
+        return bool(self.options.secrets) or self.options.basic is not None
 
     def _report_request(
         self,
@@ -174,14 +198,26 @@ async def serve_listener(options: ListenOptions, stop: asyncio.Event) -> None:
     await runner.setup()
     site = web.TCPSite(runner, options.host, options.port)
     await site.start()
-    listener._print(
-        f"listening on http://{options.host}:{options.port}/ "
-        f"(answering {options.status}"
-        + (f" after {options.delay:g}s" if options.delay else "")
-        + ")"
-        if not options.json_lines
-        else json.dumps({"listening": f"http://{options.host}:{options.port}/"})
+    answer = (
+        f"answering {options.status}"
+        if options.status is not None
+        else "answering 202, or 401 when verification fails"
+        if listener.verifies
+        else "answering 202"
     )
+    if options.json_lines:
+        started: dict[str, str] = {"listening": f"http://{options.host}:{options.port}/"}
+        if not listener.verifies:
+            started["warning"] = NOTHING_VERIFIED.removeprefix("warning: ")
+        listener._print(json.dumps(started))
+    else:
+        listener._print(
+            f"listening on http://{options.host}:{options.port}/ ({answer}"
+            + (f" after {options.delay:g}s" if options.delay else "")
+            + ")"
+        )
+        if not listener.verifies:
+            listener._print(NOTHING_VERIFIED)
     try:
         await stop.wait()
     finally:
@@ -221,6 +257,8 @@ def options_from(args: Any, secrets: Sequence[str]) -> ListenOptions:
         port=args.port,
         secrets=tuple(secrets),
         basic=parse_basic(args.basic) if args.basic else None,
+        # ``--status`` forces the answer (``--status 202`` too); without it, a request
+        # that passes its checks is answered 202 and one that fails them 401.
         status=args.status,
         delay=args.delay,
         json_lines=args.json,

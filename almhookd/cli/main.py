@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import urllib.error
 import urllib.request
@@ -30,8 +31,18 @@ EXIT_USAGE: Final = 2
 EXIT_CONFIG: Final = 78
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors, ``almhookd: <message>`` as every error is;
+    its sub-parsers are of this class too."""
+
+    def error(self, message: str) -> Any:  # argparse's signature: NoReturn
+        command = self.prog.removeprefix("almhookd").strip()
+        where = f"{command}: " if command else ""
+        self.exit(EXIT_USAGE, f"almhookd: {where}{message} (see: {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="almhookd", description="Webhook dispatcher for learning-platform events."
     )
     parser.add_argument("--version", action="version", version=f"almhookd {__version__}")
@@ -99,7 +110,12 @@ def _parser() -> argparse.ArgumentParser:
         help="the JSON that 'almhookd webhooks secret' downloads",
     )
     listen.add_argument("--basic", metavar="USER:PASS", help="expect these Basic credentials")
-    listen.add_argument("--status", type=int, default=202, help="answer with this status")
+    listen.add_argument(
+        "--status",
+        type=int,
+        default=None,
+        help="answer every request with this status (default: 202, or 401 when a check fails)",
+    )
     listen.add_argument(
         "--delay",
         type=_duration_arg,
@@ -182,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 return run_listener(options_from(args, secrets))
             except ValueError as error:
-                print(f"almhookd listen: {error}", file=sys.stderr)
+                print(f"almhookd: listen: {error}", file=sys.stderr)
                 return EXIT_USAGE
         if args.command == "events":
             return run_events(args)
@@ -192,12 +208,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args, lambda method, path, body: _call(endpoint, method, path, body)
             )
     except ConfigError as error:
-        print(f"almhookd: {error.message}", file=sys.stderr)
+        print(f"almhookd: {one_line(error.message)}", file=sys.stderr)
         return EXIT_CONFIG
     except CommandFailed as error:
-        print(f"almhookd: {error.message}", file=sys.stderr)
+        print(f"almhookd: {one_line(error.message)}", file=sys.stderr)
         return EXIT_FAILURE
     raise AssertionError(f"unhandled command {args.command}")  # argparse rejects others
+
+
+def one_line(message: str) -> str:
+    """An error message as one line of stderr: its lines joined by "; "."""
+    return "; ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -286,16 +307,32 @@ def _call(endpoint: Endpoint, method: str, path: str, body: Any) -> Any:
 
 
 def _api_error_message(status: int, body: Any) -> str:
+    """The API's error as one line: its message, which already sums up the first
+    problems, and the per-field details it left out (after the fifth)."""
     error = body.get("error", {}) if isinstance(body, dict) else {}
-    lines = [f"HTTP {status}: {error.get('message', 'request failed')}"]
-    lines += [f"  {d.get('path')}: {d.get('message')}" for d in error.get("details", [])]
-    return "\n".join(lines)
+    error = error if isinstance(error, dict) else {}
+    message = str(error.get("message", "request failed"))
+    details = error.get("details", [])
+    problems = [
+        f"{d.get('path')}: {d.get('message')}" if d.get("path") else str(d.get("message"))
+        for d in (details if isinstance(details, list) else [])
+        if isinstance(d, dict)
+    ]
+    missing = [p for p in problems if p not in message]
+    if missing:
+        message = _MORE.sub("", message) + "; " + "; ".join(missing)
+    return f"HTTP {status}: {' '.join(message.split())}"
+
+
+#: How the API ends a message that sums up only the first problems.
+_MORE: Final = re.compile(r"; and \d+ more$")
 
 
 def _emit(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if args.file and (args.event_name or args.data):
         print(
-            "almhookd emit: give EVENT_NAME --data JSON, or --file FILE, not both", file=sys.stderr
+            "almhookd: emit: give EVENT_NAME --data JSON, or --file FILE, not both",
+            file=sys.stderr,
         )
         return EXIT_USAGE
     if args.file:
@@ -307,7 +344,7 @@ def _emit(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         try:
             data = json.loads(args.data)
         except ValueError as error:
-            print(f"almhookd emit: --data is not valid JSON: {error}", file=sys.stderr)
+            print(f"almhookd: emit: --data is not valid JSON: {error}", file=sys.stderr)
             return EXIT_USAGE
         event: dict[str, Any] = {"eventName": args.event_name, "data": data}
         if args.event_id:
@@ -316,7 +353,7 @@ def _emit(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             event["timestamp"] = args.timestamp
         raw = json.dumps(event).encode()
     else:
-        print("almhookd emit: give EVENT_NAME --data JSON, or --file FILE", file=sys.stderr)
+        print("almhookd: emit: give EVENT_NAME --data JSON, or --file FILE", file=sys.stderr)
         return EXIT_USAGE
     endpoint = resolve_endpoint(args, env, prefer_ingest=True)
     status, body = request_json(endpoint, "POST", "/v1/events", raw=raw)

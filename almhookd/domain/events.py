@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import re
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
+from almhookd.config import _closest as closest_key
 from almhookd.domain.catalogue import CATALOGUE, suggest_event_name, validate_data
 from almhookd.errors import InvalidInput, Problem
 
@@ -31,6 +33,28 @@ _INT64: Final = range(-(2**63), 2**63)
 _HUGE_INTEGER: Final = "holds an integer outside the 64-bit range"
 _SURROGATE: Final = "contains an invalid Unicode escape (a lone surrogate)"
 _NOT_FINITE: Final = "contains NaN or Infinity, which JSON cannot carry"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class UnknownKey(Problem):
+    """An unknown key; its text names the known key it most likely meant, as the config
+    errors do. ``message`` stays ``unknown key`` (the API's ``details``); the hint is in
+    the problem's text, hence in the error's message."""
+
+    meant: str | None = None
+
+    def __str__(self) -> str:
+        text = Problem.__str__(self)
+        return f'{text}; did you mean "{self.meant}"?' if self.meant else text
+
+
+def _unknown_keys(given: Iterable[str], known: frozenset[str], prefix: str) -> list[Problem]:
+    return [
+        UnknownKey(
+            path=_join(prefix, key), message="unknown key", meant=closest_key(key, set(known))
+        )
+        for key in sorted(set(given) - known)
+    ]
 
 
 def _refuse(value: object) -> object:
@@ -98,10 +122,7 @@ def parse_ingest(
     problems: list[Problem] = []
     if "events" in document:
         account_id = _account_id(document, default_account_id, problems)
-        problems.extend(
-            Problem(path=key, message="unknown key")
-            for key in sorted(set(document) - ENVELOPE_KEYS)
-        )
+        problems.extend(_unknown_keys(document, ENVELOPE_KEYS, ""))
         items = document["events"]
         if not isinstance(items, list):
             raise InvalidInput([*problems, Problem(path="events", message="expected an array")])
@@ -191,10 +212,7 @@ def _event_problems(item: Any, prefix: str, problems: list[Problem]) -> None:
     if not isinstance(item, dict):
         problems.append(Problem(path=prefix, message="expected an event object"))
         return
-    problems.extend(
-        Problem(path=_join(prefix, key), message="unknown key")
-        for key in sorted(set(item) - EVENT_KEYS)
-    )
+    problems.extend(_unknown_keys(item, EVENT_KEYS, prefix))
 
     name = item.get("eventName")
     if name is None:

@@ -78,12 +78,17 @@ async def serve(
     Shutdown runs it backwards: stop accepting (503), let API requests finish, let
     requests to receivers finish within the read timeout, commit, close.
     """
-    admin_token, generated = ensure_admin_token(config)
-    if generated is not None:
+    admin_token, token_file, generated = ensure_admin_token(config)
+    if token_file is not None:
         log.info(
             "auth.admin_token_file",
-            path=str(generated),
-            hint="the admin token was generated; clients read it from this file",
+            path=str(token_file),
+            generated=generated,
+            hint=(
+                "the admin token was generated into this file; clients read it from there"
+                if generated
+                else "the admin token is read from this file; clients read it from there too"
+            ),
         )
     async with contextlib.AsyncExitStack() as stack:
         dispatcher: Dispatcher | None = None
@@ -326,7 +331,7 @@ class _Parts:
             storage=replace(new.storage, path=current.storage.path),
         )
         configure_logging(level=new.log.level, format=new.log.format)
-        admin_token, _ = ensure_admin_token(new)
+        admin_token = ensure_admin_token(new).secret
         self.state.tokens = TokenChecker(admin=admin_token, ingest=new.server.ingest_token)
         self.state.config = new
         self.notifier.config = new.notify

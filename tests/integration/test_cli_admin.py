@@ -12,6 +12,7 @@ import stat
 import sys
 import time
 from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,7 @@ async def almhookd(*args: str, env: Mapping[str, str]) -> tuple[int, str, str]:
         "almhookd",
         *args,
         env=env,
+        stdin=asyncio.subprocess.DEVNULL,  # not a terminal: nothing may wait for an answer
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -122,7 +124,7 @@ async def test_every_webhook_command(daemon: Running, receiver: Receiver, tmp_pa
     code, out, _ = await cli(daemon, "status", "--json")
     assert code == 0 and json.loads(out)["webhooks"][0]["id"] == hook_id
 
-    code, out, _ = await cli(daemon, "webhooks", "delete", hook_id)
+    code, out, _ = await cli(daemon, "webhooks", "delete", hook_id, "--yes")
     assert code == 0 and out.strip() == f"deleted {hook_id}"
     code, _, err = await cli(daemon, "webhooks", "show", hook_id)
     assert code == 1 and "HTTP 404" in err
@@ -141,8 +143,10 @@ async def test_errors_show_the_api_message_and_exit_codes(daemon: Running) -> No
         "COURSE_ENROLMENT",
     )
     assert code == 1
-    assert "HTTP 422" in err
-    assert "events[0]: unknown event 'COURSE_ENROLMENT' (did you mean COURSE_ENROLLMENT?)" in err
+    assert err == (
+        "almhookd: HTTP 422: invalid input: "
+        "events[0]: unknown event 'COURSE_ENROLMENT' (did you mean COURSE_ENROLLMENT?)\n"
+    ), "one line, the problem said once"
     code, _, err = await cli(
         daemon,
         "webhooks",
@@ -154,11 +158,85 @@ async def test_errors_show_the_api_message_and_exit_codes(daemon: Running) -> No
         "--events",
         "CI_STATS",
     )
-    assert code == 1 and "targetUrl:" in err and "not allowed" in err
+    one_line_error(code, err, "targetUrl:", "not allowed")
+    assert err.count("not allowed") == 1, err
     code, _, err = await cli(daemon, "webhooks", "list", token="wrong-token-0123456789")
-    assert code == 1 and "HTTP 401" in err
+    one_line_error(code, err, "HTTP 401")
     code, _, err = await cli(daemon, "webhooks", "add", "--name", "x")
-    assert code == 2 and "--target-url" in err
+    one_line_error(code, err, "--target-url", exit_code=2)
+
+
+async def test_more_problems_than_the_message_sums_up_are_all_on_the_one_line(
+    daemon: Running,
+) -> None:
+    names = [f"NO_SUCH_EVENT_{i}" for i in range(7)]
+    add = ("webhooks", "add", "--name", "x", "--target-url", "http://127.0.0.1:9/")
+    code, _, err = await cli(daemon, *add, "--events", ",".join(names))
+    one_line_error(code, err, *(f"events[{i}]: unknown event '{n}'" for i, n in enumerate(names)))
+    assert "more" not in err and all(err.count(f"'{n}'") == 1 for n in names), err
+
+
+async def test_usage_and_connection_errors_are_one_line(daemon: Running) -> None:
+    for args, names in (
+        (("webhooks", "deliveries", "x", "--limit", "abc"), ("invalid int value: 'abc'",)),
+        (("webhooks", "replay", "x", "--since", "1x"), ("'1x' is not a duration",)),
+        ((), ("the following arguments are required: COMMAND",)),
+    ):
+        code, out, err = await cli(daemon, *args)
+        one_line_error(code, err, "almhookd: ", *names, "--help)", exit_code=2)
+        assert out == ""
+    no_config = {k: v for k, v in os.environ.items() if not k.startswith("ALMHOOKD_")}
+    code, _, err = await almhookd(
+        "webhooks", "list", env={**no_config, "ALMHOOKD_CONFIG": "/nonexistent/almhookd.toml"}
+    )
+    one_line_error(code, err, "/nonexistent/almhookd.toml", exit_code=78)
+    nowhere = ("webhooks", "list", "--url", "http://127.0.0.1:9", "--token", "t" * 32)
+    code, _, err = await cli(daemon, *nowhere)
+    one_line_error(code, err, "almhookd: cannot reach almhookd at http://127.0.0.1:9")
+
+
+async def test_delete_refuses_without_a_terminal_or_yes_and_deletes_with_yes(
+    daemon: Running,
+) -> None:
+    hook_id = await signed_webhook(daemon)
+    code, out, err = await cli(daemon, "webhooks", "delete", "signed")
+    one_line_error(code, err, "--yes", "not a terminal", exit_code=2)
+    assert out == ""
+    assert (await daemon.call("GET", f"/v1/webhooks/{hook_id}"))[0] == 200, "nothing deleted"
+    code, out, err = await cli(daemon, "webhooks", "delete", "signed", "--yes")
+    assert code == 0 and out == "deleted signed\n" and err == "", err
+    assert (await daemon.call("GET", f"/v1/webhooks/{hook_id}"))[0] == 404
+
+
+async def test_replay_since_takes_a_duration_a_date_or_milliseconds_and_says_when_it_reaches_back_past_the_webhook(  # noqa: E501
+    daemon: Running, receiver: Receiver
+) -> None:
+    before = samples.event("CI_STATS", eventId="before")  # ingested before the webhook existed
+    assert (await daemon.call("POST", "/v1/events", before))[0] == 202
+    _, hook, _ = await daemon.call(
+        "POST", "/v1/webhooks", {"name": "late", "targetUrl": receiver.url, "events": ["CI_STATS"]}
+    )
+    code, out, err = await cli(daemon, "webhooks", "replay", "late", "--since", "1h")
+    assert code == 0 and out == "queued 1 deliveries again\n", err
+    [note] = err.splitlines()
+    assert note.startswith("note: ") and "before late was created" in note, err
+    assert "events ingested before then are included" in note
+    await daemon.until_delivered(hook["id"], "before")
+
+    created = datetime.fromtimestamp(hook["createdAt"] / 1000, UTC)
+    after = (created + timedelta(milliseconds=1)).replace(tzinfo=None).isoformat()
+    code, out, err = await cli(daemon, "webhooks", "replay", "late", "--since", after)
+    assert (code, out, err) == (0, "queued 0 deliveries again\n", ""), "no note after creation"
+    in_paris = (created - timedelta(minutes=1)).astimezone(timezone(timedelta(hours=1)))
+    code, out, err = await cli(
+        daemon, "webhooks", "replay", "late", "--since", in_paris.isoformat(), "--json"
+    )
+    assert code == 0 and json.loads(out) == {"queued": 1}, "the event of a minute before"
+    assert "before late was created" in err, "an offset is honoured, not read as UTC"
+    code, out, err = await cli(
+        daemon, "webhooks", "replay", "late", "--since", str(hook["createdAt"]), "--json"
+    )
+    assert (code, json.loads(out), err) == (0, {"queued": 0}, ""), "epoch ms as before"
 
 
 async def test_a_failing_test_delivery_exits_1(daemon: Running) -> None:
@@ -309,7 +387,8 @@ async def test_webhooks_test_usage_errors_exit_2(
 ) -> None:
     code, out, err = await cli(daemon, *args)
     assert code == 2 and out == ""
-    assert err.startswith("usage: almhookd webhooks test") and message in err, err
+    assert err.startswith("almhookd: webhooks test: ") and message in err, err
+    assert len(err.splitlines()) == 1, err
 
 
 def readme_walkthrough() -> list[str]:
@@ -378,9 +457,9 @@ def own_folder(tmp_path: Path) -> Path:
     return folder
 
 
-def one_line_error(code: int, err: str, *names: str) -> None:
-    """Exit 1 and one line on stderr naming ``names``, not a traceback."""
-    assert code == 1, err
+def one_line_error(code: int, err: str, *names: str, exit_code: int = 1) -> None:
+    """Exit 1 (or ``exit_code``) and one line on stderr naming ``names``, not a traceback."""
+    assert code == exit_code, err
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
     for name in names:
         assert name in err, err

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
+from almhookd.domain.signing import generate_secret, sign
 from tests.support import samples
 from tests.support.net import free_port
 from tests.support.running import Running, daemon_config, running_daemon
@@ -124,5 +128,108 @@ async def test_listen_rehearses_failures_and_flags_bad_signatures(daemon: Runnin
                 break
             await asyncio.sleep(0.02)
         assert attempts["attempts"][0]["status"] == 500
+    finally:
+        assert await listen.stop() == 0
+
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+async def post(
+    listen: Listen, *, message_id: str, signed_with: str | None = None, basic: str | None = None
+) -> int:
+    """One real request to the receiver, as the daemon sends it; its answer's status."""
+    event = samples.event("CI_STATS", eventId=message_id, timestamp=1727414643000)
+    body = json.dumps({"accountId": 1010, "events": [event]}).encode()
+    timestamp = int(time.time())
+    headers = {
+        "content-type": "application/json",
+        "webhook-id": message_id,
+        "webhook-timestamp": str(timestamp),
+    }
+    if signed_with is not None:
+        headers["webhook-signature"] = sign(
+            signed_with, message_id=message_id, timestamp=timestamp, body=body
+        )
+    if basic is not None:
+        headers["authorization"] = "Basic " + base64.b64encode(basic.encode()).decode()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(listen.url, data=body, headers=headers) as response,
+    ):
+        return response.status
+
+
+async def test_listen_answers_401_to_a_bad_signature_and_202_to_a_good_one() -> None:
+    listen = await start_listen("--secret", SECRET)
+    try:
+        assert await post(listen, message_id="msg-bad", signed_with=generate_secret()) == 401
+        bad = await listen.next_line()
+        assert bad["verification"].startswith("BAD (no valid signature)")
+        assert await post(listen, message_id="msg-none") == 401
+        assert (await listen.next_line())["verification"].startswith("BAD")
+        assert await post(listen, message_id="msg-good", signed_with=SECRET) == 202
+        assert (await listen.next_line())["verification"] == "ok"
+    finally:
+        assert await listen.stop() == 0
+
+
+async def test_listen_answers_401_to_wrong_basic_credentials() -> None:
+    listen = await start_listen("--basic", "lms:right")
+    try:
+        assert await post(listen, message_id="msg-1", basic="lms:wrong") == 401
+        assert (await listen.next_line())["verification"].startswith("BAD")
+        assert await post(listen, message_id="msg-2", basic="lms:right") == 202
+        assert (await listen.next_line())["verification"] == "ok"
+    finally:
+        assert await listen.stop() == 0
+
+
+async def test_a_forced_status_answers_a_bad_signature_too() -> None:
+    listen = await start_listen("--status", "503", "--secret", SECRET)
+    try:
+        assert await post(listen, message_id="msg-bad", signed_with=generate_secret()) == 503
+        assert (await listen.next_line())["verification"].startswith("BAD")
+    finally:
+        assert await listen.stop() == 0
+
+
+async def test_status_202_is_forced_too() -> None:
+    """``--status 202`` answers 202 even to a bad signature: asked for, not the default."""
+    listen = await start_listen("--status", "202", "--secret", SECRET)
+    try:
+        assert await post(listen, message_id="msg-bad", signed_with=generate_secret()) == 202
+        assert (await listen.next_line())["verification"].startswith("BAD")
+    finally:
+        assert await listen.stop() == 0
+
+
+async def test_listen_without_a_secret_warns_that_nothing_is_verified() -> None:
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "almhookd", "listen", "--port", str(port)),
+        stdout=asyncio.subprocess.PIPE,
+        env=dict(os.environ),
+    )
+    listen = Listen(process, port)
+    try:
+        assert process.stdout is not None
+        started = (await asyncio.wait_for(process.stdout.readline(), 15)).decode()
+        warning = (await asyncio.wait_for(process.stdout.readline(), 15)).decode()
+        assert started.startswith(f"listening on http://127.0.0.1:{port}/")
+        assert warning.startswith("warning: no --secret and no --basic: nothing is verified")
+        assert await post(listen, message_id="msg-1", signed_with=SECRET) == 202
+        request = (await asyncio.wait_for(process.stdout.readline(), 15)).decode()
+        assert "webhook-id msg-1  none unverified  1 event(s)" in request
+    finally:
+        assert await listen.stop() == 0
+
+
+async def test_listen_json_says_at_start_that_nothing_is_verified() -> None:
+    listen = await start_listen()  # its first line, "listening", was read
+    try:
+        assert await post(listen, message_id="msg-1") == 202
+        assert (await listen.next_line())["verification"] == "unverified"
     finally:
         assert await listen.stop() == 0

@@ -416,3 +416,32 @@ def test_is_event_id_takes_what_ingest_takes(value: object, expected: bool) -> N
         except InvalidInput:
             accepted = False
         assert accepted is expected
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        (
+            {
+                "events": [
+                    {"evntName": "COURSE_ENROLLMENT", "data": samples.ALL["COURSE_ENROLLMENT"]}
+                ]
+            },
+            'events[0].evntName: unknown key; did you mean "eventName"?',
+        ),
+        (samples.event(evenId="x"), 'evenId: unknown key; did you mean "eventId"?'),
+        (
+            {"events": [samples.event()], "acountId": 1},
+            'acountId: unknown key; did you mean "accountId"?',
+        ),
+        (samples.event(colour="red"), "colour: unknown key"),
+    ],
+)
+def test_an_unknown_key_names_the_key_it_most_likely_meant(document: Any, expected: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        _parse(document)
+    first = caught.value.problems[0]
+    assert str(first) == expected
+    assert caught.value.message.startswith(f"invalid input: {expected}")
+    # The API's details keep the bare message; the hint is in the problem's text.
+    assert first.message == "unknown key"
