@@ -353,9 +353,35 @@ def _address(sockname: object) -> ListenAddress:
     return ListenAddress(host=str(sockname), port=0)
 
 
+#: A SIGINT this soon after the first is the same Ctrl-C: a terminal sends it to the
+#: whole foreground group, and ``make run`` passes it on to the daemon once more.
+SAME_INTERRUPT_SECONDS: Final = 1.0
+
+
+class StopSignals:
+    """What a stop signal means: the first stops gracefully, a later one exits at once
+    (a stop that hangs), except a SIGINT within SAME_INTERRUPT_SECONDS of the first,
+    which is the same Ctrl-C delivered twice and is ignored."""
+
+    def __init__(self, *, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._first: tuple[str, float] | None = None
+
+    def received(self, name: str) -> str:
+        """``stop``, ``ignore`` or ``force``."""
+        now = self._clock()
+        if self._first is None:
+            self._first = (name, now)
+            return "stop"
+        first_name, at = self._first
+        if name == first_name == "SIGINT" and now - at < SAME_INTERRUPT_SECONDS:
+            return "ignore"
+        return "force"
+
+
 def run(config: Config) -> int:
-    """``almhookd run``: serve until SIGTERM or SIGINT (a second one exits at once);
-    SIGHUP reloads the configuration file."""
+    """``almhookd run``: serve until SIGTERM or SIGINT (a later one exits at once; the
+    same Ctrl-C arriving twice does not); SIGHUP reloads the configuration file."""
     configure_logging(level=config.log.level, format=config.log.format)
     raise_file_limit(config.server.max_connections)
 
@@ -372,12 +398,17 @@ def run(config: Config) -> int:
             log.info("daemon.signal", signal="SIGHUP")
             reload_requested.set()
 
+        signals = StopSignals(clock=time.monotonic)
+
         def on_signal(signum: int) -> None:
-            if stop.is_set():
-                log.warning("daemon.forced_exit", signal=signal.Signals(signum).name)
+            name = signal.Signals(signum).name
+            verdict = signals.received(name)
+            if verdict == "force":
+                log.warning("daemon.forced_exit", signal=name)
                 os._exit(1)
-            log.info("daemon.signal", signal=signal.Signals(signum).name)
-            stop.set()
+            if verdict == "stop":
+                log.info("daemon.signal", signal=name)
+                stop.set()
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, on_signal, signum)

@@ -326,3 +326,19 @@ def test_a_second_sigterm_exits_at_once(tmp_path: Path) -> None:
         daemon.stop()
         server.shutdown()
     assert any(e["event"] == "daemon.forced_exit" for e in daemon.log_events())
+
+
+def test_ctrl_c_delivered_twice_stops_cleanly(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C reaches the daemon and ``make run``, which passes it on: two
+    SIGINTs at once are one request to stop, and the daemon exits 0."""
+    daemon = DaemonProcess(write_config(tmp_path))
+    daemon.start()
+    try:
+        daemon.signal(signal.SIGINT)
+        daemon.signal(signal.SIGINT)
+        assert daemon.wait(timeout=30) == 0
+    finally:
+        daemon.stop()
+    events = [e["event"] for e in daemon.log_events()]
+    assert "daemon.stopped" in events
+    assert "daemon.forced_exit" not in events
