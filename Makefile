@@ -2,18 +2,25 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# What running needs (almhookd and its dependencies), and on top of it the dev tools
+# (pytest, ruff, mypy, Playwright…) for `make test`: `make run` installs only the first.
+RUN_STAMP := $(VENV)/.run-installed
 STAMP := $(VENV)/.installed
 
 .PHONY: run test soak lint format bench bench-all bench-full bench-console mutation clean install
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP) pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 ## run: the daemon on config.example.toml with its database under ./var/
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/almhookd run --config config.example.toml --database var/almhookd.db
 
 ## test: lint, then every test
