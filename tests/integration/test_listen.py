@@ -18,7 +18,7 @@ import pytest
 from almhookd.domain.signing import generate_secret, sign
 from tests.support import samples
 from tests.support.net import free_port
-from tests.support.running import Running, daemon_config, running_daemon
+from tests.support.running import Running, daemon_config, eventually, running_daemon
 from tests.support.tokens import INGEST_TOKEN
 
 
@@ -122,12 +122,15 @@ async def test_listen_rehearses_failures_and_flags_bad_signatures(daemon: Runnin
         await daemon.call("POST", "/v1/events", samples.event("CI_STATS"), token=INGEST_TOKEN)
         line = await listen.next_line()
         assert line["verification"].startswith("BAD (no valid signature)")
-        for _ in range(500):  # up to 10 s and the calls' time
-            _, attempts, _ = await daemon.call("GET", f"/v1/webhooks/{webhook['id']}/attempts")
-            if attempts["attempts"]:
-                break
-            await asyncio.sleep(0.02)
-        assert attempts["attempts"][0]["status"] == 500
+
+        async def attempted() -> bool:
+            _, page, _ = await daemon.call("GET", f"/v1/webhooks/{webhook['id']}/attempts")
+            logged.extend(page["attempts"])
+            return bool(logged)
+
+        logged: list[dict[str, Any]] = []
+        await eventually(attempted, what="the failed attempt logged")
+        assert logged[0]["status"] == 500
     finally:
         assert await listen.stop() == 0
 

@@ -14,6 +14,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from almhookd.delivery.httpclient import HttpError, Response, _Connection
+from tests.support.running import until
 
 MAX_BODY = 1000
 
@@ -102,17 +103,20 @@ async def read(pieces: list[bytes], *, then_close: bool) -> Response | BaseExcep
             deadline=loop.time() + 60.0,
         )
     )
-    await asyncio.sleep(0)  # the exchange writes its request and waits
+    await until(lambda: bool(transport.written), what="the request written")
+    # The exchange now waits on this future; the parser settles it from data_received,
+    # so after each piece it tells at once whether the answer is complete.
+    answer = connection._waiter
+    assert answer is not None
     for piece in pieces:
         connection.data_received(piece)
-        await asyncio.sleep(0)  # an answer complete in this piece ends the exchange
-        if exchange.done():
+        if answer.done():
             break
-    if then_close and not exchange.done():
+    if then_close and not answer.done():
         connection.eof_received()
         connection.connection_lost(None)
-        await asyncio.sleep(0)
-    assert exchange.done(), "the answer is still being read after the connection closed"
+    assert answer.done(), "the answer is still being read after the connection closed"
+    await asyncio.wait({exchange})
     return exchange.exception() or exchange.result()
 
 
