@@ -499,7 +499,7 @@ def _parse_section(
     values: dict[str, Any] = {}
     for key, raw in table.items():
         if key not in allowed:
-            hint = _closest(key, allowed)
+            hint = closest_name(key, allowed)
             raise ConfigError(
                 f"{where}: {name}.{key}: unknown key" + (f" (did you mean {hint}?)" if hint else "")
             )
@@ -590,7 +590,9 @@ def _check_consistency(config: Config, where: str) -> None:
         )
 
 
-def _closest(key: str, options: set[str]) -> str | None:
+def closest_name(key: str, options: set[str]) -> str | None:
+    """The one of ``options`` that ``key`` most likely misspells, if any: the "did you
+    mean" of configuration keys and of ingest keys."""
     import difflib
 
     matches = difflib.get_close_matches(key, sorted(options), n=1)

@@ -12,7 +12,6 @@ import contextlib
 import errno
 import functools
 import json
-import math
 import os
 import stat
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote, urlencode
 
-from almhookd.config import parse_duration
+from almhookd.domain.replay import MAX_SINCE_CHARS, SinceRefused, since_ms
 from almhookd.errors import AlmhookdError
 
 EXIT_OK = 0
@@ -264,41 +263,31 @@ def _read_password_file(path: Path) -> str:
 # --- replay --since ---------------------------------------------------------------
 
 #: Longer than any duration, date or epoch milliseconds a person types.
-MAX_SINCE_CHARS: Final = 64
 
 
 def parse_since(text: str, *, now_ms: int) -> int:
-    """Epoch milliseconds of ``replay --since``: epoch milliseconds (digits only), a
-    duration back from ``now_ms`` (``30m``, ``2h``, ``1d``, as the configuration writes
-    them) or an ISO 8601 date and time, UTC unless it carries an offset.
+    """Epoch milliseconds of ``replay --since``: epoch milliseconds (digits only), or a
+    duration or a date and time as :func:`almhookd.domain.replay.since_ms` reads them.
 
     Raises :class:`ValueError` with a one-line message."""
     value = text.strip()
-    if not value or len(value) > MAX_SINCE_CHARS:
-        raise ValueError(f"{text!r} is not a duration, a date and time, nor epoch milliseconds")
-    if value.isascii() and value.isdigit():
+    if value.isascii() and value.isdigit() and len(value) <= MAX_SINCE_CHARS:
         return int(value)
     try:
-        seconds = parse_duration(value)
-    except ValueError:
-        pass
-    else:
-        if not math.isfinite(seconds) or seconds * 1000 >= now_ms:
-            return 0  # before anything was ingested: everything still retained
-        return now_ms - int(seconds * 1000)
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
+        return since_ms(value, now_ms=now_ms)
+    except SinceRefused as refused:
+        if refused.reason == "future":
+            raise ValueError(
+                f"{text!r} is in the future: nothing was ingested since then"
+            ) from None
+        if refused.reason == "unreadable":
+            raise ValueError(
+                f"{text!r} is not a duration (30m, 2h, 1d), an ISO 8601 date and time "
+                "(2026-11-30T14:00, UTC unless it has an offset), nor epoch milliseconds"
+            ) from None
         raise ValueError(
-            f"{text!r} is not a duration (30m, 2h, 1d), an ISO 8601 date and time "
-            "(2026-11-30T14:00, UTC unless it has an offset), nor epoch milliseconds"
+            f"{text!r} is not a duration, a date and time, nor epoch milliseconds"
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    milliseconds = int(moment.timestamp() * 1000)
-    if milliseconds > now_ms:
-        raise ValueError(f"{text!r} is in the future: nothing was ingested since then")
-    return max(0, milliseconds)
 
 
 def _since_arg(text: str) -> int:

@@ -30,7 +30,6 @@ POST   ``/webhooks/{id}/replay``           ``what=since`` (``since``) or ``what=
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -40,7 +39,7 @@ from aiohttp import web
 
 from almhookd.api import actions
 from almhookd.api.common import CLOCK, STATE, ApiError
-from almhookd.config import format_duration, parse_duration
+from almhookd.config import format_duration
 from almhookd.console.common import (
     Form,
     Handler,
@@ -54,6 +53,7 @@ from almhookd.console.common import (
 from almhookd.console.sessions import Session
 from almhookd.console.webhooks import age, since, until
 from almhookd.domain.catalogue import CATALOGUE
+from almhookd.domain.replay import Reason, SinceRefused, since_ms
 from almhookd.domain.webhooks import Webhook
 from almhookd.errors import InvalidInput
 
@@ -68,7 +68,6 @@ RECENT_ATTEMPTS: Final = 5
 EXCERPT_SUMMARY_CHARS: Final = 60
 EXCERPT_CHARS: Final = 1024
 #: Longest "since" value taken (a duration or a date and time is far shorter).
-MAX_SINCE_CHARS: Final = 64
 
 _STATES: Final = ("pending", "sending", "delivered", "expired")
 _ACTIVATION_NOTES: Final = {
@@ -105,40 +104,23 @@ def grace_text(seconds: float) -> str:
     return f"{seconds:g} s"
 
 
-def parse_since(text: str, now: float) -> int:
-    """Epoch milliseconds of a replay's "since", typed as a duration back from ``now``
-    (``30m``, ``2h``, ``1d``, as the configuration writes them) or as a date and time
-    (``2026-11-30 14:00``, or ISO 8601), taken as UTC unless it carries an offset.
+#: What the page says of a "since" it cannot use, by reason.
+SINCE_REFUSALS: Final[dict[Reason, str]] = {
+    "empty": "Enter a duration such as 2h, or a date and time such as 2026-11-30 14:00.",
+    "too_long": "That is too long for a duration or a date and time.",
+    "unreadable": "Not a duration (30m, 2h, 1d) nor a date and time "
+    "(2026-11-30 14:00, or ISO 8601 such as 2026-11-30T14:00:00+01:00).",
+    "future": "That time is in the future: nothing was ingested since then.",
+}
 
-    Raises :class:`ValueError` with a message for the page."""
-    value = text.strip()
-    if not value:
-        raise ValueError(
-            "Enter a duration such as 2h, or a date and time such as 2026-11-30 14:00."
-        )
-    if len(value) > MAX_SINCE_CHARS:
-        raise ValueError("That is too long for a duration or a date and time.")
+
+def parse_since(text: str, now: float) -> int:
+    """Epoch milliseconds of a replay's "since" (:func:`almhookd.domain.replay.since_ms`);
+    raises :class:`ValueError` with a message for the page."""
     try:
-        seconds = parse_duration(value)
-    except ValueError:
-        pass
-    else:
-        if not math.isfinite(seconds) or seconds >= now:
-            return 0  # before anything was ingested: everything still retained
-        return int((now - seconds) * 1000)
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(
-            "Not a duration (30m, 2h, 1d) nor a date and time "
-            "(2026-11-30 14:00, or ISO 8601 such as 2026-11-30T14:00:00+01:00)."
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    milliseconds = int(moment.timestamp() * 1000)
-    if milliseconds > now * 1000:
-        raise ValueError("That time is in the future: nothing was ingested since then.")
-    return max(0, milliseconds)
+        return since_ms(text, now_ms=int(now * 1000))
+    except SinceRefused as refused:
+        raise ValueError(SINCE_REFUSALS[refused.reason]) from None
 
 
 def _excerpt(body: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
-from almhookd.config import _closest as closest_key
+from almhookd.config import closest_name as closest_key
 from almhookd.domain.catalogue import CATALOGUE, suggest_event_name, validate_data
 from almhookd.errors import InvalidInput, Problem
 

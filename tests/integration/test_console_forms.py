@@ -19,22 +19,16 @@ from pathlib import Path
 
 import pytest
 from aiohttp import ClientResponse, web
-from aiohttp.test_utils import TestClient, TestServer
 
-from almhookd.api.app import create_app
-from almhookd.auth import TokenChecker
 from almhookd.config import Secret
-from almhookd.console import forms, setup
-from almhookd.console.common import ConsoleState
-from almhookd.delivery.sender import Sender
+from almhookd.console import forms
 from almhookd.domain.webhooks import NewWebhook, Webhook
 from almhookd.storage.sqlite import SqliteStorage
 from tests.support import samples
 from tests.support.clock import FakeClock
-from tests.support.console import Client, RecordedSleep, hidden, sign_in
+from tests.support.console import Client, RecordedSleep, hidden, sign_in, signed_in_console
 from tests.support.engine import Engine, running_engine
 from tests.support.http_receiver import Receiver
-from tests.support.tokens import ADMIN_TOKEN, INGEST_TOKEN
 from tests.support.verifier import verify
 
 Fields = list[tuple[str, str]]
@@ -50,25 +44,8 @@ async def engine(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Engine]:
 async def admin(engine: Engine, slept: RecordedSleep) -> AsyncIterator[Client]:
     """The console with a dispatcher and a sender (saving and testing need them),
     signed in."""
-    sender = Sender(engine.config.delivery, clock=engine.clock)
-    await sender.start()
-    app = create_app(
-        store=engine.store,
-        config=engine.config,
-        clock=engine.clock,
-        tokens=TokenChecker(admin=Secret(ADMIN_TOKEN), ingest=Secret(INGEST_TOKEN)),
-        dispatcher=engine.dispatcher,
-        sender=sender,
-    )
-    setup(app, ConsoleState(sleep=slept))
-    if "console.webhook_new" not in app.router.named_resources():  # until setup adds them
-        forms.add_routes(app.router)
-    try:
-        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
-            assert await sign_in(client) == 303
-            yield client
-    finally:
-        await sender.close()
+    async with signed_in_console(engine, slept) as client:
+        yield client
 
 
 # --- reading pages as a browser does ------------------------------------------------

@@ -19,20 +19,16 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 
-from almhookd.api.app import create_app
-from almhookd.auth import TokenChecker
 from almhookd.config import Secret
-from almhookd.console import setup, webhook_page
-from almhookd.console.common import ConsoleState
+from almhookd.console import webhook_page
 from almhookd.console.webhook_page import PAGE_SIZE, parse_since
 from almhookd.domain.webhooks import Webhook
 from tests.support.clock import FakeClock
-from tests.support.console import Client, RecordedSleep, hidden, sign_in
+from tests.support.console import Client, RecordedSleep, hidden, sign_in, signed_in_console
 from tests.support.engine import Engine, running_engine
 from tests.support.http_receiver import Receiver
-from tests.support.tokens import ADMIN_TOKEN, INGEST_TOKEN
+from tests.support.tokens import ADMIN_TOKEN
 
 BEARER = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 HOUR_MS = 3_600_000
@@ -49,19 +45,7 @@ async def engine(db_path: Path, clock: FakeClock) -> AsyncIterator[Engine]:
 @pytest.fixture
 async def ui(engine: Engine, slept: RecordedSleep) -> AsyncIterator[Client]:
     """The console with the admin API's dispatcher and sender, signed in."""
-    app = create_app(
-        store=engine.store,
-        config=engine.config,
-        clock=engine.clock,
-        tokens=TokenChecker(admin=Secret(ADMIN_TOKEN), ingest=Secret(INGEST_TOKEN)),
-        dispatcher=engine.dispatcher,
-        sender=engine.dispatcher._sender,
-    )
-    setup(app, ConsoleState(sleep=slept))
-    if "console.webhook" not in app.router:  # until console/__init__.py wires the page
-        webhook_page.add_routes(app.router)
-    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
-        assert await sign_in(client) == 303
+    async with signed_in_console(engine, slept) as client:
         yield client
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 from aiohttp import web
@@ -13,10 +14,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from almhookd.api.app import create_app
 from almhookd.auth import TokenChecker
 from almhookd.config import Config, Secret
-from almhookd.console import forms, setup
+from almhookd.console import setup
 from almhookd.console.common import ConsoleState
 from almhookd.storage.sqlite import SqliteStorage
 from tests.support.clock import FakeClock
+from tests.support.engine import Engine
 from tests.support.tokens import ADMIN_TOKEN, INGEST_TOKEN
 
 Client = TestClient[web.Request, web.Application]
@@ -48,9 +50,25 @@ async def console(
         tokens=TokenChecker(admin=Secret(ADMIN_TOKEN), ingest=Secret(INGEST_TOKEN)),
     )
     setup(app, ConsoleState(sleep=slept))
-    if "console.webhook_new" not in app.router.named_resources():  # until setup adds them
-        forms.add_routes(app.router)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        yield client
+
+
+@asynccontextmanager
+async def signed_in_console(engine: Engine, slept: RecordedSleep) -> AsyncIterator[Client]:
+    """The console on the delivery engine's storage, dispatcher and sender (saving,
+    testing and replaying need them), signed in."""
+    app = create_app(
+        store=engine.store,
+        config=engine.config,
+        clock=engine.clock,
+        tokens=TokenChecker(admin=Secret(ADMIN_TOKEN), ingest=Secret(INGEST_TOKEN)),
+        dispatcher=engine.dispatcher,
+        sender=engine.sender,
+    )
+    setup(app, ConsoleState(sleep=slept))
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        assert await sign_in(client) == 303
         yield client
 
 

@@ -46,12 +46,14 @@ class Engine:
         *,
         store: SqliteStorage,
         dispatcher: Dispatcher,
+        sender: Sender,
         notifier: Notifier,
         clock: FakeClock,
         config: Config,
     ) -> None:
         self.store = store
         self.dispatcher = dispatcher
+        self.sender = sender
         self.notifier = notifier
         self.clock = clock
         self.config = config
@@ -143,7 +145,12 @@ async def running_engine(
         store=store, sender=sender, notifier=notifier, clock=clock, config=config
     )
     engine = Engine(
-        store=store, dispatcher=dispatcher, notifier=notifier, clock=clock, config=config
+        store=store,
+        dispatcher=dispatcher,
+        sender=sender,
+        notifier=notifier,
+        clock=clock,
+        config=config,
     )
     built.append(engine)
     try:
