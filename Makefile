@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.run-installed
 STAMP := $(VENV)/.installed
 
-.PHONY: run test soak lint format bench bench-all bench-full bench-console mutation clean install
+.PHONY: run test soak lint format bench bench-all bench-full bench-console mutation clean install uninstall
 
 $(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,9 +19,18 @@ $(STAMP): $(RUN_STAMP) pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## run: the daemon on config.example.toml with its database under ./var/
-run: $(RUN_STAMP)
-	$(BIN)/almhookd run --config config.example.toml --database var/almhookd.db
+# The development configuration: made from config.dev.toml on the first `make run`, then
+# left alone (edits to it survive; delete it to start again from the template).
+DEV_CONFIG := var/almhookd.toml
+
+$(DEV_CONFIG):
+	mkdir -p var
+	cp config.dev.toml $(DEV_CONFIG)
+
+## run: the daemon on the development config var/almhookd.toml (database and token
+## under ./var/, loopback webhook targets allowed)
+run: $(RUN_STAMP) | $(DEV_CONFIG)
+	$(BIN)/almhookd run --config $(DEV_CONFIG)
 
 ## test: lint, then every test
 test: lint
@@ -98,21 +107,72 @@ clean:
 
 ## install: the package in a venv under $(PREFIX), the config under /etc/almhookd, the
 ## unit under /etc/systemd/system (see docs/INSTALL.md). Run as root. Idempotent: an
-## existing config or credential is never overwritten, so it is also the upgrade.
+## existing config or credential is never overwritten, so it is also the upgrade. The venv
+## is built afresh beside $(PREFIX) and swapped in once complete (a failed build leaves the
+## old one), from a system Python (PYTHON=, default /usr/bin/python3: the unit's
+## ProtectHome=yes hides interpreters under /root and /home, so tools/check_python.py
+## refuses those). DESTDIR stages it all for packaging: no file mentions DESTDIR, scripts
+## start with #!$(PREFIX)/bin/python, .pyc name $(PREFIX) and check the source's hash.
 PREFIX ?= /opt/almhookd
 DESTDIR ?=
+# Not the `python3` first on PATH that builds .venv for `make run`/`make test`: that is
+# often a pyenv under /root. A PYTHON given on the command line or in the environment wins.
+INSTALL_PYTHON := $(if $(filter command environment,$(firstword $(origin PYTHON))),$(PYTHON),/usr/bin/python3)
+INSTALL_ROOT := $(abspath $(DESTDIR))
+INSTALL_DIR := $(INSTALL_ROOT)$(abspath $(PREFIX))
+INSTALL_NEW := $(INSTALL_DIR).new
+INSTALL_UNIT := $(INSTALL_ROOT)/etc/systemd/system/almhookd.service
+# Paths go into sed patterns and the unit unquoted: letters, digits and ._/+- only.
+define install_check_paths
+	@case '$(PREFIX)' in /*) ;; *) echo "make $@: PREFIX=$(PREFIX) must be an absolute path" >&2; exit 1;; esac
+	@case '$(PREFIX)$(DESTDIR)' in *[!A-Za-z0-9._/+-]*) \
+		echo "make $@: PREFIX and DESTDIR may hold only letters, digits and ._/+-" >&2; exit 1;; esac
+	@if [ -e $(INSTALL_DIR) ] && [ ! -f $(INSTALL_DIR)/pyvenv.cfg ] && [ -n "$$(ls -A $(INSTALL_DIR))" ]; then \
+		echo "make $@: $(INSTALL_DIR) holds something else than almhookd's venv: choose another PREFIX" >&2; exit 1; fi
+endef
+
 install:
-	$(PYTHON) -m venv $(DESTDIR)$(PREFIX)
-	$(DESTDIR)$(PREFIX)/bin/pip install --quiet --upgrade pip
-	$(DESTDIR)$(PREFIX)/bin/pip install --quiet --upgrade .
-	install -d -m 0755 $(DESTDIR)/etc/almhookd
-	install -d -m 0700 $(DESTDIR)/etc/almhookd/credentials
-	test -e $(DESTDIR)/etc/almhookd/config.toml || \
-		install -m 0644 config.example.toml $(DESTDIR)/etc/almhookd/config.toml
-	test -e $(DESTDIR)/etc/almhookd/credentials/admin_token || \
-		(umask 077; $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(32))' \
-			> $(DESTDIR)/etc/almhookd/credentials/admin_token)
-	install -d $(DESTDIR)$(PREFIX)/share/doc
-	install -m 0644 README.md docs/INSTALL.md $(DESTDIR)$(PREFIX)/share/doc/
-	install -D -m 0644 systemd/almhookd.service $(DESTDIR)/etc/systemd/system/almhookd.service
+	$(install_check_paths)
+	@command -v $(INSTALL_PYTHON) >/dev/null || \
+		{ echo "make install: PYTHON=$(INSTALL_PYTHON) not found; name a system Python 3.11+, e.g. PYTHON=/usr/bin/python3" >&2; exit 1; }
+	@python=$$($(INSTALL_PYTHON) tools/check_python.py $(INSTALL_PYTHON)) && \
+		echo "make install: the venv in $(INSTALL_NEW), from $$python" && \
+		rm -rf $(INSTALL_NEW) && "$$python" -m venv $(INSTALL_NEW)
+	src=$$(mktemp -d) && trap 'rm -rf "$$src"' EXIT && \
+		cp -R pyproject.toml README.md almhookd "$$src"/ && \
+		$(INSTALL_NEW)/bin/python -m pip install --quiet --disable-pip-version-check --no-compile "$$src"
+	grep -rlF -- $(INSTALL_NEW) $(INSTALL_NEW)/bin $(INSTALL_NEW)/pyvenv.cfg | \
+		xargs -r sed -i 's|$(subst .,\.,$(INSTALL_NEW))|$(abspath $(PREFIX))|g'
+	find $(INSTALL_NEW) -name __pycache__ -type d -prune -exec rm -rf {} +
+	$(INSTALL_NEW)/bin/python -m compileall -q -j 0 --invalidation-mode checked-hash \
+		-d $(abspath $(PREFIX))/lib $(INSTALL_NEW)/lib >/dev/null
+	install -d $(INSTALL_NEW)/share/doc
+	install -m 0644 README.md docs/INSTALL.md $(INSTALL_NEW)/share/doc/
+	rm -rf $(INSTALL_DIR).old
+	if [ -e $(INSTALL_DIR) ]; then mv $(INSTALL_DIR) $(INSTALL_DIR).old; fi
+	mv $(INSTALL_NEW) $(INSTALL_DIR)
+	rm -rf $(INSTALL_DIR).old
+	install -d -m 0755 $(INSTALL_ROOT)/etc/almhookd
+	install -d -m 0700 $(INSTALL_ROOT)/etc/almhookd/credentials
+	test -e $(INSTALL_ROOT)/etc/almhookd/config.toml || \
+		install -m 0644 config.example.toml $(INSTALL_ROOT)/etc/almhookd/config.toml
+	test -e $(INSTALL_ROOT)/etc/almhookd/credentials/admin_token || \
+		(umask 077; $(INSTALL_DIR)/bin/python -c 'import secrets; print(secrets.token_urlsafe(32))' \
+			> $(INSTALL_ROOT)/etc/almhookd/credentials/admin_token)
+	install -d -m 0755 $(dir $(INSTALL_UNIT))
+	sed 's|/opt/almhookd|$(abspath $(PREFIX))|g' systemd/almhookd.service > $(INSTALL_UNIT).tmp
+	chmod 0644 $(INSTALL_UNIT).tmp && mv $(INSTALL_UNIT).tmp $(INSTALL_UNIT)
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
+		systemctl daemon-reload; \
+		if systemctl -q is-active almhookd; then echo "almhookd is running the old version: systemctl restart almhookd"; fi; \
+	fi
+
+## uninstall: the venv under $(PREFIX) and the unit; /etc/almhookd (config, credentials)
+## and the database in /var/lib/almhookd stay (docs/INSTALL.md says how to remove them)
+uninstall:
+	$(install_check_paths)
+	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ] && [ -e $(INSTALL_UNIT) ]; then \
+		systemctl disable --now almhookd.service; fi
+	rm -f $(INSTALL_UNIT)
+	rm -rf $(INSTALL_DIR) $(INSTALL_NEW) $(INSTALL_DIR).old
 	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi

@@ -18,6 +18,7 @@ from almhookd.api.common import (
     middleware,
 )
 from almhookd.api.ingest import get_event, ingest
+from almhookd.api.openapi.route import openapi
 from almhookd.api.ops import batch_flush, healthz, metrics_endpoint, status
 from almhookd.auth import TokenChecker
 from almhookd.config import Config
@@ -62,4 +63,5 @@ def create_app(
     app.router.add_get("/metrics", metrics_endpoint, name="metrics")
     app.router.add_post("/v1/batch/flush", batch_flush, name="batch_flush")
     app.router.add_get("/healthz", healthz, name="healthz")
+    app.router.add_get("/v1/openapi.json", openapi, name="openapi")
     return app

@@ -80,7 +80,9 @@ METRICS: Final = web.AppKey("metrics", Metrics)
 INGEST_ROUTES: Final = frozenset({"ingest", "catalogue"})
 
 
-PUBLIC_ROUTES: Final = frozenset({"healthz"})
+#: Routes anyone may call: the health check (load balancers) and the API's description
+#: (client generators, API browsers; it holds no secret).
+PUBLIC_ROUTES: Final = frozenset({"healthz", "openapi"})
 
 
 class ApiError(Exception):
@@ -147,7 +149,9 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
         if error.status < 400:
             raise
         code = _HTTP_CODES.get(error.status, "http_error")
-        return _error_response(ApiError(error.status, code, error.reason))
+        # A 405 keeps its Allow header, which HTTP requires and aiohttp has set.
+        headers = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else None
+        return _error_response(ApiError(error.status, code, error.reason, headers=headers))
 
 
 def body_memory_budget() -> Middleware:

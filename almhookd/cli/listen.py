@@ -9,13 +9,19 @@ It answers as a real receiver must: 202 to a verified request, 401 to one whose
 signature or Basic credentials fail (the verdict printed either way), unless ``--status``
 forces an answer. Started with neither a secret nor Basic credentials it verifies
 nothing, says so at start, and marks each request ``none unverified``.
+
+``--background`` binds the port, then leaves a child process serving it and returns: a
+script (the README's walkthrough) can send to the receiver on its next line, with no
+wait and no race against the receiver's start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,6 +54,8 @@ class ListenOptions:
     delay: float = 0.0
     json_lines: bool = False
     tolerance: float = 300.0
+    #: Serve from a child process and return once the port is bound.
+    background: bool = False
 
 
 UNVERIFIED = "unverified"
@@ -56,6 +64,11 @@ NOTHING_VERIFIED = (
     "warning: no --secret and no --basic: nothing is verified; "
     "each request is shown as 'none unverified'"
 )
+
+
+def verifies(options: ListenOptions) -> bool:
+    """Whether requests are checked at all (a secret or Basic credentials given)."""
+    return bool(options.secrets) or options.basic is not None
 
 
 class Listener:
@@ -133,7 +146,7 @@ class Listener:
 
     @property
     def verifies(self) -> bool:
-        return bool(self.options.secrets) or self.options.basic is not None
+        return verifies(self.options)
 
     def _report_request(
         self,
@@ -190,34 +203,65 @@ class Listener:
             self._print(f"             ! {note}")
 
 
-async def serve_listener(options: ListenOptions, stop: asyncio.Event) -> None:
+def bind(options: ListenOptions) -> socket.socket:
+    """The listening socket, bound before anything is announced or forked."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        options.host, options.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def announce(options: ListenOptions, out: TextIO, *, pid: int | None = None) -> None:
+    """The start banner: where it listens, how it answers, what it verifies."""
+    url = f"http://{options.host}:{options.port}/"
+    if options.json_lines:
+        started: dict[str, object] = {"listening": url}
+        if pid is not None:
+            started["pid"] = pid
+        if not verifies(options):
+            started["warning"] = NOTHING_VERIFIED.removeprefix("warning: ")
+        print(json.dumps(started), file=out, flush=True)
+        return
+    answer = (
+        f"answering {options.status}"
+        if options.status is not None
+        else "answering 202, or 401 when verification fails"
+        if verifies(options)
+        else "answering 202"
+    )
+    delay = f" after {options.delay:g}s" if options.delay else ""
+    where = f"; in the background, pid {pid}: stop it with kill {pid}" if pid is not None else ""
+    print(f"listening on {url} ({answer}{delay}{where})", file=out, flush=True)
+    if not verifies(options):
+        print(NOTHING_VERIFIED, file=out, flush=True)
+
+
+async def serve_listener(
+    options: ListenOptions, stop: asyncio.Event, sock: socket.socket | None = None
+) -> None:
+    """Serve until ``stop`` is set; on ``sock`` when given (already announced), else on a
+    socket of its own, announced here."""
     listener = Listener(options)
     app = web.Application(client_max_size=16 * 1024 * 1024)
     app.router.add_route("*", "/{tail:.*}", listener.handle)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, options.host, options.port)
-    await site.start()
-    answer = (
-        f"answering {options.status}"
-        if options.status is not None
-        else "answering 202, or 401 when verification fails"
-        if listener.verifies
-        else "answering 202"
-    )
-    if options.json_lines:
-        started: dict[str, str] = {"listening": f"http://{options.host}:{options.port}/"}
-        if not listener.verifies:
-            started["warning"] = NOTHING_VERIFIED.removeprefix("warning: ")
-        listener._print(json.dumps(started))
+    if sock is None:
+        site: web.BaseSite = web.TCPSite(runner, options.host, options.port)
+        await site.start()
+        announce(options, listener.out)
     else:
-        listener._print(
-            f"listening on http://{options.host}:{options.port}/ ({answer}"
-            + (f" after {options.delay:g}s" if options.delay else "")
-            + ")"
-        )
-        if not listener.verifies:
-            listener._print(NOTHING_VERIFIED)
+        site = web.SockSite(runner, sock)
+        await site.start()
     try:
         await stop.wait()
     finally:
@@ -225,23 +269,50 @@ async def serve_listener(options: ListenOptions, stop: asyncio.Event) -> None:
 
 
 def run_listener(options: ListenOptions) -> int:
+    sock: socket.socket | None = None
+    try:
+        if options.background:
+            sock = bind(options)
+    except OSError as error:
+        return _cannot_listen(options, error)
+    if sock is not None:
+        # Forked before any event loop or thread exists; the parent returns only once
+        # the port accepts connections, which it does from the moment of bind().
+        pid = os.fork()
+        if pid:
+            sock.close()
+            announce(options, sys.stdout, pid=pid)
+            return 0
+        _detach_stdin()
+
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        await serve_listener(options, stop)
+        await serve_listener(options, stop, sock)
 
     try:
         uvloop.run(main())
     except OSError as error:
-        print(
-            f"almhookd listen: cannot listen on {options.host}:{options.port}: "
-            f"{error.strerror or error}",
-            file=sys.stderr,
-        )
-        return 1
+        return _cannot_listen(options, error)
     return 0
+
+
+def _cannot_listen(options: ListenOptions, error: OSError) -> int:
+    print(
+        f"almhookd listen: cannot listen on {options.host}:{options.port}: "
+        f"{error.strerror or error}",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _detach_stdin() -> None:
+    """The background receiver reads nothing: leave the terminal's input to the shell."""
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
 
 
 def parse_basic(text: str) -> tuple[str, str]:
@@ -263,4 +334,5 @@ def options_from(args: Any, secrets: Sequence[str]) -> ListenOptions:
         delay=args.delay,
         json_lines=args.json,
         tolerance=args.tolerance,
+        background=args.background,
     )

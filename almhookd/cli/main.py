@@ -131,6 +131,11 @@ def _parser() -> argparse.ArgumentParser:
         help="accepted age of webhook-timestamp (default 5m)",
     )
     listen.add_argument("--json", action="store_true", help="one JSON line per event")
+    listen.add_argument(
+        "--background",
+        action="store_true",
+        help="serve from a background process and return once listening (prints its pid)",
+    )
     return parser
 
 

@@ -26,7 +26,9 @@ def test_make_run_installs_only_what_running_needs(tmp_path: Path) -> None:
     commands = _dry_run("run", tmp_path)
     assert "pip install --quiet -e .\n" in commands
     assert "[dev]" not in commands
-    assert "almhookd run --config config.example.toml" in commands
+    # The development configuration, made from its template once and then left alone.
+    assert "cp config.dev.toml var/almhookd.toml" in commands
+    assert "almhookd run --config var/almhookd.toml" in commands
 
 
 def test_make_test_installs_the_dev_tools(tmp_path: Path) -> None:

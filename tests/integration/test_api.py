@@ -180,6 +180,7 @@ async def test_404_and_405_are_json(client: Client) -> None:
     assert response.status == 404 and "error" in await response.json()
     response = await client.delete("/v1/events", headers=admin_headers())
     assert response.status == 405 and "error" in await response.json()
+    assert response.headers["Allow"] == "POST", "a 405 names the methods the path has"
 
 
 async def test_healthz_needs_no_token(client: Client) -> None:

@@ -391,47 +391,6 @@ async def test_webhooks_test_usage_errors_exit_2(
     assert len(err.splitlines()) == 1, err
 
 
-def readme_walkthrough() -> list[str]:
-    text = (REPO / "README.md").read_text()
-    block = text.split("<!-- admin-walkthrough -->", 1)[1].split("```sh", 1)[1]
-    block = block.split("```", 1)[0]
-    return [
-        line
-        for line in block.replace("\\\n", " ").splitlines()
-        if line.strip() and not line.lstrip().startswith("#")
-    ]
-
-
-async def test_the_readme_admin_walkthrough_runs(
-    daemon: Running, receiver: Receiver, tmp_path: Path
-) -> None:
-    commands = readme_walkthrough()
-    assert len(commands) >= 5
-    env = {
-        **os.environ,
-        "ALMHOOKD_URL": daemon.url,
-        "ALMHOOKD_ADMIN_TOKEN": ADMIN_TOKEN,
-        "RECEIVER_URL": receiver.url,
-        "ALMHOOKD_CONFIG": "/nonexistent/almhookd.toml",
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-    }
-    for command in commands:
-        process = await asyncio.create_subprocess_exec(
-            "bash",
-            "-euo",
-            "pipefail",
-            "-c",
-            command,
-            cwd=tmp_path,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await process.communicate()
-        assert process.returncode == 0, (command, out.decode(), err.decode())
-    assert receiver.received, "the walkthrough's test delivery reached the receiver"
-
-
 # --- `webhooks secret --output`: a new private file, never through a link ----------------
 
 

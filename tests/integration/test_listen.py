@@ -6,6 +6,8 @@ import asyncio
 import base64
 import json
 import os
+import signal
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -18,7 +20,7 @@ import pytest
 from almhookd.domain.signing import generate_secret, sign
 from tests.support import samples
 from tests.support.net import free_port
-from tests.support.running import Running, daemon_config, eventually, running_daemon
+from tests.support.running import Running, daemon_config, eventually, running_daemon, until
 from tests.support.tokens import INGEST_TOKEN
 
 
@@ -236,3 +238,53 @@ async def test_listen_json_says_at_start_that_nothing_is_verified() -> None:
         assert (await listen.next_line())["verification"] == "unverified"
     finally:
         assert await listen.stop() == 0
+
+
+async def test_background_returns_once_listening_and_the_child_serves() -> None:
+    """``--background``: the command returns with the port already accepting (the next
+    line of a script may send to it at once), names the serving process, and that
+    process verifies and prints as the foreground one does, until it is killed."""
+    port = free_port()
+    command = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "almhookd", "listen", "--port", str(port), "--background"),
+        *("--json", "--secret", SECRET),
+        stdout=asyncio.subprocess.PIPE,
+        env=dict(os.environ),
+    )
+    listen = Listen(command, port)  # its output is the command's, then the child's
+    banner = await listen.next_line()
+    # The command itself has ended (Process.wait() would also wait for the output, which
+    # the child keeps open).
+    await until(lambda: command.returncode is not None, what="the command returned")
+    assert command.returncode == 0
+    child = int(banner["pid"])
+    assert banner["listening"] == f"http://127.0.0.1:{port}/" and "warning" not in banner
+    try:
+        # Sent right after the command returned: no wait for the child to start.
+        assert await post(listen, message_id="msg-1", signed_with=SECRET) == 202
+        event = await listen.next_line()
+        assert event["verification"] == "ok" and event["webhookId"] == "msg-1"
+        assert await post(listen, message_id="msg-2", signed_with=generate_secret()) == 401
+    finally:
+        os.kill(child, signal.SIGTERM)
+    # The child holds the output open until it exits: its end is the end of the output.
+    assert command.stdout is not None
+    rest = await asyncio.wait_for(command.stdout.read(), 15)
+    assert b'"verification": "BAD' in rest
+
+
+async def test_background_says_so_when_the_port_is_taken() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *("-m", "almhookd", "listen", "--port", str(port), "--background"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=dict(os.environ),
+        )
+        out, err = await asyncio.wait_for(process.communicate(), 15)
+    assert process.returncode == 1 and out == b""
+    assert err.decode().startswith(f"almhookd listen: cannot listen on 127.0.0.1:{port}: ")
