@@ -115,6 +115,9 @@ clean:
 ## start with #!$(PREFIX)/bin/python, .pyc name $(PREFIX) and check the source's hash.
 PREFIX ?= /opt/almhookd
 DESTDIR ?=
+# The admin token is made on the host only: a staged tree (DESTDIR, for a package or an
+# image) would hand the same token to every host installed from it.
+GENERATE_TOKEN ?= $(if $(DESTDIR),no,yes)
 # Not the `python3` first on PATH that builds .venv for `make run`/`make test`: that is
 # often a pyenv under /root. A PYTHON given on the command line or in the environment wins.
 INSTALL_PYTHON := $(if $(filter command environment,$(firstword $(origin PYTHON))),$(PYTHON),/usr/bin/python3)
@@ -148,6 +151,9 @@ install:
 		-d $(abspath $(PREFIX))/lib $(INSTALL_NEW)/lib >/dev/null
 	install -d $(INSTALL_NEW)/share/doc
 	install -m 0644 README.md docs/INSTALL.md $(INSTALL_NEW)/share/doc/
+	# Readable and runnable by the service's dynamic user whatever root's umask was
+	# (under umask 077, venv and pip make everything 0700/0600).
+	chmod -R u=rwX,go=rX $(INSTALL_NEW)
 	rm -rf $(INSTALL_DIR).old
 	if [ -e $(INSTALL_DIR) ]; then mv $(INSTALL_DIR) $(INSTALL_DIR).old; fi
 	mv $(INSTALL_NEW) $(INSTALL_DIR)
@@ -156,9 +162,14 @@ install:
 	install -d -m 0700 $(INSTALL_ROOT)/etc/almhookd/credentials
 	test -e $(INSTALL_ROOT)/etc/almhookd/config.toml || \
 		install -m 0644 config.example.toml $(INSTALL_ROOT)/etc/almhookd/config.toml
-	test -e $(INSTALL_ROOT)/etc/almhookd/credentials/admin_token || \
-		(umask 077; $(INSTALL_DIR)/bin/python -c 'import secrets; print(secrets.token_urlsafe(32))' \
-			> $(INSTALL_ROOT)/etc/almhookd/credentials/admin_token)
+	@token=$(INSTALL_ROOT)/etc/almhookd/credentials/admin_token; \
+	if [ -s $$token ]; then :; \
+	elif [ "$(GENERATE_TOKEN)" = yes ]; then \
+		(umask 077 && $(INSTALL_DIR)/bin/python -c 'import secrets; print(secrets.token_urlsafe(32))' > $$token.tmp) && \
+		[ -s $$token.tmp ] && mv $$token.tmp $$token && echo "make install: generated the admin token in $$token"; \
+	else \
+		echo "make install: no admin token in a staged tree (every host would share it): create $${token#$(INSTALL_ROOT)} on the host (docs/INSTALL.md)"; \
+	fi
 	install -d -m 0755 $(dir $(INSTALL_UNIT))
 	sed 's|/opt/almhookd|$(abspath $(PREFIX))|g' systemd/almhookd.service > $(INSTALL_UNIT).tmp
 	chmod 0644 $(INSTALL_UNIT).tmp && mv $(INSTALL_UNIT).tmp $(INSTALL_UNIT)

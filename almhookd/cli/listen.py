@@ -288,7 +288,8 @@ def run_listener(options: ListenOptions) -> int:
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        # SIGHUP too, a terminal's hang-up: a clean stop rather than the default death.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(signum, stop.set)
         await serve_listener(options, stop, sock)
 

@@ -22,13 +22,16 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, here and on CI
 MAKE = shutil.which("make") or "make"
+SH = shutil.which("sh") or "/bin/sh"
 
 
 def _make(*arguments: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     # A `make test` above this one passes its MAKEFLAGS down; this make stands alone.
     env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL"}}
+    # Under a root's strict umask, as INSTALL.md's own credential steps leave a shell:
+    # the venv must still be readable by the service's dynamic user.
     return subprocess.run(
-        [MAKE, "--no-print-directory", *arguments],
+        [SH, "-c", 'umask 077 && exec "$@"', "sh", MAKE, "--no-print-directory", *arguments],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -55,9 +58,13 @@ class Staged:
     def unit(self) -> Path:
         return self.destdir / "etc" / "systemd" / "system" / "almhookd.service"
 
-    def install(self) -> subprocess.CompletedProcess[str]:
+    def install(self, *extra: str) -> subprocess.CompletedProcess[str]:
         return _make(
-            "install", f"DESTDIR={self.destdir}", f"PREFIX={self.prefix}", f"PYTHON={SYSTEM_PYTHON}"
+            "install",
+            f"DESTDIR={self.destdir}",
+            f"PREFIX={self.prefix}",
+            f"PYTHON={SYSTEM_PYTHON}",
+            *extra,
         )
 
 
@@ -141,9 +148,37 @@ def test_config_and_credentials_are_installed_private(staged: Staged) -> None:
     assert (staged.etc / "config.toml").read_text() == (REPO / "config.example.toml").read_text()
     credentials = staged.etc / "credentials"
     assert stat.S_IMODE(credentials.stat().st_mode) == 0o700
-    token = credentials / "admin_token"
+    # No token in a staged tree: every host installed from it would share it.
+    assert not (credentials / "admin_token").exists()
+
+
+def test_the_venv_is_readable_by_the_service_under_a_strict_umask(staged: Staged) -> None:
+    """Installed under umask 077, yet every directory is 0755 and every file 0644 or
+    0755: the service's dynamic user is neither root nor the files' owner."""
+    for directory, _, names in os.walk(staged.venv):
+        assert stat.S_IMODE(Path(directory).stat().st_mode) == 0o755, directory
+        for name in names:
+            path = Path(directory) / name
+            if not path.is_symlink():
+                assert stat.S_IMODE(path.stat().st_mode) in (0o644, 0o755), path
+
+
+def test_the_admin_token_is_generated_on_the_host(tmp_path: Path) -> None:
+    """Without DESTDIR (here GENERATE_TOKEN=yes stands for it) the token is made once,
+    private and not empty; an empty one left by a failed run is made again."""
+    made = Staged(destdir=tmp_path / "stage", prefix=tmp_path / "live" / "almhookd")
+    result = made.install("GENERATE_TOKEN=yes")
+    assert result.returncode == 0, result.stdout + result.stderr
+    token = made.etc / "credentials" / "admin_token"
     assert stat.S_IMODE(token.stat().st_mode) == 0o600
-    assert len(token.read_text().strip()) >= 40
+    first = token.read_text().strip()
+    assert len(first) >= 40
+    token.write_text("")
+    assert made.install("GENERATE_TOKEN=yes").returncode == 0
+    second = token.read_text().strip()
+    assert len(second) >= 40 and second != first
+    assert made.install("GENERATE_TOKEN=yes").returncode == 0
+    assert token.read_text().strip() == second, "an existing token is kept"
 
 
 def test_the_staged_interpreter_runs_almhookd(staged: Staged) -> None:
@@ -201,7 +236,8 @@ def test_a_second_install_is_an_upgrade_that_keeps_config_and_credentials(
 ) -> None:
     config = staged.etc / "config.toml"
     config.write_text(config.read_text() + "\n# edited by the admin\n")
-    token = (staged.etc / "credentials" / "admin_token").read_text()
+    token = "made-by-the-package-post-install-0123456789"
+    (staged.etc / "credentials" / "admin_token").write_text(token)
     leftover = next((staged.venv / "lib").glob("python3.*")) / "site-packages" / "leftover.py"
     leftover.write_text("")
     started = time.monotonic()
@@ -226,7 +262,7 @@ def test_uninstall_removes_the_venv_and_unit_and_keeps_config(
     assert not copy.venv.exists()
     assert not copy.unit.exists()
     assert (copy.etc / "config.toml").is_file()
-    assert (copy.etc / "credentials" / "admin_token").is_file()
+    assert (copy.etc / "credentials" / "admin_token").is_file()  # from the upgrade test
 
 
 # The refusals: checked before anything is written.

@@ -250,15 +250,21 @@ async def test_background_returns_once_listening_and_the_child_serves() -> None:
         *("--json", "--secret", SECRET),
         stdout=asyncio.subprocess.PIPE,
         env=dict(os.environ),
+        start_new_session=True,  # the child stays in this group: killed with it below
     )
     listen = Listen(command, port)  # its output is the command's, then the child's
-    banner = await listen.next_line()
-    # The command itself has ended (Process.wait() would also wait for the output, which
-    # the child keeps open).
-    await until(lambda: command.returncode is not None, what="the command returned")
-    assert command.returncode == 0
-    child = int(banner["pid"])
-    assert banner["listening"] == f"http://127.0.0.1:{port}/" and "warning" not in banner
+    try:
+        banner = await listen.next_line()
+        # The command itself has ended (Process.wait() would also wait for the output,
+        # which the child keeps open).
+        await until(lambda: command.returncode is not None, what="the command returned")
+        assert command.returncode == 0
+        child = int(banner["pid"])
+        assert banner["listening"] == f"http://127.0.0.1:{port}/" and "warning" not in banner
+        assert os.getpgid(child) == command.pid
+    except BaseException:
+        os.killpg(command.pid, signal.SIGKILL)
+        raise
     try:
         # Sent right after the command returned: no wait for the child to start.
         assert await post(listen, message_id="msg-1", signed_with=SECRET) == 202
