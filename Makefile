@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.run-installed
 STAMP := $(VENV)/.installed
 
-.PHONY: run test soak lint format bench bench-all bench-full bench-console mutation clean install uninstall
+.PHONY: run test soak lint format bench bench-all bench-full bench-ingest bench-console mutation clean install uninstall
 
 $(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,11 +54,14 @@ format: $(STAMP)
 BENCH_STAMP := $(VENV)/.bench-installed
 
 # What bench/compare.py compares almhookd with: Celery, redis-py, requests, lazyhooks in
-# the venv, and Debian's redis-server (installed with apt-get when missing, as root).
+# the venv, and Debian's redis-server; Debian's wrk, the second load generator of
+# bench/ingest.py and bench/ingest_wire.py (both installed with apt-get when missing, as root).
 $(BENCH_STAMP): $(STAMP) bench/requirements.txt
 	$(BIN)/pip install --quiet -r bench/requirements.txt
 	command -v redis-server >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server)
+	command -v wrk >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
 	touch $(BENCH_STAMP)
 
 ## bench: almhookd side by side with Celery + Redis, lazyhooks and a plain aiohttp client
@@ -66,9 +69,10 @@ $(BENCH_STAMP): $(STAMP) bench/requirements.txt
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.compare
 
-## bench-all: the ingest and delivery benchmarks (about 5 minutes), then the comparison
+## bench-all: the ingest and delivery benchmarks (about 12 minutes), then the comparison
 bench-all: $(BENCH_STAMP)
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python -m bench.ingest_wire
 	$(BIN)/python -m bench.delivery
 	$(BIN)/python -m bench.compare
 
@@ -76,6 +80,11 @@ bench-all: $(BENCH_STAMP)
 ## everything): about two hours on a 2-core machine
 bench-full: $(BENCH_STAMP)
 	$(BIN)/python -m bench.compare --full
+
+## bench-ingest: issue 22's ingest figures, almhookd beside a bare aiohttp endpoint in the
+## same run (single events, 500-event envelopes, p99 at 80% load; 3 runs, about 7 minutes)
+bench-ingest: $(BENCH_STAMP)
+	$(BIN)/python -m bench.ingest_wire
 
 ## bench-console: the console's pages timed with 5 webhooks and 100,000 retained
 ## deliveries (about a minute)

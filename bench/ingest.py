@@ -258,9 +258,17 @@ class Daemon:
 
 
 @contextlib.contextmanager
-def running_daemon(directory: Path, extra_toml: str = "") -> Iterator[Daemon]:
+def running_daemon(
+    directory: Path,
+    extra_toml: str = "",
+    *,
+    python: str = sys.executable,
+    checkout: Path | None = None,
+) -> Iterator[Daemon]:
     """The daemon on the database ``directory/almhookd.db``, with ``extra_toml`` added to
-    its configuration; stopped (exit 0) on leaving."""
+    its configuration; stopped (exit 0) on leaving. ``python`` runs it; with ``checkout``
+    it runs the almhookd package of that directory (its working directory, first on
+    ``sys.path`` under ``-m``) instead of the one this interpreter imports."""
     port = free_port()
     config = directory / "almhookd.toml"
     config.write_text(
@@ -271,7 +279,7 @@ def running_daemon(directory: Path, extra_toml: str = "") -> Iterator[Daemon]:
     with log.open("wb") as output:
         process = subprocess.Popen(
             [
-                sys.executable,
+                python,
                 "-m",
                 "almhookd",
                 "run",
@@ -282,6 +290,7 @@ def running_daemon(directory: Path, extra_toml: str = "") -> Iterator[Daemon]:
             ],
             stdout=output,
             stderr=subprocess.STDOUT,
+            cwd=checkout,
         )
     daemon = Daemon(
         process=process, url=f"http://127.0.0.1:{port}", database=directory / "almhookd.db", log=log
