@@ -6,16 +6,19 @@ commit, so it costs one hop from the event loop and transactions never interleav
 Reads go through an aiosqlite connection, which sees only committed data. The reader's
 thread also runs WAL checkpoints, so commits never pay for them.
 
-Ingest goes through a single writer task that commits whatever requests are waiting in
-one transaction (group commit). A request is acknowledged only once its transaction is
-on disk, through an fsync of the write-ahead log on a third thread, after the commit:
-the write lock is not held through the fsync, so delivery bookkeeping and the next
-ingest groups commit while it runs, and one fsync covers every commit before it. A
-failed fsync stops all ingest until a restart (the kernel may have dropped the pages it
-could not write). Delivery bookkeeping commits with ``synchronous=NORMAL`` and is never
-waited for on disk: in WAL mode that survives a crash of the process; a power cut may
-lose the last bookkeeping commits, which only means a batch is sent again (a duplicate
-the subscriber de-duplicates), never that an event is lost.
+Ingest commits whatever requests are waiting in one transaction (group commit), with no
+hop through the event loop between the stages: an ``append`` queues its events and, when
+no drain is scheduled, schedules one on the writer thread; the drain takes every waiting
+request, commits them, and hands the group straight to the syncer thread, which fsyncs
+the write-ahead log once for every group committed before it started and then settles
+their requests with one call into the loop. A request is acknowledged only once its
+transaction is on disk; the write lock is not held through the fsync, so delivery
+bookkeeping and the next ingest groups commit while it runs. A failed fsync stops all
+ingest until a restart (the kernel may have dropped the pages it could not write).
+Delivery bookkeeping commits with ``synchronous=NORMAL`` and is never waited for on
+disk: in WAL mode that survives a crash of the process; a power cut may lose the last
+bookkeeping commits, which only means a batch is sent again (a duplicate the subscriber
+de-duplicates), never that an event is lost.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import asyncio
 import contextlib
 import os
 import sqlite3
+import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -40,7 +45,7 @@ from almhookd.errors import (
 from almhookd.protocols import Clock
 from almhookd.storage.interface import EventsCommitted
 from almhookd.storage.sqlite.files import DatabaseLock, create_private_file, file_identity
-from almhookd.storage.sqlite.ingest import PendingAppend, fail_group, insert_events
+from almhookd.storage.sqlite.ingest import PendingAppend, insert_events
 from almhookd.storage.sqlite.migrations import MIGRATIONS, SCHEMA_VERSION
 from almhookd.storage.sqlite.queries import storage_error
 from almhookd.storage.values import (
@@ -100,20 +105,30 @@ class SqliteEngine:
         self._db: sqlite3.Connection | None = None
         self._bookkeeping: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._queue: asyncio.Queue[PendingAppend | None] = asyncio.Queue()
-        self._writer: asyncio.Task[None] | None = None
         self._checkpointer: asyncio.Task[None] | None = None
         self._closing = False
         self._closed = asyncio.Event()
+        #: the loop the store was opened on, which the writer and syncer threads settle
+        #: ``append`` calls on
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: ``append`` calls waiting for a drain on the writer thread, and whether one is
+        #: scheduled (both under ``_appends_lock``)
+        self._appends: deque[PendingAppend] = deque()
+        self._appends_lock = threading.Lock()
+        self._drain_scheduled = False
+        #: groups committed, waiting for the fsync that acknowledges them, and whether a
+        #: sync is scheduled (both under ``_committed_lock``)
+        self._committed: list[tuple[list[PendingAppend], list[AppendResult]]] = []
+        self._committed_lock = threading.Lock()
+        self._sync_scheduled = False
+        #: ``append`` calls not yet settled (on the loop), and an event set at none
+        self._unsettled = 0
+        self._all_settled = asyncio.Event()
+        self._all_settled.set()
         #: ingest transactions committed by the writer since opening
         self.commits = 0
-        #: ingest transactions known to be on disk (the WAL synced after them)
-        self._synced = 0
-        self._sync_lock = asyncio.Lock()
         #: set by a failed fsync: no ingest is acknowledged any more
         self._sync_failure: StorageError | None = None
-        #: groups committed, waiting for the fsync that acknowledges them
-        self._acknowledging: set[asyncio.Task[None]] = set()
         #: write transactions of any kind since opening
         self.writes = 0
         #: (device, inode) of the database file when opened: see ``_check_file``
@@ -141,6 +156,7 @@ class SqliteEngine:
             raise StorageError(f"{path}: cannot create the database: {error.strerror}") from None
         lock = DatabaseLock.acquire(path)
         store = cls(path=path, clock=clock, on_events_committed=on_events_committed)
+        store._loop = asyncio.get_running_loop()
         store._lock = lock
         store._identity = file_identity(path)
         try:
@@ -153,7 +169,6 @@ class SqliteEngine:
         except BaseException:
             await store._close_connections()
             raise
-        store._writer = asyncio.create_task(store._write_loop(), name="almhookd-store-writer")
         store._checkpointer = asyncio.create_task(
             store._checkpoint_loop(), name="almhookd-store-checkpoint"
         )
@@ -200,7 +215,7 @@ class SqliteEngine:
         ``durable`` commits with ``synchronous=FULL`` (on disk before returning); else
         ``NORMAL`` (survives a crash of the process, not a power cut).
         """
-        if self._closing and self._writer is not None and self._writer.done():
+        if self._closing and self._db is None:
             raise StorageClosed()
         try:
             return await self._run(lambda: self._transaction(work, durable))
@@ -326,13 +341,15 @@ class SqliteEngine:
         if self._sync_failure is not None:
             raise self._sync_failure
         pending = PendingAppend(events, asyncio.get_running_loop().create_future())
-        self._queue.put_nowait(pending)
-        # The writer answers even when the caller is cancelled; ``done()`` is checked.
-        result = await pending.done
-        # Checked after the commit: a file deleted before it would have taken the events
-        # into an inode no restart finds. Not acknowledged, the producer sends them again.
-        self._check_file()
-        return result
+        self._unsettled += 1
+        self._all_settled.clear()
+        with self._appends_lock:
+            self._appends.append(pending)
+            if not self._drain_scheduled:
+                self._drain_scheduled = True
+                self._executor.submit(self._drain)
+        # Settled even when the caller is cancelled; ``done()`` is checked there.
+        return await pending.done
 
     def _check_file(self) -> None:
         """Refuse to go on writing into a database file that was moved away or deleted:
@@ -343,89 +360,130 @@ class SqliteEngine:
                 "put it back, or restart almhookd to start a new one"
             )
 
-    async def _write_loop(self) -> None:
-        stop = False
-        while not stop:
-            first = await self._queue.get()
-            if first is None:
-                break
-            group, size = [first], len(first.events)
-            while size < MAX_GROUP_EVENTS and not self._queue.empty():
-                item = self._queue.get_nowait()
-                if item is None:
-                    stop = True
-                    break
-                group.append(item)
-                size += len(item.events)
-            await self._commit_group(group)
+    def _drain(self) -> None:
+        """On the writer thread: commit the requests waiting now as one group, then
+        schedule another drain behind the other writes if more came meanwhile."""
+        with self._appends_lock:
+            group: list[PendingAppend] = []
+            size = 0
+            while self._appends and (not group or size < MAX_GROUP_EVENTS):
+                pending = self._appends.popleft()
+                group.append(pending)
+                size += len(pending.events)
+        try:
+            if group:
+                self._commit_group(group)
+        except BaseException as error:  # every waiter must hear of it, or close() hangs
+            failure = StorageError(f"{self.path}: {type(error).__name__}: {error}")
+            log.error("storage.commit_failed", error=failure.message, requests=len(group))
+            self._settle_soon([(group, [])], failure)
+        finally:
+            with self._appends_lock:
+                if self._appends:
+                    self._executor.submit(self._drain)
+                else:
+                    self._drain_scheduled = False
 
-    async def _commit_group(self, group: list[PendingAppend]) -> None:
-        """Commit one group; it is acknowledged in the background, once on disk, while the
-        next group commits."""
+    def _commit_group(self, group: list[PendingAppend]) -> None:
+        """On the writer thread: commit one group and hand it to the syncer."""
         now_ms = self._now_ms()
         try:
-            results = await self._write(lambda db: insert_events(db, group, now_ms), durable=False)
+            results = self._transaction(lambda db: insert_events(db, group, now_ms), False)
         except Exception as error:  # every waiter must hear of the failure
-            if len(group) > 1 and not isinstance(error, StorageError):
+            if len(group) > 1 and not isinstance(error, sqlite3.Error | StorageError):
                 # One request's rows broke the transaction (not the storage): commit each
                 # request alone, so that only that one fails.
                 for pending in group:
-                    await self._commit_group([pending])
+                    self._commit_group([pending])
                 return
             failure = (
-                error
+                storage_error(error, self.path)
+                if isinstance(error, sqlite3.Error)
+                else error
                 if isinstance(error, StorageError)
                 else StorageError(f"{self.path}: {type(error).__name__}: {error}")
             )
             log.error("storage.commit_failed", error=failure.message, requests=len(group))
-            fail_group(group, failure)
+            self._settle_soon([(group, [])], failure)
             return
+        finally:
+            self.writes += 1
         self.commits += 1
         if self._on_events_committed is not None and any(r.accepted for r in results):
             # At commit, not after the fsync: delivery overlaps it. A delivery may thus
             # beat its 202; after a power cut before the fsync the event is not stored,
             # was never acknowledged, and comes again (a duplicate, never a loss).
-            self._on_events_committed()
-        task = asyncio.create_task(self._acknowledge(group, results, self.commits))
-        self._acknowledging.add(task)
-        task.add_done_callback(self._acknowledging.discard)
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self._on_events_committed)
+        with self._committed_lock:
+            self._committed.append((group, results))
+            if not self._sync_scheduled:
+                self._sync_scheduled = True
+                self._syncer.submit(self._sync)
 
-    async def _acknowledge(
-        self, group: list[PendingAppend], results: list[AppendResult], commit: int
-    ) -> None:
+    def _sync(self) -> None:
+        """On the syncer thread: one fsync for every group committed before it starts,
+        then their requests settled, acknowledged or told why not."""
+        with self._committed_lock:
+            groups, self._committed = self._committed, []
         try:
-            await self._sync_through(commit)
-        except StorageError as failure:
-            fail_group(group, failure)
-            return
-        for pending, result in zip(group, results, strict=True):
-            if not pending.done.done():
-                pending.done.set_result(result)
+            failure = self._sync_failure or self._fsync_and_check()
+            self._settle_soon(groups, failure)
+        finally:
+            with self._committed_lock:
+                if self._committed:
+                    self._syncer.submit(self._sync)
+                else:
+                    self._sync_scheduled = False
 
-    async def _sync_through(self, commit: int) -> None:
-        """Return once ingest commit number ``commit`` is on disk. One fsync at a time;
-        each covers every commit made before it starts, so waiters share it."""
-        async with self._sync_lock:
-            if self._sync_failure is not None:
-                raise self._sync_failure
-            if self._synced >= commit:
-                return
-            through = self.commits  # all of these are in the WAL already
-            try:
-                await asyncio.get_running_loop().run_in_executor(self._syncer, self._fsync_wal)
-            except FileNotFoundError:
-                raise StorageError(
-                    f"{self.path}: the write-ahead log is gone; the database file was moved "
-                    "or deleted"
-                ) from None
-            except OSError as error:
-                self._sync_failure = StorageError(
-                    f"{self.path}: writing the database to disk failed ({error.strerror}); "
-                    "nothing more is acknowledged until almhookd is restarted"
-                )
-                log.error("storage.sync_failed", error=self._sync_failure.message)
-                raise self._sync_failure from None
-            self._synced = through
+    def _fsync_and_check(self) -> StorageError | None:
+        """The fsync that makes the groups durable, and the file check after it: a file
+        deleted before the commit took the events into an inode no restart finds. Not
+        acknowledged, the producer sends them again."""
+        try:
+            self._fsync_wal()
+        except FileNotFoundError:
+            return StorageError(
+                f"{self.path}: the write-ahead log is gone; the database file was moved or deleted"
+            )
+        except OSError as error:
+            self._sync_failure = StorageError(
+                f"{self.path}: writing the database to disk failed ({error.strerror}); "
+                "nothing more is acknowledged until almhookd is restarted"
+            )
+            log.error("storage.sync_failed", error=self._sync_failure.message)
+            return self._sync_failure
+        try:
+            self._check_file()
+        except StorageError as error:
+            return error
+        return None
+
+    def _settle_soon(
+        self,
+        groups: list[tuple[list[PendingAppend], list[AppendResult]]],
+        failure: StorageError | None,
+    ) -> None:
+        """From a thread: settle ``groups`` on the loop, with one call for all of them."""
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._settle, groups, failure)
+
+    def _settle(
+        self,
+        groups: list[tuple[list[PendingAppend], list[AppendResult]]],
+        failure: StorageError | None,
+    ) -> None:
+        for group, results in groups:
+            for index, pending in enumerate(group):
+                if pending.done.done():
+                    continue
+                if failure is None:
+                    pending.done.set_result(results[index])
+                else:
+                    pending.done.set_exception(failure)
+            self._unsettled -= len(group)
+        if self._unsettled == 0:
+            self._all_settled.set()
 
     def _fsync_wal(self) -> None:
         """fsync the WAL file, whichever descriptor wrote it: its pages are the file's.
@@ -465,8 +523,6 @@ class SqliteEngine:
             raise StorageClosed()
         if self._sync_failure is not None:
             raise self._sync_failure
-        if self._writer is None or self._writer.done():
-            raise StorageError(f"{self.path}: the store writer is not running")
         await self._fetchall("SELECT count(*) FROM sqlite_master")
         self._check_file()
         if self._write_probe is None or self._write_probe.done():
@@ -489,11 +545,8 @@ class SqliteEngine:
                 self._checkpointer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._checkpointer
-            if self._writer is not None:
-                self._queue.put_nowait(None)
-                await self._writer
-            while self._acknowledging:
-                await asyncio.wait(set(self._acknowledging))
+            # What was appended is committed, on disk and answered before closing.
+            await self._all_settled.wait()
             await self._close_connections()
         finally:
             self._closed.set()

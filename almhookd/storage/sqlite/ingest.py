@@ -9,9 +9,6 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from almhookd.domain.events import NewEvent
-from almhookd.errors import (
-    StorageError,
-)
 from almhookd.storage.sqlite.queries import SUBSCRIBERS_SQL, event_key, insert_many
 from almhookd.storage.values import (
     AppendResult,
@@ -99,10 +96,3 @@ def insert_events(
         deliveries,
     )
     return results
-
-
-def fail_group(group: Sequence[PendingAppend], failure: StorageError) -> None:
-    """Tell every request of a group that it was not stored (or not durably)."""
-    for pending in group:
-        if not pending.done.done():
-            pending.done.set_exception(failure)
