@@ -22,6 +22,7 @@ from almhookd.errors import (
     StorageFull,
 )
 from almhookd.storage.sqlite import SqliteStorage as Store
+from almhookd.storage.sqlite import engine
 from almhookd.storage.sqlite.files import lock_path
 from almhookd.storage.sqlite.migrations import SCHEMA_VERSION
 from almhookd.storage.sqlite.queries import (
@@ -61,8 +62,6 @@ async def test_the_database_is_private_wal_and_migrated(store: Store, db_path: P
 async def test_a_grown_wal_is_truncated_once_writes_pause(
     db_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from almhookd.storage.sqlite import engine
-
     monkeypatch.setattr(engine, "CHECKPOINT_INTERVAL", 0.05)
     monkeypatch.setattr(engine, "WAL_SHRINK_BYTES", 256 * 1024)
     store = await Store.open(db_path, clock=clock)
@@ -593,3 +592,18 @@ async def test_replay_of_many_events_is_one_write_of_one_statement(
         events[0].event_id: "sending",
         **{e.event_id: "pending" for e in events[1:]},
     }
+
+
+async def test_the_connection_that_commits_ingest_has_a_larger_page_cache(store: Store) -> None:
+    """Ingest's random event keys outgrow SQLite's 2 MiB default within seconds."""
+
+    def cache_sizes() -> tuple[int, int]:
+        assert store._bookkeeping is not None and store._db is not None
+        return (
+            store._bookkeeping.execute("PRAGMA cache_size").fetchone()[0],
+            store._db.execute("PRAGMA cache_size").fetchone()[0],
+        )
+
+    bookkeeping, durable = await store._run(cache_sizes)
+    assert bookkeeping == -engine.BOOKKEEPING_CACHE_KIB == -32 * 1024
+    assert durable == -2000  # SQLite's default: webhooks and admin changes are small
