@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from typing import Any
 
 from aiohttp import web
@@ -38,8 +39,9 @@ async def ingest(request: web.Request) -> web.Response:
     result = await request.app[STORE].append(events)
     storage_works(request.app)
     metrics = request.app[METRICS]
-    for name in result.accepted_names:
-        metrics.events_ingested.labels(name).inc()
+    # One increment per event name, not per event: a label lookup takes a lock.
+    for name, count in Counter(result.accepted_names).items():
+        metrics.events_ingested.labels(name).inc(count)
     if result.duplicates:
         metrics.events_duplicate.inc(result.duplicates)
     # Event ids match a pattern that needs no JSON escaping: format, don't encode.
