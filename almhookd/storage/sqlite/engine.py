@@ -229,13 +229,13 @@ class SqliteEngine:
             return await self._run(lambda: self._transaction(work, durable))
         except sqlite3.Error as error:
             raise storage_error(error, self.path) from None
-        finally:
-            self.writes += 1
 
     def _transaction(self, work: Callable[[sqlite3.Connection], T], durable: bool) -> T:
         db = self._db if durable else self._bookkeeping
         if db is None:
             raise StorageClosed()
+        # Counted here, on the writer thread only: ``+=`` from two threads can lose one.
+        self.writes += 1
         db.execute("BEGIN IMMEDIATE")
         try:
             result = work(db)
@@ -414,8 +414,6 @@ class SqliteEngine:
             log.error("storage.commit_failed", error=failure.message, requests=len(group))
             self._settle_soon([(group, [])], failure)
             return
-        finally:
-            self.writes += 1
         self.commits += 1
         if self._on_events_committed is not None and any(r.accepted for r in results):
             # At commit, not after the fsync: delivery overlaps it. A delivery may thus
