@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -125,8 +126,9 @@ async def test_concurrent_appends_share_commits(store: Store) -> None:
     results = await asyncio.gather(*(store.append(batch) for batch in batches))
     assert all(r.accepted == 1 for r in results)
     assert await store.count_events() == 200
-    # All 200 were waiting when the writer woke: far fewer transactions than requests.
-    assert store.commits <= 2
+    # The writer thread may start on the first ones while the loop queues the rest, but
+    # each drain takes every request waiting: far fewer transactions than requests.
+    assert store.commits <= 20
 
 
 async def test_an_append_is_acknowledged_after_the_fsync_that_follows_its_commit(
@@ -158,7 +160,9 @@ async def test_an_append_is_acknowledged_after_the_fsync_that_follows_its_commit
         )
     assert await store.count_events() == 5
     assert not first.done() and not any(p.done() for p in later)
-    assert woken == [1, 2, 3, 4, 5]  # workers deliver while the fsync runs
+    # Workers are woken at each commit, and deliver while the fsync runs (the wake-up is
+    # queued to the loop just after the count goes up, so a later commit may be seen).
+    assert len(woken) == 5 and woken == sorted(woken) and woken[-1] == 5
     release.set()
     assert all(r.accepted == 1 for r in await asyncio.gather(first, *later))
     assert fsyncs == [1, 5]  # one for the first commit, one for the four others
@@ -607,3 +611,67 @@ async def test_the_connection_that_commits_ingest_has_a_larger_page_cache(store:
     bookkeeping, durable = await store._run(cache_sizes)
     assert bookkeeping == -engine.BOOKKEEPING_CACHE_KIB == -32 * 1024
     assert durable == -2000  # SQLite's default: webhooks and admin changes are small
+
+
+async def test_close_waits_for_appends_whose_callers_were_cancelled(
+    db_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancelled caller's events are still committed and synced before the store
+    closes; the store closes (no hang) and they are there on reopening."""
+    store = await Store.open(db_path, clock=clock)
+    release, started = threading.Event(), threading.Event()
+    real_fsync = store._fsync_wal
+
+    def slow_fsync() -> None:
+        started.set()
+        assert release.wait(10)
+        real_fsync()
+
+    monkeypatch.setattr(store, "_fsync_wal", slow_fsync)
+    events = make_events(3)
+    waiting = asyncio.ensure_future(store.append(events))
+    await until(started.is_set, what="the fsync under way")
+    waiting.cancel()
+    closing = asyncio.ensure_future(store.close())
+    release.set()
+    await asyncio.wait_for(closing, 10)
+    assert waiting.cancelled()
+    reopened = await Store.open(db_path, clock=clock)
+    try:
+        assert await reopened.count_events() == 3
+    finally:
+        await reopened.close()
+
+
+async def test_a_request_that_breaks_its_group_fails_alone(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows that break the transaction (not the storage) fail their own request only:
+    the group is committed again one request at a time; then the store still closes."""
+    from almhookd.storage.sqlite.ingest import insert_events as real_insert
+
+    def picky_insert(db: sqlite3.Connection, group: list[Any], now_ms: int) -> Any:
+        if any(event.event_name == "CI_STATS" for pending in group for event in pending.events):
+            raise TypeError("a value the driver cannot bind")
+        return real_insert(db, group, now_ms)
+
+    monkeypatch.setattr(engine, "insert_events", picky_insert)
+    good = [make_events(1) for _ in range(3)]
+    bad = [e._replace(event_name="CI_STATS") for e in make_events(1)]
+    # The writer thread held busy while the four queue, so that they make one group.
+    release = threading.Event()
+    held = store._executor.submit(release.wait, 10)
+    appends = [asyncio.ensure_future(store.append(batch)) for batch in (*good, bad)]
+    await until(lambda: len(store._appends) == 4, what="the four requests queued")
+    release.set()
+    assert held.result(10)
+    results = await asyncio.gather(*appends, return_exceptions=True)
+    assert [type(r).__name__ for r in results] == [
+        "AppendResult",
+        "AppendResult",
+        "AppendResult",
+        "StorageError",
+    ]
+    assert "a value the driver cannot bind" in str(results[3])
+    assert await store.count_events() == 3
+    await asyncio.wait_for(store.close(), 10)

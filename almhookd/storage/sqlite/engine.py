@@ -128,7 +128,7 @@ class SqliteEngine:
         self._committed: list[tuple[list[PendingAppend], list[AppendResult]]] = []
         self._committed_lock = threading.Lock()
         self._sync_scheduled = False
-        #: ``append`` calls not yet settled (on the loop), and an event set at none
+        #: ``append`` futures not yet done (on the loop), and an event set at none
         self._unsettled = 0
         self._all_settled = asyncio.Event()
         self._all_settled.set()
@@ -349,15 +349,25 @@ class SqliteEngine:
         if self._sync_failure is not None:
             raise self._sync_failure
         pending = PendingAppend(events, asyncio.get_running_loop().create_future())
+        with self._appends_lock:
+            if not self._drain_scheduled:
+                try:
+                    self._executor.submit(self._drain)
+                except RuntimeError:  # the writer thread is shut down
+                    raise StorageClosed() from None
+                self._drain_scheduled = True
+            self._appends.append(pending)
+        # Counted down once, when the future is done (answered, or its caller cancelled):
+        # ``close()`` waits for none to be left.
         self._unsettled += 1
         self._all_settled.clear()
-        with self._appends_lock:
-            self._appends.append(pending)
-            if not self._drain_scheduled:
-                self._drain_scheduled = True
-                self._executor.submit(self._drain)
-        # Settled even when the caller is cancelled; ``done()`` is checked there.
+        pending.done.add_done_callback(self._one_settled)
         return await pending.done
+
+    def _one_settled(self, _: asyncio.Future[AppendResult]) -> None:
+        self._unsettled -= 1
+        if self._unsettled == 0:
+            self._all_settled.set()
 
     def _check_file(self) -> None:
         """Refuse to go on writing into a database file that was moved away or deleted:
@@ -434,6 +444,10 @@ class SqliteEngine:
             groups, self._committed = self._committed, []
         try:
             failure = self._sync_failure or self._fsync_and_check()
+        except BaseException as error:  # every waiter must hear of it
+            failure = StorageError(f"{self.path}: {type(error).__name__}: {error}")
+            log.error("storage.sync_failed", error=failure.message)
+        try:
             self._settle_soon(groups, failure)
         finally:
             with self._committed_lock:
@@ -481,15 +495,12 @@ class SqliteEngine:
     ) -> None:
         for group, results in groups:
             for index, pending in enumerate(group):
-                if pending.done.done():
+                if pending.done.done():  # cancelled, or already told of a failure
                     continue
                 if failure is None:
                     pending.done.set_result(results[index])
                 else:
                     pending.done.set_exception(failure)
-            self._unsettled -= len(group)
-        if self._unsettled == 0:
-            self._all_settled.set()
 
     def _fsync_wal(self) -> None:
         """fsync the WAL file, whichever descriptor wrote it: its pages are the file's.
