@@ -56,7 +56,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -88,6 +87,7 @@ from bench.ingest import (
     EVENT_NAME,
     HEADERS,
     BenchError,
+    create_webhook,
     free_port,
     machine_cpu_s,
     machine_lines,
@@ -611,28 +611,11 @@ def almhookd_side(urls: Sequence[str], directory: Path, *, packed: bool) -> Iter
         extra += "max_events_per_request = 1\n"
     with running_daemon(directory, extra) as daemon:
         for index, url in enumerate(urls):
-            create_webhook(daemon.url, f"bench-{index}", url)
+            create_webhook(daemon.url, f"bench-{index}", url, description="bench/compare.py")
         pid = daemon.process.pid
         yield Side(
             pids=lambda: [pid], producer_is_sender=False, ingest_url=daemon.url + "/v1/events"
         )
-
-
-def create_webhook(daemon_url: str, name: str, target: str) -> None:
-    body = {
-        "name": name,
-        "description": "bench/compare.py",
-        "targetUrl": target,
-        "auth": {"type": "signature"},
-        "events": [EVENT_NAME],
-        "active": True,
-    }
-    request = urllib.request.Request(  # noqa: S310 - the daemon on 127.0.0.1
-        daemon_url + "/v1/webhooks", data=json.dumps(body).encode(), headers=HEADERS
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-        if response.status != 201:
-            raise BenchError(f"POST /v1/webhooks: HTTP {response.status}")
 
 
 def redis_server() -> str:

@@ -44,7 +44,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -220,21 +220,7 @@ class Daemon:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-20:])
 
     def wait_ready(self, timeout_s: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise BenchError(
-                    f"almhookd exited with {self.process.returncode} at start-up:"
-                    f"\n{self.log_tail()}"
-                )
-            with (
-                contextlib.suppress(urllib.error.URLError, OSError),
-                urllib.request.urlopen(self.url + "/healthz", timeout=2) as response,  # noqa: S310
-            ):
-                if response.status == 200:
-                    return
-            time.sleep(0.05)
-        raise BenchError(f"almhookd was not ready within {timeout_s:.0f} s:\n{self.log_tail()}")
+        wait_healthy(self.url, self.process, "almhookd", timeout_s, tail=self.log_tail)
 
     def stop(self) -> None:
         """SIGTERM, and insist on a clean exit."""
@@ -575,9 +561,58 @@ def sqlite_reference(directory: Path, rows_per_transaction: int, seconds: float)
 # --- the report --------------------------------------------------------------------------
 
 
-def source_revision() -> str:
-    """The git commit of the checkout, marked when almhookd/ has local changes."""
-    checkout = Path(__file__).resolve().parent.parent
+def wait_healthy(
+    url: str,
+    process: subprocess.Popen[bytes],
+    name: str,
+    timeout_s: float,
+    tail: Callable[[], str] = str,
+) -> None:
+    """Until ``GET url/healthz`` answers 200; a process that exits first, or no answer
+    within ``timeout_s``, is an error (with ``tail()``, e.g. the end of its log)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise BenchError(f"{name} exited with {process.returncode} at start-up:\n{tail()}")
+        with (
+            contextlib.suppress(urllib.error.URLError, OSError),
+            urllib.request.urlopen(url + "/healthz", timeout=2) as response,  # noqa: S310
+        ):
+            if response.status == 200:
+                return
+        time.sleep(0.05)
+    raise BenchError(f"{name} was not ready within {timeout_s:.0f} s:\n{tail()}")
+
+
+def create_webhook(daemon_url: str, name: str, target: str, *, description: str) -> None:
+    """One active webhook, signed, subscribed to EVENT_NAME, through the admin API."""
+    body = {
+        "name": name,
+        "description": description,
+        "targetUrl": target,
+        "auth": {"type": "signature"},
+        "events": [EVENT_NAME],
+        "active": True,
+    }
+    request = urllib.request.Request(  # noqa: S310 - the daemon on 127.0.0.1
+        daemon_url + "/v1/webhooks", data=json.dumps(body).encode(), headers=HEADERS
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            status = response.status
+    except urllib.error.HTTPError as error:
+        raise BenchError(f"POST /v1/webhooks: HTTP {error.code}: {error.read()[:300]!r}") from None
+    if status != 201:
+        raise BenchError(f"POST /v1/webhooks: HTTP {status}")
+
+
+#: The checkout this script belongs to.
+CHECKOUT: Final = Path(__file__).resolve().parent.parent
+
+
+def source_revision(checkout: Path = CHECKOUT) -> str:
+    """The git commit of a checkout (this one by default), marked when its almhookd/ has
+    local changes."""
     git = shutil.which("git")
     if git is None:
         return "unknown"

@@ -80,8 +80,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -109,7 +107,6 @@ from bench.delivery import (
 from bench.ingest import (
     DISTURBED_CPU,
     EVENT_HEAD,
-    EVENT_NAME,
     EVENT_TAIL,
     HEADERS,
     BenchError,
@@ -118,11 +115,14 @@ from bench.ingest import (
     Timing,
     _run_wrk,
     _wrk_version,
+    create_webhook,
     free_port,
     machine_cpu_s,
     percentiles_ms,
     process_cpu_s,
     running_daemon,
+    source_revision,
+    wait_healthy,
 )
 
 SINGLE_CONCURRENCY: Final = 16
@@ -503,21 +503,6 @@ class Server:
     pid: int
 
 
-def wait_healthy(url: str, process: subprocess.Popen[bytes], name: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise BenchError(f"{name} exited with {process.returncode} at start-up")
-        with (
-            contextlib.suppress(urllib.error.URLError, OSError),
-            urllib.request.urlopen(url + "/healthz", timeout=2) as response,  # noqa: S310
-        ):
-            if response.status == 200:
-                return
-        time.sleep(0.05)
-    raise BenchError(f"{name} was not ready within {timeout_s:.0f} s")
-
-
 @contextlib.contextmanager
 def bare_endpoint() -> Iterator[Server]:
     """``bench/bare_endpoint.py`` in its own process; SIGTERM on leaving, exit 0."""
@@ -565,33 +550,9 @@ class DaemonCode:
             raise BenchError(f"{self.python} cannot import almhookd: {probe.stderr.strip()}")
         package = Path(lines[0]).parent
         return (
-            f"almhookd {lines[1]} from {package}, commit {git_head(package.parent)} "
-            f"(read from .git; local changes not checked), run by {self.python}"
+            f"almhookd {lines[1]} from {package}, commit {source_revision(package.parent)}, "
+            f"run by {self.python}"
         )
-
-
-def git_head(directory: Path) -> str:
-    """The commit checked out in ``directory`` or a parent, read from ``.git`` directly."""
-    for candidate in (directory, *directory.parents):
-        git = candidate / ".git"
-        if git.is_file():  # a worktree: "gitdir: PATH"
-            git = (candidate / git.read_text().split(":", 1)[1].strip()).resolve()
-        if not git.is_dir():
-            continue
-        head = (git / "HEAD").read_text().strip()
-        if not head.startswith("ref: "):
-            return head[:7]
-        ref = head.removeprefix("ref: ")
-        for base in (git, git / ".." / ".."):  # a worktree's refs are the main repository's
-            if (base / ref).is_file():
-                return (base / ref).read_text().strip()[:7]
-            packed = base / "packed-refs"
-            if packed.is_file():
-                for line in packed.read_text().splitlines():
-                    if line.endswith(" " + ref):
-                        return line[:7]
-        return "unknown"
-    return "unknown"
 
 
 # --- one run of a scenario ------------------------------------------------------------------
@@ -638,28 +599,6 @@ class Bench:
         )
 
 
-def create_webhook(daemon: Daemon, name: str, target: str) -> None:
-    """One active webhook subscribed to EVENT_NAME, through the admin API."""
-    body = {
-        "name": name,
-        "description": "bench/ingest_wire.py",
-        "targetUrl": target,
-        "auth": {"type": "signature"},
-        "events": [EVENT_NAME],
-        "active": True,
-    }
-    request = urllib.request.Request(  # noqa: S310 - the daemon on 127.0.0.1
-        daemon.url + "/v1/webhooks", data=json.dumps(body).encode(), headers=HEADERS
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-            status = response.status
-    except urllib.error.HTTPError as error:
-        raise BenchError(f"POST /v1/webhooks: HTTP {error.code}: {error.read()[:300]!r}") from None
-    if status != 201:
-        raise BenchError(f"POST /v1/webhooks: HTTP {status}")
-
-
 def on_daemon(
     bench: Bench,
     measure: Callable[[Server], Window],
@@ -675,7 +614,7 @@ def on_daemon(
             Path(name), extra_toml, python=bench.code.python, checkout=bench.code.checkout
         ) as daemon:
             if webhook is not None:
-                create_webhook(daemon, *webhook)
+                create_webhook(daemon.url, *webhook, description="bench/ingest_wire.py")
             window = measure(Server(name="almhookd", url=daemon.url, pid=daemon.process.pid))
             if after is not None:
                 after(daemon, window)
