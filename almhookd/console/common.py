@@ -118,6 +118,15 @@ async def posted_form(request: web.Request, session: Session) -> Form:
     return form
 
 
+def error_page(
+    request: web.Request, session: Session | None, *, status: int, title: str, message: str
+) -> web.StreamResponse:
+    """The console's one error page: a title, a sentence, the status."""
+    return render(
+        request, "error.html", {"title": title, "message": message}, session=session, status=status
+    )
+
+
 def page(handler: Page) -> Handler:
     """A page that needs a session; storage failures become an error page, not JSON."""
 
@@ -125,43 +134,36 @@ def page(handler: Page) -> Handler:
         session = current_session(request)
         if session is None:
             if request.method != "GET":
-                return render(
+                return error_page(
                     request,
-                    "error.html",
-                    {"title": "Signed out", "message": "Sign in again, then repeat this."},
-                    session=None,
+                    None,
                     status=403,
+                    title="Signed out",
+                    message="Sign in again, then repeat this.",
                 )
             return redirect("/signin?next=" + quote(request.path_qs, safe=""))
         try:
             return await handler(request, session)
         except Forbidden:
-            return render(
+            return error_page(
                 request,
-                "error.html",
-                {"title": "Forbidden", "message": "The form expired; reload the page."},
-                session=session,
+                session,
                 status=403,
+                title="Forbidden",
+                message="The form expired; reload the page.",
             )
         except web.HTTPRequestEntityTooLarge:
-            return render(
+            return error_page(
                 request,
-                "error.html",
-                {
-                    "title": "Too large",
-                    "message": "The form was larger than the daemon takes "
-                    "(server.max_body_bytes); nothing was saved.",
-                },
-                session=session,
+                session,
                 status=413,
+                title="Too large",
+                message="The form was larger than the daemon takes "
+                "(server.max_body_bytes); nothing was saved.",
             )
         except StorageError as error:
-            return render(
-                request,
-                "error.html",
-                {"title": "Storage unavailable", "message": error.message},
-                session=session,
-                status=503,
+            return error_page(
+                request, session, status=503, title="Storage unavailable", message=error.message
             )
 
     return guarded

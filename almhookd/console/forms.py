@@ -29,7 +29,7 @@ from aiohttp import web
 
 from almhookd.api import actions
 from almhookd.api.common import STATE, STORE, ApiError
-from almhookd.console.common import Form, page, posted_form, redirect, render
+from almhookd.console.common import Form, error_page, page, posted_form, redirect, render
 from almhookd.console.sessions import Session
 from almhookd.domain.catalogue import CATALOGUE, EventType
 from almhookd.domain.webhooks import MAX_DESCRIPTION, MAX_NAME, MAX_URL, Webhook
@@ -259,13 +259,7 @@ def _render_form(
 
 def _error_page(request: web.Request, session: Session, error: ApiError) -> web.StreamResponse:
     title = "Not found" if error.status == 404 else "Not possible"
-    return render(
-        request,
-        "error.html",
-        {"title": title, "message": error.message},
-        session=session,
-        status=error.status,
-    )
+    return error_page(request, session, status=error.status, title=title, message=error.message)
 
 
 async def _at_limit(app: web.Application) -> bool:

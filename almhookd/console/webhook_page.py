@@ -44,6 +44,7 @@ from almhookd.console.common import (
     Form,
     Handler,
     Page,
+    error_page,
     page,
     posted_form,
     redirect,
@@ -167,6 +168,17 @@ def _href(path: str, query: Mapping[str, str | None]) -> str:
     return path + ("?" + urlencode(kept) if kept else "")
 
 
+def _page_links(
+    path: str, query: Mapping[str, str], cursor: int | None, next_cursor: str | None
+) -> dict[str, str | None]:
+    """The "first page" and "next page" links of a paged list, keeping its ``query``
+    (filters, page size): first only past the first page, next only while more follow."""
+    return {
+        "first_href": _href(path, query) if cursor else None,
+        "next_href": _href(path, {**query, "cursor": next_cursor}) if next_cursor else None,
+    }
+
+
 def _base(webhook_id: str) -> str:
     return "/webhooks/" + quote(webhook_id, safe="")
 
@@ -192,13 +204,7 @@ def _error_page(request: web.Request, session: Session, error: ApiError) -> web.
         title, message = "Not possible", error.message
     else:
         title, message = "Bad request", error.message
-    return render(
-        request,
-        "error.html",
-        {"title": title, "message": message},
-        session=session,
-        status=error.status,
-    )
+    return error_page(request, session, status=error.status, title=title, message=message)
 
 
 def _webhook_page(handler: Page) -> Handler:
@@ -365,12 +371,9 @@ async def _deliveries(
             "state": state,
             "cursor": cursor_text,
             "limit": limit_text,
-            "first_href": _href(path, {"state": state, "limit": limit_text}) if cursor else None,
-            "next_href": _href(
-                path, {"state": state, "limit": limit_text, "cursor": listed["nextCursor"]}
-            )
-            if listed["nextCursor"]
-            else None,
+            **_page_links(
+                path, {"state": state, "limit": limit_text}, cursor, listed["nextCursor"]
+            ),
             "error": error,
             "selected": frozenset(selected),
             "queued": _query_count(request, "queued"),
@@ -405,10 +408,7 @@ async def attempts(request: web.Request, session: Session) -> web.StreamResponse
                 {**attempt, "excerpt": _excerpt(attempt["responseBody"])}
                 for attempt in listed["attempts"]
             ],
-            "first_href": _href(path, {"limit": limit_text}) if cursor else None,
-            "next_href": _href(path, {"limit": limit_text, "cursor": listed["nextCursor"]})
-            if listed["nextCursor"]
-            else None,
+            **_page_links(path, {"limit": limit_text}, cursor, listed["nextCursor"]),
             "when": when,
             "iso": iso,
         },
