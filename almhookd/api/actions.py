@@ -31,6 +31,7 @@ from almhookd.api.common import (
 from almhookd.delivery.resolver import check_target
 from almhookd.domain.catalogue import CATALOGUE, sample_data
 from almhookd.domain.events import is_event_id
+from almhookd.domain.replay import MAX_REPLAY_IDS
 from almhookd.domain.signing import SCHEME, generate_secret
 from almhookd.domain.targets import TargetPolicy, TargetRefused
 from almhookd.domain.webhooks import (
@@ -274,9 +275,11 @@ async def replay(app: web.Application, webhook: Webhook, body: Any) -> int:
     )
     if "eventIds" in body:
         event_ids = body["eventIds"]
-        if not isinstance(event_ids, list) or not event_ids or len(event_ids) > 10_000:
+        if not isinstance(event_ids, list) or not event_ids or len(event_ids) > MAX_REPLAY_IDS:
             problems.append(
-                Problem(path="eventIds", message="expected 1 to 10000 event ids as strings")
+                Problem(
+                    path="eventIds", message=f"expected 1 to {MAX_REPLAY_IDS} event ids as strings"
+                )
             )
         else:
             # An id no event can have is a mistake worth naming (and a lone surrogate

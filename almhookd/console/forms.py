@@ -32,7 +32,7 @@ from almhookd.api.common import STATE, STORE, ApiError
 from almhookd.console.common import Form, error_page, page, posted_form, redirect, render
 from almhookd.console.sessions import Session
 from almhookd.domain.catalogue import CATALOGUE, EventType
-from almhookd.domain.webhooks import MAX_DESCRIPTION, MAX_NAME, MAX_URL, Webhook
+from almhookd.domain.webhooks import MAX_DESCRIPTION, MAX_EMAIL, MAX_NAME, MAX_URL, Webhook
 from almhookd.errors import InvalidInput, Problem
 
 __all__ = ["add_routes", "field_of"]
@@ -41,7 +41,6 @@ REALTIME: Final[tuple[EventType, ...]] = tuple(e for e in CATALOGUE.values() if 
 BATCH: Final[tuple[EventType, ...]] = tuple(e for e in CATALOGUE.values() if not e.realtime)
 #: The "select all of a group" boxes, expanded here: they work without JavaScript.
 GROUPS: Final[Mapping[str, tuple[EventType, ...]]] = {"all_realtime": REALTIME, "all_batch": BATCH}
-MAX_EMAIL: Final = 254
 
 #: Problem path → the id of the form element it is shown next to.
 FIELDS: Final[Mapping[str, str]] = {

@@ -23,10 +23,10 @@ ENVELOPE_KEYS: Final = frozenset({"accountId", "events"})
 EVENT_KEYS: Final = frozenset({"eventId", "eventName", "timestamp", "eventInfo", "data"})
 #: Before this many milliseconds since the epoch (1973-03-03) a timestamp is taken to
 #: be in seconds by mistake, one of the public samples' quirks.
-_EARLIEST_MS: Final = 100_000_000_000
+EARLIEST_MS: Final = 100_000_000_000
 #: After this (9999-12-31T23:59:59.999Z) a timestamp is no date; it keeps the column
 #: within SQLite's 64-bit integers, which a larger one would fail the whole commit for.
-_LATEST_MS: Final = 253_402_300_799_999
+LATEST_MS: Final = 253_402_300_799_999
 #: Integers are kept to 64 bits: the database stores no larger, and most receivers'
 #: JSON parsers (Java, Go, JavaScript's BigInt-less JSON.parse) cannot read them.
 _INT64: Final = range(-(2**63), 2**63)
@@ -76,7 +76,10 @@ def _compact_encoder() -> Callable[[Any], str]:
 
 _encode: Final = _compact_encoder()
 _encode_string: Final = json.encoder.encode_basestring
-_EVENT_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}")
+#: An ``eventId``: letters, digits and ``. _ : -``, 1 to 128 characters (a UUID fits).
+EVENT_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}")
+#: The longest ``eventInfo`` kept.
+MAX_EVENT_INFO: Final = 256
 
 
 class NewEvent(NamedTuple):
@@ -187,17 +190,17 @@ def _fast_event(
     event_id = item.get("eventId")
     if event_id is None:
         event_id = new_id()
-    elif type(event_id) is not str or not _EVENT_ID.fullmatch(event_id):
+    elif type(event_id) is not str or not EVENT_ID.fullmatch(event_id):
         return None
     timestamp = item.get("timestamp")
     if timestamp is None:
         timestamp = now_ms
-    elif type(timestamp) is not int or not _EARLIEST_MS <= timestamp <= _LATEST_MS:
+    elif type(timestamp) is not int or not EARLIEST_MS <= timestamp <= LATEST_MS:
         return None
     event_info = item.get("eventInfo")
     if event_info is None:
         event_info = _event_info(event_id, timestamp)
-    elif type(event_info) is not str or len(event_info) > 256:
+    elif type(event_info) is not str or len(event_info) > MAX_EVENT_INFO:
         return None
     # The id (its pattern) and the catalogue name need no escaping; the rest is encoded.
     body = (
@@ -234,7 +237,7 @@ def _event_problems(item: Any, prefix: str, problems: list[Problem]) -> None:
             problems.append(Problem(path=_join(prefix, "data"), message=_HUGE_INTEGER))
 
     event_id = item.get("eventId")
-    if event_id is not None and not (isinstance(event_id, str) and _EVENT_ID.fullmatch(event_id)):
+    if event_id is not None and not (isinstance(event_id, str) and EVENT_ID.fullmatch(event_id)):
         problems.append(
             Problem(
                 path=_join(prefix, "eventId"),
@@ -250,14 +253,14 @@ def _event_problems(item: Any, prefix: str, problems: list[Problem]) -> None:
                     message="expected epoch milliseconds as an integer",
                 )
             )
-        elif timestamp > _LATEST_MS:
+        elif timestamp > LATEST_MS:
             problems.append(
                 Problem(
                     path=_join(prefix, "timestamp"),
                     message="expected epoch milliseconds before the year 10000",
                 )
             )
-        elif timestamp < _EARLIEST_MS:
+        elif timestamp < EARLIEST_MS:
             problems.append(
                 Problem(
                     path=_join(prefix, "timestamp"),
@@ -265,18 +268,20 @@ def _event_problems(item: Any, prefix: str, problems: list[Problem]) -> None:
                 )
             )
     event_info = item.get("eventInfo")
-    if event_info is not None and (not isinstance(event_info, str) or len(event_info) > 256):
+    if event_info is not None and (
+        not isinstance(event_info, str) or len(event_info) > MAX_EVENT_INFO
+    ):
         problems.append(
             Problem(
                 path=_join(prefix, "eventInfo"),
-                message="expected a string of at most 256 characters",
+                message=f"expected a string of at most {MAX_EVENT_INFO} characters",
             )
         )
 
 
 def is_event_id(value: object) -> bool:
     """Whether ``value`` can be an ``eventId``: what an admin names an event by."""
-    return isinstance(value, str) and _EVENT_ID.fullmatch(value) is not None
+    return isinstance(value, str) and EVENT_ID.fullmatch(value) is not None
 
 
 def _has_huge_integer(value: Any) -> bool:

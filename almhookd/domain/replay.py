@@ -12,6 +12,8 @@ from typing import Final, Literal
 
 from almhookd.config import parse_duration
 
+#: Most event ids one replay request names.
+MAX_REPLAY_IDS: Final = 10_000
 #: Longest "since" read; anything longer is no duration nor date.
 MAX_SINCE_CHARS: Final = 64
 

@@ -111,6 +111,8 @@ _EMAIL: Final = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 MAX_NAME: Final = 100
 MAX_DESCRIPTION: Final = 1000
 MAX_URL: Final = 2000
+#: The longest e-mail address (RFC 5321's path limit).
+MAX_EMAIL: Final = 254
 #: Characters that reorder or hide the text around them when it is shown (Trojan Source):
 #: the embeddings and overrides, the isolates, and the implicit direction marks.
 BIDI_CONTROLS: Final = frozenset(
@@ -240,7 +242,7 @@ def _parse(body: Any, *, partial: bool, current: Webhook | None = None) -> Webho
     text("name", MAX_NAME, required=True)
     text("description", MAX_DESCRIPTION, required=False)
     text("targetUrl", MAX_URL, required=True, whitespace=True)
-    text("contactEmail", 254, required=False)
+    text("contactEmail", MAX_EMAIL, required=False)
     if values.get("contactEmail") and not _EMAIL.fullmatch(values["contactEmail"]):
         problems.append(Problem(path="contactEmail", message="not an e-mail address"))
     if "targetUrl" in values:

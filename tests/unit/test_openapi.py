@@ -257,9 +257,9 @@ def test_what_ingest_refuses_the_schema_refuses(event: dict[str, Any]) -> None:
 
 
 def test_the_limits_are_those_the_domain_enforces() -> None:
-    assert f"^{domain_events._EVENT_ID.pattern}$" == EVENT_ID_PATTERN
-    assert EARLIEST_TIMESTAMP_MS == domain_events._EARLIEST_MS
-    assert LATEST_TIMESTAMP_MS == domain_events._LATEST_MS
+    assert f"^{domain_events.EVENT_ID.pattern}$" == EVENT_ID_PATTERN
+    assert EARLIEST_TIMESTAMP_MS == domain_events.EARLIEST_MS
+    assert LATEST_TIMESTAMP_MS == domain_events.LATEST_MS
 
 
 # --- docs/API.md --------------------------------------------------------------------

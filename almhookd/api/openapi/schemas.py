@@ -13,21 +13,32 @@ from typing import Any, Final
 
 from almhookd.api.actions import DELIVERY_STATES, RESPONSE_PREVIEW
 from almhookd.domain.catalogue import CATALOGUE, LO_TYPES, EventType, FieldType
-from almhookd.domain.events import MAX_EVENTS_PER_REQUEST
+from almhookd.domain.events import (
+    EARLIEST_MS,
+    EVENT_ID,
+    LATEST_MS,
+    MAX_EVENT_INFO,
+    MAX_EVENTS_PER_REQUEST,
+)
+from almhookd.domain.replay import MAX_REPLAY_IDS
 from almhookd.domain.signing import SCHEME
-from almhookd.domain.webhooks import AUTH_TYPES, MAX_DESCRIPTION, MAX_NAME, MAX_URL, STATUSES
+from almhookd.domain.webhooks import (
+    AUTH_TYPES,
+    MAX_DESCRIPTION,
+    MAX_EMAIL,
+    MAX_NAME,
+    MAX_URL,
+    STATUSES,
+)
 
 Schema = dict[str, Any]
 
-#: What ``domain.events`` accepts as an ``eventId`` (its ``_EVENT_ID``; a test compares).
-EVENT_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"
-#: The ``timestamp`` range of ``domain.events`` (``_EARLIEST_MS``, ``_LATEST_MS``): a
-#: smaller one is taken for seconds by mistake, a larger one is no date.
-EARLIEST_TIMESTAMP_MS: Final = 100_000_000_000
-LATEST_TIMESTAMP_MS: Final = 253_402_300_799_999
-MAX_EVENT_INFO: Final = 256
-MAX_REPLAY_IDS: Final = 10_000
-MAX_EMAIL: Final = 254
+#: What ``domain.events`` accepts as an ``eventId``, anchored as JSON Schema wants.
+EVENT_ID_PATTERN: Final = f"^{EVENT_ID.pattern}$"
+#: The ``timestamp`` range of ``domain.events``: a smaller one is taken for seconds by
+#: mistake, a larger one is no date.
+EARLIEST_TIMESTAMP_MS: Final = EARLIEST_MS
+LATEST_TIMESTAMP_MS: Final = LATEST_MS
 INT64_MAX: Final = 2**63 - 1
 #: The prefix of the per-event ingest schemas: ``IngestEvent.COURSE_ENROLLMENT`` …
 EVENT_SCHEMA_PREFIX: Final = "IngestEvent."
