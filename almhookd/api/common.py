@@ -125,27 +125,8 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
     try:
         _authorise(request)
         return await handler(request)
-    except ApiError as error:
-        return _error_response(error)
-    except InvalidInput as error:
-        return _error_response(ApiError(422, "invalid", error.message, error.problems))
-    except StorageFull as error:
-        storage_failed(request.app, "storage_full", error, request.app[CLOCK]())
-        return _error_response(
-            ApiError(507, "storage_full", error.message, headers={"Retry-After": "5"})
-        )
-    except StorageClosed:
-        return _error_response(
-            ApiError(
-                503, "shutting_down", "almhookd is shutting down", headers={"Retry-After": "5"}
-            )
-        )
-    except StorageError as error:
-        log.error("api.storage_error", error=error.message, path=request.path)
-        storage_failed(request.app, "storage_unavailable", error, request.app[CLOCK]())
-        return _error_response(
-            ApiError(503, "storage_unavailable", error.message, headers={"Retry-After": "5"})
-        )
+    except (ApiError, InvalidInput, StorageError) as error:
+        return error_answer(request.app, error, request.path)
     except web.HTTPException as error:
         if error.status < 400:
             raise
@@ -153,6 +134,33 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
         # A 405 keeps its Allow header, which HTTP requires and aiohttp has set.
         headers = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else None
         return _error_response(ApiError(error.status, code, error.reason, headers=headers))
+
+
+def error_answer(
+    app: web.Application, error: ApiError | InvalidInput | StorageError, path: str
+) -> web.Response:
+    """The answer to a request that failed with ``error`` (storage failures are also
+    remembered for ``/healthz``)."""
+    if isinstance(error, ApiError):
+        return _error_response(error)
+    if isinstance(error, InvalidInput):
+        return _error_response(ApiError(422, "invalid", error.message, error.problems))
+    if isinstance(error, StorageFull):
+        storage_failed(app, "storage_full", error, app[CLOCK]())
+        return _error_response(
+            ApiError(507, "storage_full", error.message, headers={"Retry-After": "5"})
+        )
+    if isinstance(error, StorageClosed):
+        return _error_response(
+            ApiError(
+                503, "shutting_down", "almhookd is shutting down", headers={"Retry-After": "5"}
+            )
+        )
+    log.error("api.storage_error", error=error.message, path=path)
+    storage_failed(app, "storage_unavailable", error, app[CLOCK]())
+    return _error_response(
+        ApiError(503, "storage_unavailable", error.message, headers={"Retry-After": "5"})
+    )
 
 
 def body_memory_budget() -> Middleware:

@@ -17,27 +17,40 @@ from almhookd.api.common import (
     read_text,
     storage_works,
 )
-from almhookd.domain.events import parse_ingest
+from almhookd.domain.events import NewEvent, parse_ingest
 from almhookd.errors import StorageClosed
 from almhookd.storage.values import StoredEvent
 
 
 async def ingest(request: web.Request) -> web.Response:
-    if request.app[STATE].draining:
-        raise StorageClosed()
     text = await read_text(request)
-    config = request.app[STATE].config
-    events = parse_ingest(
+    events = parse_ingest_text(request.app, text)
+    return web.Response(
+        status=202, content_type="application/json", text=await store_ingest(request.app, events)
+    )
+
+
+def parse_ingest_text(app: web.Application, text: str) -> list[NewEvent]:
+    """The events of an ingest body, validated (the same call for aiohttp's route and
+    the fast path of :mod:`almhookd.api.fast_ingest`)."""
+    state = app[STATE]
+    if state.draining:
+        raise StorageClosed()
+    return parse_ingest(
         decode_json(text),
-        now_ms=int(request.app[CLOCK]() * 1000),
-        default_account_id=config.account.id,
+        now_ms=int(app[CLOCK]() * 1000),
+        default_account_id=state.config.account.id,
         new_id=lambda: str(uuid.uuid4()),
         # Strict UTF-8 text holds no surrogates; only a \u escape can make one.
         check_surrogates="\\u" in text,
     )
-    result = await request.app[STORE].append(events)
-    storage_works(request.app)
-    metrics = request.app[METRICS]
+
+
+async def store_ingest(app: web.Application, events: list[NewEvent]) -> str:
+    """Store validated events durably and count them; the 202 answer's JSON body."""
+    result = await app[STORE].append(events)
+    storage_works(app)
+    metrics = app[METRICS]
     # One increment per event name, not per event: a label lookup takes a lock. Counted
     # in a plain dict: a Counter costs ten times as much for the one name of most requests.
     counts: dict[str, int] = {}
@@ -49,11 +62,7 @@ async def ingest(request: web.Request) -> web.Response:
         metrics.events_duplicate.inc(result.duplicates)
     # Event ids match a pattern that needs no JSON escaping: format, don't encode.
     ids = ",".join(f'"{event.event_id}"' for event in events)
-    return web.Response(
-        status=202,
-        content_type="application/json",
-        text=f'{{"accepted":{result.accepted},"duplicates":{result.duplicates},"eventIds":[{ids}]}}',
-    )
+    return f'{{"accepted":{result.accepted},"duplicates":{result.duplicates},"eventIds":[{ids}]}}'
 
 
 def event_document(event: StoredEvent) -> dict[str, Any]:

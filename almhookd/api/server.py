@@ -18,8 +18,10 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from almhookd.api.common import ServerState, http_error_response
+from almhookd.api.fast_ingest import FAST_PATH_MAX_BYTES, FastIngest, HandOff, IngestFraming
 from almhookd.config import ServerConfig
-from almhookd.logs import parser_fault
+from almhookd.domain.events import NewEvent
+from almhookd.logs import crash_fields, parser_fault
 
 log = structlog.get_logger("almhookd.server")
 
@@ -89,7 +91,12 @@ def _phrase(status: int) -> str:
 
 class GuardedHandler(RequestHandler):
     """aiohttp's handler of one connection, with a header time limit, a body that must
-    keep coming, a place under the guard's cap, and its own errors in the JSON shape."""
+    keep coming, a place under the guard's cap, and its own errors in the JSON shape.
+
+    With ``fast`` the connection starts on the ingest fast path
+    (:mod:`almhookd.api.fast_ingest`): its bytes reach aiohttp's parser only once a
+    request is not the fast path's, and from then on all of them do.
+    """
 
     def handle_error(
         self,
@@ -109,9 +116,23 @@ class GuardedHandler(RequestHandler):
         response.force_close()
         return response
 
-    def __init__(self, manager: web.Server, guard: ConnectionGuard, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        manager: web.Server,
+        guard: ConnectionGuard,
+        fast: FastIngest | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(manager, **kwargs)
         self._guard = guard
+        self._fast = fast
+        #: the fast path's framing while the connection is on it, else None
+        self._framing: IngestFraming | None = None if fast is None else fast.framing()
+        #: the fast-path request being stored and answered
+        self._fast_task: asyncio.Task[None] | None = None
+        #: bytes that came while it was: the next request's, read once it is answered
+        self._fast_later: list[bytes] = []
+        self._fast_paused = False
         self._admitted = False
         #: why this side closed the connection, if it did
         self._expired: str | None = None
@@ -125,8 +146,13 @@ class GuardedHandler(RequestHandler):
     @property
     def waiting_for_request(self) -> bool:
         """No request under way: idle, or part of a head in."""
-        waiter = self._waiter
-        return waiter is not None and not waiter.done()
+        waiter, framing = self._waiter, self._framing
+        return (
+            waiter is not None
+            and not waiter.done()
+            and self._fast_task is None
+            and not (framing is not None and framing.in_body)
+        )
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         now = self._loop.time()
@@ -153,11 +179,94 @@ class GuardedHandler(RequestHandler):
             self._answered = False
             self._head_since = now
             self._arm(now + self._guard.limits.header_timeout)
+        if self._framing is not None:
+            data = self._fast_path(data)
+            if not data:
+                return
         heads = self._request_count
         super().data_received(data)
         if self._request_count != heads:
             self._head_since = None
             self._arm(now + self._guard.limits.body_timeout)
+
+    def _fast_path(self, data: bytes) -> bytes:
+        """Give ``data`` to the fast path; returns what aiohttp's parser gets instead
+        (nothing while the fast path keeps the connection)."""
+        if self._fast_task is not None:  # one request at a time, answered in order
+            self._fast_later.append(data)
+            if sum(map(len, self._fast_later)) > FAST_PATH_MAX_BYTES and self.transport:
+                self._fast_paused = True
+                self.transport.pause_reading()
+            return b""
+        framing, fast = self._framing, self._fast
+        if framing is None or fast is None:  # the caller checked; for the type checker
+            return data
+        try:
+            request = framing.feed(data)
+            if request is None:
+                if framing.in_body and self._head_since is not None:
+                    self._head_since = None
+                    self._arm(self.last_read + self._guard.limits.body_timeout)
+                return b""
+            events = fast.accept(request)
+        except HandOff:
+            self._framing = None
+            return framing.raw()
+        framing.next_request()
+        self._head_since = None
+        self._fast_task = self._loop.create_task(self._answer_fast(fast, events))
+        return b""
+
+    async def _answer_fast(self, fast: FastIngest, events: list[NewEvent]) -> None:
+        try:
+            answer = await fast.answer(events)
+        except Exception as error:  # a bug: answered as aiohttp answers a failed handler
+            log.error("api.fast_ingest_failed", **crash_fields(error))
+            self._fast_task = None
+            self._write_error_and_close(500, "internal error: see the daemon's log")
+            return
+        self._fast_task = None
+        if self.transport is None:  # the client left: its events are stored, unanswered
+            return
+        self.transport.write(answer)
+        self._answered = True
+        self._next_keepalive_close_time = self._loop.time() + self._keepalive_timeout
+        later, self._fast_later = b"".join(self._fast_later), []
+        if self._fast_paused:
+            self._fast_paused = False
+            self.transport.resume_reading()
+        if later:
+            self.data_received(later)
+
+    def _write_error_and_close(self, status: int, message: str) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        response = http_error_response(status, message)
+        assert isinstance(response.body, bytes)
+        transport.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: application/json; charset=utf-8\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+            % (status, _phrase(status).encode(), len(response.body), response.body)
+        )
+        self.force_close()
+
+    def _process_keepalive(self) -> None:
+        if self._fast_task is not None:  # a request is under way: not idle
+            self._next_keepalive_close_time = self._loop.time() + self._keepalive_timeout
+        super()._process_keepalive()
+
+    def close(self) -> None:
+        self._framing = None  # no new request on the fast path either
+        super().close()
+
+    async def shutdown(self, timeout: float | None = 15.0) -> None:  # noqa: ASYNC109 - aiohttp's
+        # aiohttp waits for its own request under way; the fast path's, it cannot see.
+        self._framing = None
+        task = self._fast_task
+        if task is not None:
+            await asyncio.wait([task], timeout=timeout)
+        await super().shutdown(timeout)
 
     async def finish_response(self, *args: Any, **kwargs: Any) -> Any:
         result = await super().finish_response(*args, **kwargs)
@@ -183,6 +292,9 @@ class GuardedHandler(RequestHandler):
     def _body_awaited(self) -> bool:
         """A handler waits for body bytes that are not there (reading is not paused
         because the handler is behind: then the lack of progress is ours)."""
+        framing = self._framing
+        if framing is not None and framing.in_body and self._fast_task is None:
+            return True
         request = self._current_request
         return (
             request is not None
@@ -213,9 +325,12 @@ class GuardedServer(web.Server):
     """aiohttp's server making :class:`GuardedHandler` connections; the keep-alive and
     lingering limits are the configuration's at each connection's opening."""
 
-    def __init__(self, *args: Any, guard: ConnectionGuard, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, guard: ConnectionGuard, fast: FastIngest | None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.guard = guard
+        self.fast = fast
 
     def __call__(self) -> RequestHandler:
         limits = self.guard.limits
@@ -226,15 +341,24 @@ class GuardedServer(web.Server):
             # and dropped for at most this long.
             "lingering_time": limits.body_timeout,
         }
-        return GuardedHandler(self, self.guard, loop=self._loop, **options)
+        return GuardedHandler(self, self.guard, self.fast, loop=self._loop, **options)
 
 
 class GuardedRunner(web.AppRunner):
-    """An ``AppRunner`` whose server is a :class:`GuardedServer`."""
+    """An ``AppRunner`` whose server is a :class:`GuardedServer`; ``fast_ingest`` puts
+    every connection on the ingest fast path first."""
 
-    def __init__(self, app: web.Application, guard: ConnectionGuard, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        guard: ConnectionGuard,
+        *,
+        fast_ingest: bool = True,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(app, **kwargs)
         self._guard = guard
+        self._fast_ingest = fast_ingest
 
     async def _make_server(self) -> web.Server:
         plain = await super()._make_server()  # starts and freezes the application
@@ -244,5 +368,6 @@ class GuardedRunner(web.AppRunner):
             handler_cancellation=plain.handler_cancellation,
             loop=asyncio.get_running_loop(),
             guard=self._guard,
+            fast=FastIngest(self.app) if self._fast_ingest else None,
             **plain._kwargs,  # the handler options the runner was given
         )
