@@ -46,13 +46,15 @@ class HandOff(Exception):
 
 
 class FastRequest:
-    """A complete request the fast path may answer: its token and its body."""
+    """A complete request the fast path may answer: its token, its body, and whether the
+    client keeps the connection (``Connection: close`` otherwise)."""
 
-    __slots__ = ("authorization", "body")
+    __slots__ = ("authorization", "body", "keep_alive")
 
-    def __init__(self, authorization: bytes, body: bytes) -> None:
+    def __init__(self, authorization: bytes, body: bytes, keep_alive: bool) -> None:
         self.authorization = authorization
         self.body = body
+        self.keep_alive = keep_alive
 
 
 class IngestFraming:
@@ -67,6 +69,7 @@ class IngestFraming:
         "_body",
         "_chunks",
         "_headers",
+        "_keep_alive",
         "_max_body",
         "_parser",
         "_refused",
@@ -88,6 +91,7 @@ class IngestFraming:
         self._refused = False
         #: the head is in, the body is not (yet): the body's time limit applies
         self.in_body = False
+        self._keep_alive = True
 
     def raw(self) -> bytes:
         return b"".join(self._chunks)
@@ -105,7 +109,11 @@ class IngestFraming:
             raise HandOff
         if not self._whole:
             return None
-        return FastRequest(self._headers.get(b"authorization", b""), b"".join(self._body))
+        return FastRequest(
+            self._headers.get(b"authorization", b""),
+            b"".join(self._body),
+            self._keep_alive,
+        )
 
     def next_request(self) -> None:
         """The request :meth:`feed` returned is taken: frame the next one."""
@@ -134,13 +142,13 @@ class IngestFraming:
             self._url == b"/v1/events"
             and parser.get_method() == b"POST"
             and parser.get_http_version() == "1.1"
-            and parser.should_keep_alive()
             and length.isdigit()
             and int(length) <= self._max_body
             and headers.get(b"content-type", b"").lower() in _JSON_TYPES
         ):
             self._refused = True
         self.in_body = True
+        self._keep_alive = parser.should_keep_alive()
 
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
@@ -175,8 +183,10 @@ class FastIngest:
         except (UnicodeDecodeError, ApiError, InvalidInput, StorageError):
             raise HandOff from None
 
-    async def answer(self, events: list[NewEvent]) -> bytes:
-        """Store ``events``; the whole HTTP answer."""
+    async def answer(self, events: list[NewEvent], *, keep_alive: bool) -> bytes:
+        """Store ``events``; the whole HTTP answer (saying ``Connection: close`` when the
+        client asked for it)."""
+        close = b"" if keep_alive else b"Connection: close\r\n"
         self.answered += 1
         try:
             text = await store_ingest(self._app, events)
@@ -188,8 +198,8 @@ class FastIngest:
                 for name, value in response.headers.items()
                 if name not in ("Content-Type", "Content-Length")
             )
-            return self._head(response.status, extra, response.body)
-        return self._head(202, b"", text.encode())
+            return self._head(response.status, extra + close, response.body)
+        return self._head(202, close, text.encode())
 
     def _head(self, status: int, extra: bytes, body: bytes) -> bytes:
         second = int(time.time())

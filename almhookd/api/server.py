@@ -214,12 +214,16 @@ class GuardedHandler(RequestHandler):
             return framing.raw()
         framing.next_request()
         self._head_since = None
-        self._fast_task = self._loop.create_task(self._answer_fast(fast, events))
+        self._fast_task = self._loop.create_task(
+            self._answer_fast(fast, events, keep_alive=request.keep_alive)
+        )
         return b""
 
-    async def _answer_fast(self, fast: FastIngest, events: list[NewEvent]) -> None:
+    async def _answer_fast(
+        self, fast: FastIngest, events: list[NewEvent], *, keep_alive: bool
+    ) -> None:
         try:
-            answer = await fast.answer(events)
+            answer = await fast.answer(events, keep_alive=keep_alive)
         except Exception as error:  # a bug: answered as aiohttp answers a failed handler
             log.error("api.fast_ingest_failed", **crash_fields(error))
             self._fast_task = None
@@ -229,6 +233,9 @@ class GuardedHandler(RequestHandler):
         if self.transport is None:  # the client left: its events are stored, unanswered
             return
         self.transport.write(answer)
+        if not keep_alive:  # the client asked: closed once the answer is sent
+            self.force_close()
+            return
         self._answered = True
         self._next_keepalive_close_time = self._loop.time() + self._keepalive_timeout
         later, self._fast_later = b"".join(self._fast_later), []

@@ -236,7 +236,7 @@ CASES: dict[str, tuple[list[Turn], int]] = {
     "chunked": ([([chunked(event("e-1"))], 1)], 0),
     "Expect: 100-continue": ([([request(event("e-1"), extra="Expect: 100-continue\r\n")], 2)], 0),
     "HTTP/1.0": ([([request(event("e-1"), version="1.0")], 1)], 0),
-    "Connection: close": ([([request(event("e-1"), extra="Connection: close\r\n")], 1)], 0),
+    "Connection: close": ([([request(event("e-1"), extra="Connection: close\r\n")], 1)], 1),
     "two Content-Length headers": (
         [([request(event("e-1"), extra=f"Content-Length: {len(event('e-1'))}\r\n")], 1)],
         0,
@@ -354,3 +354,18 @@ async def test_a_request_under_way_is_answered_before_the_server_stops(
         assert answer.status == 202 and answer.body["eventIds"] == ["e-1"]
         await asyncio.wait_for(stopping, READ_BOUND_SECONDS)
         writer.close()
+
+
+async def test_a_client_that_asks_to_close_is_answered_then_closed(
+    server_config: Config, tmp_path: Path
+) -> None:
+    async with serving(tmp_path, server_config, fast=True) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        try:
+            writer.write(request(event("e-1"), extra="Connection: close\r\n"))
+            answer = await asyncio.wait_for(_read_answer(reader), READ_BOUND_SECONDS)
+            assert answer.status == 202 and answer.headers["connection"] == "close"
+            assert await asyncio.wait_for(reader.read(), READ_BOUND_SECONDS) == b""
+            assert server.fast_answers == 1
+        finally:
+            writer.close()
