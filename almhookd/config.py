@@ -21,6 +21,7 @@ from datetime import time
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from almhookd.dsn import passwords, redacted
 from almhookd.errors import ConfigError
 
 DEFAULT_CONFIG_PATH: Final = Path("/etc/almhookd/config.toml")
@@ -121,8 +122,20 @@ class ServerConfig:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class StorageConfig:
+    #: ``sqlite`` (one file, one daemon) or ``postgresql`` (``dsn``)
+    backend: str = "sqlite"
     path: Path = Path("/var/lib/almhookd/almhookd.db")
     retention: float = 7 * 86_400.0  #: seconds
+    #: the PostgreSQL connection URL (``postgresql://user:password@host:port/database``)
+    dsn: Secret | None = None
+
+    @property
+    def location(self) -> str:
+        """Where the state lives, as logs may show it: the file, or the URL without its
+        password."""
+        if self.backend == "postgresql" and self.dsn is not None:
+            return redacted(self.dsn.reveal())
+        return str(self.path)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -373,7 +386,10 @@ _SECRET_KEYS: Final = {
     ("server", "admin_token"): "ALMHOOKD_ADMIN_TOKEN",
     ("server", "ingest_token"): "ALMHOOKD_INGEST_TOKEN",
     ("notify", "smtp_password"): "ALMHOOKD_SMTP_PASSWORD",
+    ("storage", "dsn"): "ALMHOOKD_DATABASE_DSN",
 }
+
+STORAGE_BACKENDS: Final = ("sqlite", "postgresql")
 
 _SCHEMA: Final[dict[str, tuple[type[Any], dict[str, tuple[str, Parser]]]]] = {
     "server": (
@@ -391,6 +407,7 @@ _SCHEMA: Final[dict[str, tuple[type[Any], dict[str, tuple[str, Parser]]]]] = {
     "storage": (
         StorageConfig,
         {
+            "backend": ("backend", _choice(STORAGE_BACKENDS)),
             "path": ("path", _path),
             "retention": ("retention", _duration(60.0)),
         },
@@ -557,6 +574,7 @@ def _resolve_secret(
 
 
 def _check_consistency(config: Config, where: str) -> None:
+    _check_storage(config.storage, where)
     delivery = config.delivery
     if delivery.backoff_initial > delivery.backoff_max:
         raise ConfigError(
@@ -587,6 +605,28 @@ def _check_consistency(config: Config, where: str) -> None:
         raise ConfigError(
             f"{where}: server.admin_token: required when server.listen ({server.listen}) "
             "is not a loopback address; set it (or admin_token_file, ALMHOOKD_ADMIN_TOKEN)"
+        )
+
+
+def _check_storage(storage: StorageConfig, where: str) -> None:
+    if storage.backend == "postgresql":
+        if storage.dsn is None:
+            raise ConfigError(
+                f'{where}: storage.dsn: required when storage.backend = "postgresql"; set it '
+                "(or dsn_file, ALMHOOKD_DATABASE_DSN) to postgresql://user:password@host/db"
+            )
+        url = storage.dsn.reveal()
+        if not url.startswith(("postgresql://", "postgres://")):
+            raise ConfigError(
+                f"{where}: storage.dsn: must be a URL, postgresql://user:password@host:port/"
+                f"database; got {redacted(url)!r}"
+            )
+        for password in passwords(url):
+            Secret(password)  # known to the log filter, on its own too
+    elif storage.dsn is not None:
+        raise ConfigError(
+            f"{where}: storage.dsn (or dsn_file, ALMHOOKD_DATABASE_DSN) is set but "
+            'storage.backend is "sqlite"; set backend = "postgresql" to use it, or remove it'
         )
 
 

@@ -17,6 +17,7 @@ from almhookd.config import Config, Secret, parse_config
 from almhookd.storage.sqlite import SqliteStorage
 from tests.support.clock import FakeClock
 from tests.support.http_receiver import Receiver
+from tests.support.postgres import Cluster, running_cluster
 from tests.support.tokens import ADMIN_TOKEN, INGEST_TOKEN
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
@@ -61,6 +62,19 @@ def host_time_zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], 
     yield set_zone
     monkeypatch.undo()
     time.tzset()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[Cluster]:
+    """A throwaway PostgreSQL cluster, started on first use, stopped after the session."""
+    with running_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def postgres_dsn(postgres_cluster: Cluster) -> str:
+    """A new, empty database of the session's cluster."""
+    return postgres_cluster.new_database()
 
 
 @pytest.fixture

@@ -161,7 +161,7 @@ async def serve(
             "daemon.started",
             version=__version__,
             listen=[str(a) for a in bound],
-            database=str(config.storage.path),
+            database=config.storage.location,
             schema_version=store.schema_version,
             webhooks=len(dispatcher.workers),
         )

@@ -33,6 +33,7 @@ from almhookd.errors import StorageClosed, StorageError, WebhookLimitReached
 from almhookd.protocols import Clock
 from almhookd.storage.interface import EventsCommitted, Storage
 from almhookd.storage.memory import MemoryStorage
+from almhookd.storage.postgres import PostgresStorage
 from almhookd.storage.sqlite import SqliteStorage
 from almhookd.storage.values import (
     RESPONSE_EXCERPT_CHARS,
@@ -63,11 +64,33 @@ async def _open_sqlite(path: Path, clock: Clock, committed: EventsCommitted) -> 
     return await SqliteStorage.open(path, clock=clock, on_events_committed=committed)
 
 
-#: Every backend the contract runs against; PostgreSQL joins as one more entry.
+async def _open_postgres(path: Path, clock: Clock, committed: EventsCommitted) -> Storage:
+    """A database of the session's PostgreSQL cluster, one per test: the harness names
+    it by the test's path (see :func:`_on_postgres`)."""
+    raise AssertionError("replaced by _on_postgres for each test")
+
+
+#: Every backend the contract runs against.
 BACKENDS: Final[dict[str, Backend]] = {
     "memory": Backend(open=_open_memory, durable=False),
     "sqlite": Backend(open=_open_sqlite, durable=True),
+    "postgresql": Backend(open=_open_postgres, durable=True),
 }
+
+
+def _on_postgres(backend: Backend, request: pytest.FixtureRequest) -> Backend:
+    """The backend as a test opens it: PostgreSQL on a new database of the session's
+    cluster (started on the first test that needs it)."""
+    if backend.open is not _open_postgres:
+        return backend
+    dsn = Secret(request.getfixturevalue("postgres_cluster").new_database("contract"))
+
+    async def open_database(path: Path, clock: Clock, committed: EventsCommitted) -> Storage:
+        return await PostgresStorage.open(dsn, clock=clock, on_events_committed=committed)
+
+    return replace(backend, open=open_database)
+
+
 DURABLE: Final = [name for name, backend in BACKENDS.items() if backend.durable]
 
 
@@ -105,7 +128,7 @@ class Harness:
 async def harness(
     request: pytest.FixtureRequest, db_path: Path, clock: FakeClock
 ) -> AsyncIterator[Harness]:
-    opened = Harness(BACKENDS[request.param], db_path, clock)
+    opened = Harness(_on_postgres(BACKENDS[request.param], request), db_path, clock)
     yield opened
     await opened.close()
 
@@ -119,7 +142,7 @@ async def storage(harness: Harness) -> Storage:
 async def durable(
     request: pytest.FixtureRequest, db_path: Path, clock: FakeClock
 ) -> AsyncIterator[Harness]:
-    opened = Harness(BACKENDS[request.param], db_path, clock)
+    opened = Harness(_on_postgres(BACKENDS[request.param], request), db_path, clock)
     yield opened
     await opened.close()
 

@@ -390,3 +390,56 @@ def test_a_bad_size_is_named(value: str) -> None:
 def test_body_memory_below_the_largest_body_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"server\.max_body_memory: must be at least"):
         parse_config('[server]\nmax_body_memory = "512KiB"', env={})
+
+
+# --- the storage backend ------------------------------------------------------------
+
+PG_PASSWORD = "pg-Secret-4242"  # the value the tests look for
+PG_URL = f"postgresql://almhookd:{PG_PASSWORD}@db.internal:5432/almhookd"
+
+
+def test_postgresql_takes_its_dsn_from_the_file_a_dsn_file_or_the_environment(
+    tmp_path: Path,
+) -> None:
+    inline = parse_config(f'[storage]\nbackend = "postgresql"\ndsn = "{PG_URL}"', env={})
+    assert inline.storage.backend == "postgresql"
+    assert inline.storage.dsn is not None and inline.storage.dsn.reveal() == PG_URL
+    (tmp_path / "dsn").write_text(PG_URL + "\n")
+    from_file = parse_config(
+        '[storage]\nbackend = "postgresql"\ndsn_file = "dsn"', source=tmp_path / "c.toml", env={}
+    )
+    assert from_file.storage.dsn is not None and from_file.storage.dsn.reveal() == PG_URL
+    from_env = parse_config(
+        '[storage]\nbackend = "postgresql"', env={"ALMHOOKD_DATABASE_DSN": PG_URL}
+    )
+    assert from_env.storage.dsn is not None and from_env.storage.dsn.reveal() == PG_URL
+    assert from_env.storage.location == "postgresql://almhookd:***@db.internal:5432/almhookd"
+    assert PG_PASSWORD not in repr(from_env)
+
+
+def test_sqlite_stays_the_default_and_names_its_file() -> None:
+    config = parse_config("", env={})
+    assert config.storage.backend == "sqlite" and config.storage.dsn is None
+    assert config.storage.location == str(config.storage.path)
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "message"),
+    [
+        ('backend = "postgresql"', {}, "storage.dsn: required when storage.backend"),
+        (f'dsn = "{PG_URL}"', {}, 'storage.backend is "sqlite"'),
+        ("", {"ALMHOOKD_DATABASE_DSN": PG_URL}, 'storage.backend is "sqlite"'),
+        (
+            f'backend = "postgresql"\ndsn = "host=db password={PG_PASSWORD}"',
+            {},
+            "storage.dsn: must be a URL",
+        ),
+        ('backend = "mysql"', {}, "storage.backend: must be one of sqlite, postgresql"),
+    ],
+)
+def test_a_storage_mistake_is_named_and_the_password_never_shown(
+    toml: str, env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        parse_config(f"[storage]\n{toml}", env=env)
+    assert PG_PASSWORD not in str(caught.value)

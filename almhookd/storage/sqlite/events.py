@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
+from almhookd.storage.rows import stored_event
 from almhookd.storage.sqlite.engine import SqliteEngine
 from almhookd.storage.sqlite.queries import (
     event_key,
 )
-from almhookd.storage.values import (
-    DeliveryState,
-    StoredEvent,
-)
+from almhookd.storage.values import StoredEvent
 
 
 class EventOps(SqliteEngine):
@@ -29,24 +25,7 @@ class EventOps(SqliteEngine):
         )
         if not rows:
             return None
-        row = rows[0]
-        deliveries = tuple(
-            DeliveryState(
-                webhook_id=d[0], state=d[1], attempts=d[2], batch_id=d[3], delivered_at_ms=d[4]
-            )
-            for d in sorted(json.loads(row[8]), key=lambda delivery: str(delivery[0]))
-        )
-        return StoredEvent(
-            seq=row[0],
-            event_id=row[1],
-            event_name=row[2],
-            account_id=row[3],
-            timestamp_ms=row[4],
-            realtime=bool(row[5]),
-            ingested_at_ms=row[6],
-            body=json.loads(row[7]),
-            deliveries=deliveries,
-        )
+        return stored_event(rows[0])
 
     async def count_events(self) -> int:
         rows = await self._fetchall("SELECT count(*) FROM events")

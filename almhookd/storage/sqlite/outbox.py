@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from almhookd.domain.batching import Claim, EventColumns, RequestBatch, pack, request_batch
 from almhookd.domain.policy import Schedule
+from almhookd.storage.rows import to_ms
 from almhookd.storage.sqlite.engine import SqliteEngine
 from almhookd.storage.sqlite.queries import (
     CLAIM_AROUND_SENDING_SQL,
@@ -17,7 +18,6 @@ from almhookd.storage.sqlite.queries import (
     OUTSTANDING_SQL,
     SENDING_HIGH_WATER_SQL,
     insert_many,
-    to_ms,
 )
 from almhookd.storage.values import (
     RESPONSE_EXCERPT_CHARS,

@@ -1,4 +1,4 @@
-"""The SQL the SQLite backend runs, and the mapping of its rows to values.
+"""The SQL the SQLite backend runs (rows become values in ``almhookd.storage.rows``).
 
 No connection of its own: the statements and the functions that run them take the
 writer's connection (inside a transaction) or go through the reader.
@@ -7,28 +7,17 @@ writer's connection (inside a transaction) or go through the reader.
 from __future__ import annotations
 
 import hashlib
-import json
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
-from almhookd.config import Secret
-from almhookd.domain.policy import Schedule
-from almhookd.domain.webhooks import SigningSecret, Webhook
+from almhookd.domain.webhooks import Webhook
 from almhookd.errors import (
     StorageError,
     StorageFull,
 )
-
-
-def to_ms(seconds: float | None) -> int | None:
-    return None if seconds is None else int(seconds * 1000)
-
-
-def to_seconds(ms: int | None) -> float | None:
-    return None if ms is None else ms / 1000
-
+from almhookd.storage.rows import webhook_from_row
 
 #: Webhooks with their subscriptions and signing secrets as JSON arrays: one statement,
 #: so one snapshot, whether run on the reader or inside a write transaction.
@@ -43,38 +32,6 @@ SELECT_WEBHOOKS: Final = (
     " FROM signing_secrets AS s WHERE s.webhook_id = w.id)"
     " FROM webhooks AS w"
 )
-
-
-def webhook_from_row(row: Sequence[Any]) -> Webhook:
-    """A :class:`Webhook` from one row of :data:`SELECT_WEBHOOKS`."""
-    signing = sorted(json.loads(row[19]), key=lambda secret: secret[1])
-    return Webhook(
-        id=row[0],
-        name=row[1],
-        description=row[2],
-        target_url=row[3],
-        auth_type=row[4],
-        auth_username=row[5],
-        auth_password=Secret(row[6]) if row[6] is not None else None,
-        contact_email=row[7],
-        status=row[8],
-        disabled_reason=row[9],
-        created_at_ms=row[10],
-        updated_at_ms=row[11],
-        schedule=Schedule(
-            consecutive_failures=row[12],
-            failing_since=to_seconds(row[13]),
-            next_attempt_at=to_seconds(row[14]),
-            last_success_at=to_seconds(row[15]),
-            last_error=row[16],
-            last_reminder_at=to_seconds(row[17]),
-        ),
-        events=frozenset(json.loads(row[18])),
-        secrets=tuple(
-            SigningSecret(secret=Secret(secret), created_at_ms=created, expires_at_ms=expires)
-            for secret, created, expires in signing
-        ),
-    )
 
 
 def written_webhook(db: sqlite3.Connection, webhook_id: str) -> Webhook:

@@ -20,11 +20,17 @@ from almhookd.domain.webhooks import (
 from almhookd.errors import (
     WebhookLimitReached,
 )
+from almhookd.storage.rows import (
+    attempt_record,
+    backlog_counts,
+    changed_columns,
+    delivery_record,
+    webhook_from_row,
+)
 from almhookd.storage.sqlite.engine import SqliteEngine
 from almhookd.storage.sqlite.queries import (
     SELECT_WEBHOOKS,
     event_key,
-    webhook_from_row,
     written_webhook,
 )
 from almhookd.storage.values import AttemptRecord, BacklogSummary, DeliveryRecord, DeliveryStatus
@@ -174,33 +180,7 @@ class WebhookOps(SqliteEngine):
         def work(db: sqlite3.Connection) -> Webhook | None:
             if db.execute("SELECT 1 FROM webhooks WHERE id = ?", (webhook_id,)).fetchone() is None:
                 return None
-            columns: dict[str, object] = {"updated_at_ms": now_ms}
-            for column, value in (
-                ("name", changes.name),
-                ("description", changes.description),
-                ("target_url", changes.target_url),
-                ("contact_email", changes.contact_email),
-            ):
-                if value is not None:
-                    columns[column] = value
-            if changes.auth_type is not None:
-                columns["auth_type"] = changes.auth_type
-                basic = changes.auth_type == "basic"
-                columns["auth_username"] = changes.auth_username if basic else None
-                password = (
-                    changes.auth_password.reveal() if basic and changes.auth_password else None
-                )
-                columns["auth_password"] = password
-            if changes.active is not None:
-                columns["status"] = "active" if changes.active else "inactive"
-                columns["disabled_reason"] = None
-                if changes.active:
-                    columns.update(
-                        consecutive_failures=0,
-                        failing_since_ms=None,
-                        next_attempt_at_ms=None,
-                        last_reminder_at_ms=None,
-                    )
+            columns = changed_columns(changes, now_ms)
             assignments = ", ".join(f"{column} = ?" for column in columns)
             db.execute(
                 f"UPDATE webhooks SET {assignments} WHERE id = ?",  # noqa: S608 - fixed names
@@ -328,20 +308,7 @@ class WebhookOps(SqliteEngine):
     ) -> list[DeliveryRecord]:
         """Per-event delivery state in ingest order, after the cursor ``after_seq``."""
         rows = await self._fetchall(DELIVERIES_SQL, (webhook_id, after_seq, state, limit))
-        return [
-            DeliveryRecord(
-                seq=row[0],
-                eventId=row[1],
-                eventName=row[2],
-                ingestedAt=row[3],
-                state=row[4],
-                attempts=row[5],
-                batchId=row[6],
-                deliveredAt=row[7],
-                dueAt=row[8],
-            )
-            for row in rows
-        ]
+        return [delivery_record(row) for row in rows]
 
     async def attempts(
         self, webhook_id: str, *, limit: int = 100, before_id: int | None = None
@@ -353,37 +320,14 @@ class WebhookOps(SqliteEngine):
             " ORDER BY id DESC LIMIT ?",
             (webhook_id, before_id if before_id is not None else 2**63 - 1, limit),
         )
-        return [
-            AttemptRecord(
-                id=row[0],
-                batchId=row[1],
-                startedAt=row[2],
-                durationMs=row[3],
-                eventCount=row[4],
-                status=row[5],
-                error=row[6],
-                responseBody=row[7],
-            )
-            for row in rows
-        ]
+        return [attempt_record(row) for row in rows]
 
     async def backlog_summary(self, webhook_id: str) -> BacklogSummary:
         """Outstanding deliveries of a webhook: real-time, batch (held or released), and
         the ingest time of the first in ingest order. Counted in the two indexes of
         pending deliveries alone (:data:`BACKLOG_SUMMARY_SQL`), then one event read."""
         rows = await self._fetchall(BACKLOG_SUMMARY_SQL, (webhook_id, webhook_id))
-        summary = BacklogSummary(realtime=0, batch=0, held=0, oldest=None)
-        first: int | None = None
-        for realtime, held, count, lowest in rows:
-            if not count:
-                continue
-            if realtime:
-                summary["realtime"] += count
-            else:
-                summary["batch"] += count
-            if held:
-                summary["held"] = count
-            first = lowest if first is None else min(first, lowest)
+        summary, first = backlog_counts(rows)
         if first is not None:
             found = await self._fetchall(
                 "SELECT ingested_at_ms FROM events WHERE seq = ?", (first,)

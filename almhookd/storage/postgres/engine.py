@@ -1,0 +1,236 @@
+"""The PostgreSQL backend's engine: the connection pool, the migrations under an
+advisory lock, the driver's errors mapped to :class:`~almhookd.errors.StorageError`
+(the DSN's password never in a message), health, and the event log.
+
+The operations of :mod:`almhookd.storage.interface` live in ``events``, ``webhooks``,
+``outbox`` and ``retention``, each a mixin on this engine, as in the SQLite backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Final, Self, TypeVar
+
+import asyncpg
+import structlog
+
+from almhookd.config import Secret
+from almhookd.dsn import redacted, scrubbed
+from almhookd.errors import DatabaseInUse, StorageClosed, StorageError, StorageFull
+from almhookd.protocols import Clock
+from almhookd.storage.interface import EventsCommitted
+from almhookd.storage.postgres.migrations import (
+    MIGRATION_LOCK,
+    MIGRATIONS,
+    SCHEMA_TABLE,
+    SCHEMA_VERSION,
+)
+
+log = structlog.get_logger("almhookd.storage")
+
+T = TypeVar("T")
+
+#: Set while a call of the storage runs, so its own inner steps are not refused by a
+#: ``close()`` that began after it.
+_IN_CALL: Final[contextvars.ContextVar[bool]] = contextvars.ContextVar(
+    "almhookd_postgres_in_call", default=False
+)
+
+#: ``pg_advisory_lock`` key of the daemon holding a database alone ("almhookd-d").
+DAEMON_LOCK: Final = int.from_bytes(b"almhookdD", "big") & (2**63 - 1)
+
+#: SQLSTATE of a write the server has no disk space for.
+DISK_FULL: Final = "53100"
+
+#: Connections per process: ingest, a worker's claim and record, the API's reads.
+POOL_MIN: Final = 2
+POOL_MAX: Final = 10
+
+
+class PostgresEngine:
+    """One process's connections to the shared database."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        where: str,
+        clock: Clock,
+        on_events_committed: EventsCommitted | None,
+    ) -> None:
+        self._pool: asyncpg.Pool | None = pool
+        #: calls under way; ``close()`` lets them finish before it closes the pool
+        self._calls = 0
+        self._no_calls = asyncio.Event()
+        self._no_calls.set()
+        self._closing = False
+        #: the connection holding the database for this process (``exclusive``)
+        self._holder: asyncpg.Connection | None = None
+        #: ingest calls of this process commit in call order (see ``events.append``)
+        self._ingest_order = asyncio.Lock()
+        #: the database as messages name it: the DSN without its password
+        self.where = where
+        self._clock = clock
+        self._on_events_committed = on_events_committed
+
+    @classmethod
+    async def open(
+        cls,
+        dsn: Secret,
+        *,
+        clock: Clock,
+        on_events_committed: EventsCommitted | None = None,
+        min_size: int = POOL_MIN,
+        max_size: int = POOL_MAX,
+        exclusive: bool = False,
+    ) -> Self:
+        """Connect, and migrate the schema to this version (once, whoever else starts).
+
+        ``exclusive`` (the daemon's): hold the database for this process alone, on a
+        connection of its own, until :meth:`close`; raises :class:`DatabaseInUse` when
+        another process holds it. Several daemons on one database need the ownership of
+        webhooks that issue 23 builds next; until then a second one refuses to start.
+        """
+        secret = dsn.reveal()
+        where = redacted(secret)
+        try:
+            pool = await asyncpg.create_pool(
+                secret, min_size=min_size, max_size=max_size, command_timeout=60
+            )
+        except Exception as error:
+            raise StorageError(
+                f"{where}: cannot connect: {type(error).__name__}: {scrubbed(str(error), secret)}"
+            ) from None
+        engine = cls(pool, where=where, clock=clock, on_events_committed=on_events_committed)
+        try:
+            if exclusive:
+                await engine._hold_exclusively(secret)
+            await engine._migrate()
+        except BaseException:
+            await engine.close()
+            raise
+        return engine
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; the driver's errors leave as :class:`StorageError`."""
+        pool = self._pool
+        if pool is None:
+            raise StorageClosed()
+        async with self._call():
+            try:
+                async with pool.acquire() as connection:
+                    yield connection
+            except asyncpg.exceptions.InterfaceError as error:
+                raise StorageError(f"{self.where}: {error}") from None
+            except (asyncpg.PostgresError, OSError) as error:
+                if getattr(error, "sqlstate", None) == DISK_FULL:
+                    raise StorageFull(f"{self.where}: the database server's disk is full") from None
+                raise StorageError(f"{self.where}: {type(error).__name__}: {error}") from None
+
+    @asynccontextmanager
+    async def _call(self) -> AsyncIterator[None]:
+        """One call under way: refused once ``close()`` began (unless it is part of a call
+        that began before), waited for by it."""
+        if self._closing and not _IN_CALL.get():
+            raise StorageClosed()
+        self._calls += 1
+        self._no_calls.clear()
+        token = _IN_CALL.set(True)
+        try:
+            yield
+        finally:
+            _IN_CALL.reset(token)
+            self._calls -= 1
+            if self._calls == 0:
+                self._no_calls.set()
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    async def _write(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run ``work`` in one transaction on a pooled connection."""
+        async with self._connection() as connection, connection.transaction():
+            return await work(connection)
+
+    async def _fetch(self, sql: str, *arguments: object) -> list[asyncpg.Record]:
+        async with self._connection() as connection:
+            return list(await connection.fetch(sql, *arguments))
+
+    async def _hold_exclusively(self, dsn: str) -> None:
+        try:
+            holder = await asyncpg.connect(dsn)
+        except Exception as error:
+            raise StorageError(
+                f"{self.where}: cannot connect: {type(error).__name__}: {scrubbed(str(error), dsn)}"
+            ) from None
+        if not await holder.fetchval("SELECT pg_try_advisory_lock($1)", DAEMON_LOCK):
+            await holder.close()
+            raise DatabaseInUse(
+                f"{self.where}: another almhookd is running on this database; for now one "
+                "daemon per PostgreSQL database (several processes sharing one come next)"
+            )
+        self._holder = holder
+
+    async def _migrate(self) -> None:
+        async with self._connection() as connection:
+            # Session-level: held across the migrations' own transactions, released
+            # below (or by the server when this connection dies).
+            await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+            try:
+                await connection.execute(SCHEMA_TABLE)
+                version = await connection.fetchval(
+                    "SELECT coalesce(max(version), 0) FROM almhookd_schema"
+                )
+                if version > SCHEMA_VERSION:
+                    raise StorageError(
+                        f"{self.where}: database schema version {version} is newer than "
+                        f"this almhookd supports ({SCHEMA_VERSION}); upgrade almhookd"
+                    )
+                for number in range(version + 1, SCHEMA_VERSION + 1):
+                    async with connection.transaction():
+                        await connection.execute(MIGRATIONS[number - 1])
+                        await connection.execute(
+                            "INSERT INTO almhookd_schema (version) VALUES ($1)", number
+                        )
+                    log.info("storage.migrated", database=self.where, schema_version=number)
+            finally:
+                await connection.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+
+    # --- Health ------------------------------------------------------------------------
+
+    @property
+    def schema_version(self) -> int:
+        return SCHEMA_VERSION
+
+    async def check(self) -> None:
+        """The database answers a query."""
+        async with self._connection() as connection:
+            await connection.fetchval("SELECT 1")
+
+    async def ping(self) -> None:
+        """An empty write transaction: the database takes writes."""
+        async with self._connection() as connection, connection.transaction():
+            await connection.execute("SELECT txid_current()")
+
+    async def probe_space(self) -> None:
+        """A write that needs room: raises :class:`StorageFull` while the server has none."""
+        async with self._connection() as connection, connection.transaction():
+            await connection.execute(
+                "CREATE TEMPORARY TABLE almhookd_space_probe ON COMMIT DROP AS"
+                " SELECT repeat('x', 65536) AS filler"
+            )
+
+    async def close(self) -> None:
+        """Let the calls under way finish, then close the pool; idempotent."""
+        self._closing = True
+        await self._no_calls.wait()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+        holder, self._holder = self._holder, None
+        if holder is not None:
+            await holder.close()  # the server releases the lock with the session

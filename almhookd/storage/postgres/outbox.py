@@ -1,0 +1,221 @@
+"""The delivery worker's outbox: claiming request batches and recording attempts."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Final
+
+import asyncpg
+
+from almhookd.domain.batching import Claim, EventColumns, RequestBatch, pack, request_batch
+from almhookd.domain.policy import Schedule
+from almhookd.storage.postgres.engine import PostgresEngine
+from almhookd.storage.rows import to_ms
+from almhookd.storage.values import RESPONSE_EXCERPT_CHARS, Attempt
+
+#: The last event of the batches being sent (0: none), how many events they hold, and
+#: how many pending deliveries are due up to that last one (parameter: the webhook id).
+SENDING_HIGH_WATER_SQL: Final = (
+    "SELECT high, sending, (SELECT count(*) FROM deliveries WHERE webhook_id = $1"
+    " AND state = 'pending' AND due_at_ms IS NOT NULL AND event_seq <= high)"
+    " FROM (SELECT coalesce(max(event_seqs[cardinality(event_seqs)]), 0) AS high,"
+    " coalesce(sum(cardinality(event_seqs)), 0) AS sending FROM request_batches"
+    " WHERE webhook_id = $1 AND state = 'sending') AS b"
+)
+
+#: The next due deliveries after a given event (parameters: webhook id, now, retained
+#: since, after seq, limit).
+CLAIM_SQL: Final = (
+    "SELECT d.event_seq, e.event_id, e.account_id, e.ingested_at_ms, e.body, e.realtime"
+    " FROM deliveries AS d JOIN events AS e ON e.seq = d.event_seq"
+    " WHERE d.webhook_id = $1 AND d.state = 'pending' AND d.due_at_ms IS NOT NULL"
+    " AND d.due_at_ms <= $2 AND e.ingested_at_ms >= $3 AND d.event_seq > $4"
+    " ORDER BY d.event_seq LIMIT $5"
+)
+
+#: The same, skipping those in batches being sent: for when some below the batches
+#: being sent are pending again (a replay, a release, a dissolved batch).
+CLAIM_AROUND_SENDING_SQL: Final = CLAIM_SQL.replace(
+    " ORDER BY",
+    " AND d.event_seq NOT IN (SELECT event_seq FROM sending WHERE webhook_id = $1) ORDER BY",
+)
+
+
+async def claim_due(
+    connection: asyncpg.Connection, webhook_id: str, claim: Claim
+) -> list[RequestBatch]:
+    """Up to ``claim.batches`` batches, in order, packed from one query and recorded as
+    being sent by one statement (the SQLite backend's ``claim_due``, in PostgreSQL)."""
+    if claim.batches <= 0:
+        return []
+    high_water, sending, ready_below = await connection.fetchrow(SENDING_HIGH_WATER_SQL, webhook_id)
+    limit = claim.batches * max(claim.max_events, claim.max_batch_events)
+    if ready_below == sending:
+        rows = await connection.fetch(
+            CLAIM_SQL, webhook_id, claim.now_ms, claim.retained_since_ms, high_water, limit
+        )
+    else:
+        rows = await connection.fetch(
+            CLAIM_AROUND_SENDING_SQL, webhook_id, claim.now_ms, claim.retained_since_ms, 0, limit
+        )
+    unread = [tuple(row) for row in rows]
+
+    def fetch(count: int) -> list[tuple[object, ...]]:
+        taken = unread[:count]
+        del unread[:count]
+        return taken
+
+    batches = [
+        request_batch("msg_" + uuid.uuid4().hex, webhook_id, events, created_at_ms=claim.now_ms)
+        for events in pack(fetch, claim)  # type: ignore[arg-type]
+    ]
+    if batches:
+        await connection.executemany(
+            "INSERT INTO request_batches (id, webhook_id, created_at_ms, state, event_seqs)"
+            " VALUES ($1, $2, $3, 'sending', $4::bigint[])",
+            [(batch.id, webhook_id, claim.now_ms, list(batch.event_seqs)) for batch in batches],
+        )
+    return batches
+
+
+class OutboxOps(PostgresEngine):
+    """Claim and record, for the worker of each webhook."""
+
+    async def in_flight_batches(self, webhook_id: str) -> list[RequestBatch]:
+        """The batches recorded as being sent, oldest first (after a crash: to send
+        again, same ids, before anything new is claimed)."""
+
+        async def work(connection: asyncpg.Connection) -> list[RequestBatch]:
+            batches = []
+            for batch_id, created_at_ms, attempts, seqs in await connection.fetch(
+                "SELECT id, created_at_ms, attempts, event_seqs FROM request_batches"
+                " WHERE webhook_id = $1 AND state = 'sending' ORDER BY claim_order",
+                webhook_id,
+            ):
+                events = await connection.fetch(
+                    "SELECT d.event_seq, e.event_id, e.account_id, e.ingested_at_ms, e.body"
+                    " FROM deliveries AS d JOIN events AS e ON e.seq = d.event_seq"
+                    " WHERE d.webhook_id = $1 AND d.event_seq = ANY($2::bigint[])"
+                    " AND d.state = 'pending' ORDER BY d.event_seq",
+                    webhook_id,
+                    seqs,
+                )
+                if not events:
+                    await connection.execute(
+                        "UPDATE request_batches SET state = 'expired' WHERE id = $1", batch_id
+                    )
+                    continue
+                batches.append(
+                    request_batch(
+                        batch_id,
+                        webhook_id,
+                        EventColumns(*zip(*[tuple(row) for row in events], strict=True)),
+                        created_at_ms=created_at_ms,
+                        attempts=attempts,
+                    )
+                )
+            return batches
+
+        return await self._write(work)
+
+    async def claim_batches(self, webhook_id: str, claim: Claim) -> list[RequestBatch]:
+        async def work(connection: asyncpg.Connection) -> list[RequestBatch]:
+            return await claim_due(connection, webhook_id, claim)
+
+        return await self._write(work)
+
+    async def record_attempts(
+        self,
+        webhook_id: str,
+        attempts: Sequence[Attempt],
+        *,
+        schedule: Schedule,
+        disable_reason: str | None = None,
+        claim_next: Claim | None = None,
+    ) -> list[RequestBatch]:
+        """Log attempts, in order; mark acknowledged batches delivered; store the
+        webhook's schedule after them; with ``claim_next``, claim the next batches in
+        the same transaction."""
+        now_ms = self._now_ms()
+
+        async def work(connection: asyncpg.Connection) -> list[RequestBatch]:
+            if attempts:
+                await connection.executemany(
+                    "INSERT INTO attempts (webhook_id, batch_id, started_at_ms, duration_ms,"
+                    " event_count, status, error, response_body)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    [
+                        (
+                            webhook_id,
+                            attempt.batch.id,
+                            attempt.started_at_ms,
+                            attempt.outcome.duration_ms,
+                            len(attempt.batch.event_seqs),
+                            attempt.outcome.status,
+                            attempt.outcome.error,
+                            attempt.outcome.response_body[:RESPONSE_EXCERPT_CHARS],
+                        )
+                        for attempt in attempts
+                    ],
+                )
+            delivered = [a.batch for a in attempts if a.outcome.ok]
+            failed = [a.batch for a in attempts if not a.outcome.ok]
+            await connection.execute(
+                "UPDATE request_batches SET attempts = attempts + 1, state = CASE WHEN"
+                " id = ANY($1::text[]) THEN 'delivered' ELSE state END"
+                " WHERE id = ANY($2::text[])",
+                [batch.id for batch in delivered],
+                [attempt.batch.id for attempt in attempts],
+            )
+            if delivered:
+                pairs = [(s, b.id) for b in delivered for s in b.event_seqs]
+                await connection.execute(
+                    "UPDATE deliveries AS d SET state = 'delivered', delivered_at_ms = $1,"
+                    " attempts = d.attempts + 1, batch_id = a.batch_id"
+                    " FROM unnest($2::bigint[], $3::text[]) AS a (event_seq, batch_id)"
+                    " WHERE d.webhook_id = $4 AND d.state = 'pending'"
+                    " AND d.event_seq = a.event_seq",
+                    now_ms,
+                    [seq for seq, _ in pairs],
+                    [batch_id for _, batch_id in pairs],
+                    webhook_id,
+                )
+            if failed:
+                await connection.execute(
+                    "UPDATE deliveries SET attempts = attempts + 1 WHERE webhook_id = $1"
+                    " AND state = 'pending' AND event_seq = ANY($2::bigint[])",
+                    webhook_id,
+                    [s for b in failed for s in b.event_seqs],
+                )
+            await connection.execute(
+                "UPDATE webhooks SET consecutive_failures = $1, failing_since_ms = $2,"
+                " next_attempt_at_ms = $3, last_success_at_ms = $4, last_error = $5,"
+                " last_reminder_at_ms = $6 WHERE id = $7",
+                schedule.consecutive_failures,
+                to_ms(schedule.failing_since),
+                to_ms(schedule.next_attempt_at),
+                to_ms(schedule.last_success_at),
+                schedule.last_error,
+                to_ms(schedule.last_reminder_at),
+                webhook_id,
+            )
+            if disable_reason is not None:
+                await connection.execute(
+                    "UPDATE webhooks SET status = 'disabled', disabled_reason = $1,"
+                    " updated_at_ms = $2 WHERE id = $3",
+                    disable_reason,
+                    now_ms,
+                    webhook_id,
+                )
+            return await claim_due(connection, webhook_id, claim_next) if claim_next else []
+
+        return await self._write(work)
+
+    async def backlog(self, webhook_id: str) -> int:
+        """Deliveries of this webhook not yet delivered nor expired."""
+        rows = await self._fetch(
+            "SELECT count(*) FROM deliveries WHERE webhook_id = $1 AND state = 'pending'",
+            webhook_id,
+        )
+        return int(rows[0][0])

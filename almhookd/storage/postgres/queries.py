@@ -1,0 +1,30 @@
+"""The SQL the PostgreSQL backend shares between its parts, and rows → values."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import asyncpg
+
+from almhookd.domain.webhooks import Webhook
+from almhookd.storage.rows import webhook_from_row
+
+#: Webhooks with their subscriptions and signing secrets as JSON arrays: one statement,
+#: so one snapshot.
+SELECT_WEBHOOKS: Final = (
+    "SELECT w.id, w.name, w.description, w.target_url, w.auth_type, w.auth_username,"
+    " w.auth_password, w.contact_email, w.status, w.disabled_reason, w.created_at_ms,"
+    " w.updated_at_ms, w.consecutive_failures, w.failing_since_ms, w.next_attempt_at_ms,"
+    " w.last_success_at_ms, w.last_error, w.last_reminder_at_ms,"
+    " coalesce((SELECT json_agg(e.event_name) FROM webhook_events AS e"
+    " WHERE e.webhook_id = w.id), '[]')::text,"
+    " coalesce((SELECT json_agg(json_build_array(s.secret, s.created_at_ms, s.expires_at_ms))"
+    " FROM signing_secrets AS s WHERE s.webhook_id = w.id), '[]')::text"
+    " FROM webhooks AS w"
+)
+
+
+async def written_webhook(connection: asyncpg.Connection, webhook_id: str) -> Webhook:
+    """The webhook as the transaction that changed it left it (read in it)."""
+    row = await connection.fetchrow(SELECT_WEBHOOKS + " WHERE w.id = $1", webhook_id)
+    return webhook_from_row(row)

@@ -1,0 +1,119 @@
+"""Retention and the batch flush: expiry, pruning, releasing held deliveries."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import asyncpg
+
+from almhookd.storage.postgres.engine import PostgresEngine
+from almhookd.storage.values import ExpiredCount
+
+#: Rows one pruning statement deletes, so pruning never holds locks for long.
+PRUNE_CHUNK: Final = 5_000
+
+_PRUNE: Final = (
+    "DELETE FROM events WHERE seq IN (SELECT seq FROM events"
+    " WHERE ingested_at_ms < $1 ORDER BY seq LIMIT {chunk})",
+    "DELETE FROM request_batches WHERE id IN (SELECT id FROM request_batches"
+    " WHERE created_at_ms < $1 AND state != 'sending' LIMIT {chunk})",
+    "DELETE FROM attempts WHERE id IN (SELECT id FROM attempts"
+    " WHERE started_at_ms < $1 ORDER BY id LIMIT {chunk})",
+)
+
+
+def _count(status: str) -> int:
+    """The row count of a command's status (``DELETE 5``, ``UPDATE 0``)."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+class RetentionOps(PostgresEngine):
+    """The maintenance pass's and the flusher's writes."""
+
+    async def expire(self, *, retained_since_ms: int) -> list[ExpiredCount]:
+        """Mark undelivered events older than the retention as expired, per webhook; a
+        batch in flight that holds one is dissolved (its other events are claimed again,
+        under a new id)."""
+
+        async def work(connection: asyncpg.Connection) -> list[ExpiredCount]:
+            counts = [
+                ExpiredCount(webhook_id=row[0], events=row[1])
+                for row in await connection.fetch(
+                    "SELECT d.webhook_id, count(*) FROM events AS e"
+                    " JOIN deliveries AS d ON d.event_seq = e.seq"
+                    " WHERE e.ingested_at_ms < $1 AND d.state = 'pending'"
+                    " GROUP BY d.webhook_id ORDER BY d.webhook_id",
+                    retained_since_ms,
+                )
+            ]
+            if not counts:
+                return []
+            await connection.execute(
+                "UPDATE request_batches AS b SET state = 'expired'"
+                " WHERE b.webhook_id = ANY($1::text[]) AND b.state = 'sending' AND EXISTS"
+                " (SELECT 1 FROM unnest(b.event_seqs) AS j (seq) JOIN events AS e"
+                " ON e.seq = j.seq WHERE e.ingested_at_ms < $2)",
+                [count.webhook_id for count in counts],
+                retained_since_ms,
+            )
+            await connection.execute(
+                "UPDATE deliveries SET state = 'expired' WHERE state = 'pending'"
+                " AND event_seq IN (SELECT seq FROM events WHERE ingested_at_ms < $1)",
+                retained_since_ms,
+            )
+            return counts
+
+        return await self._write(work)
+
+    async def prune(self, *, retained_since_ms: int) -> int:
+        """Delete events, batches and attempts older than the retention (after expiry)."""
+        removed = 0
+        for statement in _PRUNE:
+            sql = statement.format(chunk=PRUNE_CHUNK)
+
+            async def delete_chunk(connection: asyncpg.Connection, sql: str = sql) -> int:
+                return _count(await connection.execute(sql, retained_since_ms))
+
+            while (count := await self._write(delete_chunk)) > 0:
+                removed += count
+        return removed
+
+    async def release_held(self, *, now_ms: int) -> dict[str, int]:
+        """The batch flush: every held non-real-time delivery becomes due now; the flush
+        time is recorded in the same transaction."""
+
+        async def work(connection: asyncpg.Connection) -> dict[str, int]:
+            counts = {
+                row[0]: int(row[1])
+                for row in await connection.fetch(
+                    "SELECT webhook_id, count(*) FROM deliveries"
+                    " WHERE state = 'pending' AND due_at_ms IS NULL"
+                    " GROUP BY webhook_id ORDER BY webhook_id"
+                )
+            }
+            if counts:
+                await connection.execute(
+                    "UPDATE deliveries SET due_at_ms = $1"
+                    " WHERE state = 'pending' AND due_at_ms IS NULL",
+                    now_ms,
+                )
+            await connection.execute(
+                "INSERT INTO daemon_state (key, value) VALUES ('batch.last_flush_ms', $1)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                str(now_ms),
+            )
+            return counts
+
+        return await self._write(work)
+
+    async def last_flush_ms(self) -> int | None:
+        rows = await self._fetch("SELECT value FROM daemon_state WHERE key = 'batch.last_flush_ms'")
+        return int(rows[0][0]) if rows else None
+
+    async def held_backlog(self, webhook_id: str) -> int:
+        rows = await self._fetch(
+            "SELECT count(*) FROM deliveries WHERE webhook_id = $1"
+            " AND state = 'pending' AND due_at_ms IS NULL",
+            webhook_id,
+        )
+        return int(rows[0][0])
