@@ -41,6 +41,10 @@ class DatabaseInUse(StorageError):
     """The database is in use by another almhookd."""
 
 
+class LeaseLost(AlmhookdError):
+    """This process no longer holds the webhook's lease: another process delivers to it."""
+
+
 class WebhookLimitReached(AlmhookdError):
     """As many webhooks as ``delivery.max_webhooks`` allows exist already."""
 

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 from almhookd.storage.postgres.engine import PostgresEngine
 from almhookd.storage.postgres.events import EventOps
+from almhookd.storage.postgres.leases import Lease, LeaseOps, Membership
 from almhookd.storage.postgres.outbox import OutboxOps
 from almhookd.storage.postgres.retention import RetentionOps
 from almhookd.storage.postgres.webhooks import WebhookOps
 
-__all__ = ["PostgresEngine", "PostgresStorage"]
+__all__ = ["Lease", "Membership", "PostgresEngine", "PostgresStorage"]
 
 
-class PostgresStorage(EventOps, WebhookOps, OutboxOps, RetentionOps):
+class PostgresStorage(EventOps, WebhookOps, OutboxOps, RetentionOps, LeaseOps):
     """Events and delivery state in a PostgreSQL database, shared by processes.
 
     Open it with :meth:`open` (connects and migrates)."""

@@ -139,6 +139,25 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         value TEXT NOT NULL
     );
     """,
+    # 2: the processes sharing the database, and which of them delivers to which webhook
+    # (domain.ownership). Times are the server's clock (milliseconds since the epoch),
+    # so that processes on machines whose clocks differ agree on when a lease ends.
+    """
+    CREATE TABLE processes (
+        id              TEXT    PRIMARY KEY,  -- random per start, never a host name
+        host            TEXT    NOT NULL,
+        pid             INTEGER NOT NULL,
+        started_at_ms   BIGINT  NOT NULL,
+        heartbeat_at_ms BIGINT  NOT NULL
+    );
+    CREATE TABLE webhook_leases (
+        webhook_id    TEXT   PRIMARY KEY REFERENCES webhooks (id) ON DELETE CASCADE,
+        owner         TEXT,                      -- a processes.id; NULL: released
+        fence         BIGINT NOT NULL DEFAULT 0, -- +1 at every new owner
+        expires_at_ms BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE INDEX webhook_leases_by_owner ON webhook_leases (owner);
+    """,
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)
