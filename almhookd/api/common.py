@@ -16,7 +16,9 @@ from typing import Any, Final
 import msgspec
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import PayloadEncodingError
 from aiohttp.typedefs import Middleware
+from aiohttp.web_protocol import RequestPayloadError
 
 from almhookd.auth import Role, TokenChecker
 from almhookd.config import Config
@@ -260,6 +262,13 @@ async def read_text(request: web.Request) -> str:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise ApiError(413, "body_too_large", f"the body is larger than {limit} bytes") from None
+    except (PayloadEncodingError, RequestPayloadError):
+        # e.g. a Content-Encoding the body does not match
+        raise ApiError(
+            400,
+            "bad_request",
+            "malformed request: the body cannot be read as its Content-Encoding says",
+        ) from None
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as error:

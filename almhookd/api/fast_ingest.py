@@ -31,14 +31,21 @@ from almhookd.domain.events import NewEvent
 from almhookd.errors import InvalidInput, StorageError
 
 #: The largest request (head and body) the fast path holds; larger ones go to aiohttp,
-#: whose body-memory budget then counts them. The fast path's buffers are bounded by
-#: this times ``server.max_connections`` (64 KiB x 512 = the default 32 MiB budget).
+#: whose body-memory budget then counts them. A connection's buffer is bounded by this
+#: plus one socket read (the transport reads up to 256 KiB at a time).
 FAST_PATH_MAX_BYTES: Final = 64 * 1024
+
+#: Heads the fast path frames: well inside aiohttp's own limits (8190 bytes a field, 128
+#: fields), so that anything near them is aiohttp's to accept or refuse.
+MAX_FIELD_BYTES: Final = 4096
+MAX_FIELDS: Final = 64
 
 _JSON_TYPES: Final = frozenset({b"application/json", b"application/json; charset=utf-8"})
 
-#: Headers that change how a request is framed or answered: aiohttp decides those.
-_FRAMING_HEADERS: Final = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
+#: Headers that change how a request is framed, read or answered: aiohttp decides those.
+_FRAMING_HEADERS: Final = frozenset(
+    {b"transfer-encoding", b"expect", b"upgrade", b"content-encoding"}
+)
 
 
 class HandOff(Exception):
@@ -131,7 +138,12 @@ class IngestFraming:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
-        if name in self._headers or name in _FRAMING_HEADERS:
+        if (
+            name in self._headers
+            or name in _FRAMING_HEADERS
+            or len(name) + len(value) > MAX_FIELD_BYTES
+            or len(self._headers) >= MAX_FIELDS
+        ):
             self._refused = True
         self._headers[name] = value
 
@@ -145,6 +157,9 @@ class IngestFraming:
             and length.isdigit()
             and int(length) <= self._max_body
             and headers.get(b"content-type", b"").lower() in _JSON_TYPES
+            and b"host" in headers  # HTTP/1.1 requires it; aiohttp refuses a request without
+            # A token aiohttp would read differently (it decodes UTF-8, not Latin-1) is its.
+            and headers.get(b"authorization", b"").isascii()
         ):
             self._refused = True
         self.in_body = True

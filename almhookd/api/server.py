@@ -259,7 +259,9 @@ class GuardedHandler(RequestHandler):
         self.force_close()
 
     def _process_keepalive(self) -> None:
-        if self._fast_task is not None:  # a request is under way: not idle
+        framing = self._framing
+        if self._fast_task is not None or (framing is not None and framing.in_body):
+            # A request is under way (its body coming, or being stored): not idle.
             self._next_keepalive_close_time = self._loop.time() + self._keepalive_timeout
         super()._process_keepalive()
 
@@ -272,7 +274,10 @@ class GuardedHandler(RequestHandler):
         self._framing = None
         task = self._fast_task
         if task is not None:
+            started = self._loop.time()
             await asyncio.wait([task], timeout=timeout)
+            if timeout is not None:  # one grace period in all, not one each
+                timeout = max(0.0, timeout - (self._loop.time() - started))
         await super().shutdown(timeout)
 
     async def finish_response(self, *args: Any, **kwargs: Any) -> Any:

@@ -24,7 +24,7 @@ from aiohttp import web
 from almhookd.api.app import create_app
 from almhookd.api.common import ServerState
 from almhookd.api.fast_ingest import FAST_PATH_MAX_BYTES
-from almhookd.api.server import ConnectionGuard, GuardedRunner, GuardedServer
+from almhookd.api.server import ConnectionGuard, GuardedHandler, GuardedRunner, GuardedServer
 from almhookd.auth import TokenChecker
 from almhookd.config import Config, Secret
 from almhookd.storage.sqlite import SqliteStorage
@@ -126,14 +126,19 @@ def request(
     version: str = "1.1",
     extra: str = "",
     length: int | None = None,
+    host: bool = True,
+    raw_token: bytes | None = None,
 ) -> bytes:
     data = body.encode() if isinstance(body, str) else body
-    head = f"{method} {path} HTTP/{version}\r\nHost: almhookd\r\n"
+    head = f"{method} {path} HTTP/{version}\r\n" + ("Host: almhookd\r\n" if host else "")
     if token is not None:
         head += f"Authorization: Bearer {token}\r\n"
     if content_type is not None:
         head += f"Content-Type: {content_type}\r\n"
     head += f"Content-Length: {len(data) if length is None else length}\r\n{extra}\r\n"
+    if raw_token is not None:  # bytes a str head cannot carry as they are
+        head = head.replace("Authorization: Bearer RAW", "Authorization: Bearer ")
+        return head.encode().replace(b"Bearer \r\n", b"Bearer " + raw_token + b"\r\n", 1) + data
     return head.encode() + data
 
 
@@ -231,6 +236,19 @@ CASES: dict[str, tuple[list[Turn], int]] = {
                 2,
             )
         ],
+        0,
+    ),
+    "no Host header": ([([request(event("e-1"), host=False)], 1)], 0),
+    "Content-Encoding: gzip on a plain body": (
+        [([request(event("e-1"), extra="Content-Encoding: gzip\r\n")], 1)],
+        0,
+    ),
+    "a header past the fast path's field limit": (
+        [([request(event("e-1"), extra=f"X-Pad: {'p' * 5000}\r\n")], 1)],
+        0,
+    ),
+    "a token with a non-ASCII byte after it": (
+        [([request(event("e-1"), token="RAW", raw_token=INGEST_TOKEN.encode() + b"\xa0")], 1)],
         0,
     ),
     "chunked": ([([chunked(event("e-1"))], 1)], 0),
@@ -367,5 +385,39 @@ async def test_a_client_that_asks_to_close_is_answered_then_closed(
             assert answer.status == 202 and answer.headers["connection"] == "close"
             assert await asyncio.wait_for(reader.read(), READ_BOUND_SECONDS) == b""
             assert server.fast_answers == 1
+        finally:
+            writer.close()
+
+
+async def test_a_body_under_way_is_not_closed_as_an_idle_keep_alive(
+    server_config: Config, tmp_path: Path
+) -> None:
+    """The keep-alive limit is for idle connections: its check, coming due while a
+    fast-path body is arriving, leaves the connection open."""
+    async with serving(tmp_path, server_config, fast=True) as server:
+        manager = server.runner.server
+        assert isinstance(manager, GuardedServer)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        try:
+            whole = request(event("e-1"))
+            writer.write(whole[:-10])  # the head and most of the body
+
+            def handler_in_body() -> GuardedHandler | None:
+                for handler in manager.guard.open:
+                    framing = handler._framing
+                    if framing is not None and framing.in_body:
+                        return handler
+                return None
+
+            await until(lambda: handler_in_body() is not None, what="the body under way")
+            handler = handler_in_body()
+            assert handler is not None
+            # The keep-alive deadline passes (as after keepalive_timeout of dripping).
+            handler._next_keepalive_close_time = handler._loop.time() - 1
+            handler._process_keepalive()
+            assert handler.transport is not None, "closed while its body was arriving"
+            writer.write(whole[-10:])
+            answer = await asyncio.wait_for(_read_answer(reader), READ_BOUND_SECONDS)
+            assert answer.status == 202
         finally:
             writer.close()

@@ -13,12 +13,15 @@ import pytest
 from structlog.testing import capture_logs
 
 from almhookd.config import Secret
+from almhookd.domain.webhooks import NewWebhook
 from almhookd.errors import StorageClosed, StorageError
 from almhookd.storage.postgres import PostgresStorage
 from almhookd.storage.postgres.migrations import SCHEMA_VERSION
 from tests.support.clock import FakeClock
 from tests.support.events import make_events
 from tests.support.net import free_port
+from tests.support.running import eventually
+from tests.support.running import until as until_async
 
 BOUND_SECONDS = 30.0
 
@@ -205,3 +208,117 @@ async def test_a_closed_engine_refuses_and_closes_twice(postgres_dsn: str) -> No
         await engine.append(make_events(1))
     with pytest.raises(StorageClosed):
         await engine.check()
+
+
+async def test_check_fails_when_the_server_takes_no_writes(postgres_dsn: str) -> None:
+    """A server that reads but does not write (a standby after a failover, a database
+    made read-only) fails ``check()``: reads alone would pass it."""
+    await _sql(postgres_dsn, "SELECT 1")
+    engine = await _open(postgres_dsn)
+    await engine.check()
+    await engine.close()
+    name = postgres_dsn.rsplit("/", 1)[1]
+    await _sql(postgres_dsn, f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+    engine = await _open(postgres_dsn)
+    try:
+        assert await engine.count_events() == 0  # it reads
+        with pytest.raises(StorageError, match="read-only transaction"):
+            await engine.check()
+        with pytest.raises(StorageError):
+            await engine.append(make_events(1))
+    finally:
+        await engine.close()
+
+
+async def test_a_daemon_that_loses_its_hold_on_the_database_stops_using_it(
+    postgres_dsn: str,
+) -> None:
+    first = await _open(postgres_dsn, exclusive=True)
+    try:
+        holder = first._holder
+        assert holder is not None
+        await _sql(postgres_dsn, "SELECT pg_terminate_backend($1)", holder.get_server_pid())
+        await until_async(lambda: first._lock_lost, what="the lost hold noticed")
+        # Another daemon may start now; the first refuses every call from then on.
+        second = await _open(postgres_dsn, exclusive=True)
+        await second.close()
+        with pytest.raises(StorageError, match="lost its hold on the database"):
+            await first.check()
+        with pytest.raises(StorageError, match="lost its hold on the database"):
+            await first.append(make_events(1))
+    finally:
+        await first.close()
+
+
+async def test_ingest_waits_for_a_webhook_being_deleted_then_skips_it(postgres_dsn: str) -> None:
+    engine = await _open(postgres_dsn)
+    deleting = await asyncpg.connect(postgres_dsn)
+    try:
+        for webhook_id in ("wh-kept", "wh-deleted"):
+            await _sql(
+                postgres_dsn,
+                "INSERT INTO webhooks (id, name, target_url, created_at_ms, updated_at_ms)"
+                " VALUES ($1, $1, 'https://example.invalid/', 0, 0)",
+                webhook_id,
+            )
+            await _sql(
+                postgres_dsn,
+                "INSERT INTO webhook_events (event_name, webhook_id)"
+                " VALUES ('COURSE_ENROLLMENT', $1)",
+                webhook_id,
+            )
+        transaction = deleting.transaction()
+        await transaction.start()
+        await deleting.execute("DELETE FROM webhooks WHERE id = 'wh-deleted'")
+        events = make_events(1)
+        appending = asyncio.ensure_future(engine.append(events))
+
+        async def blocked() -> bool:
+            rows = await _sql(
+                postgres_dsn,
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND query LIKE 'INSERT INTO deliveries%'",
+            )
+            return bool(rows[0][0])
+
+        await eventually(blocked, what="the ingest waiting for the delete")
+        await transaction.commit()
+        result = await asyncio.wait_for(appending, BOUND_SECONDS)
+        assert result.accepted == 1
+        stored = await engine.get_event(events[0].event_id)
+        assert stored is not None
+        assert [d.webhook_id for d in stored.deliveries] == ["wh-kept"]
+    finally:
+        await deleting.close()
+        await engine.close()
+
+
+async def test_a_driver_error_never_carries_the_failing_row(postgres_dsn: str) -> None:
+    """PostgreSQL's DETAIL of a constraint violation quotes the whole row, a webhook's
+    password included: messages keep the primary message and the SQLSTATE only."""
+    engine = await PostgresStorage.open(Secret(postgres_dsn), clock=FakeClock())
+    password = "basic-Pw-not-shown-77"
+    try:
+        bad = NewWebhook(
+            name="bad",
+            target_url="https://example.invalid/",
+            events=frozenset({"COURSE_ENROLLMENT"}),
+            auth_type="digest",  # refused by the table's CHECK
+            auth_username="u",
+            auth_password=Secret(password),
+        )
+        with pytest.raises(StorageError, match="SQLSTATE 23514") as caught:
+            await engine.create_webhook(bad)
+        assert password not in "".join(traceback.format_exception(caught.value))
+    finally:
+        await engine.close()
+
+
+async def test_the_space_probe_writes_and_leaves_nothing(postgres_dsn: str) -> None:
+    engine = await _open(postgres_dsn)
+    try:
+        await engine.probe_space()
+        rows = await _sql(postgres_dsn, "SELECT to_regclass('almhookd_space_probe') IS NULL")
+        assert rows[0][0] is True
+    finally:
+        await engine.close()

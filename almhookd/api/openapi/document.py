@@ -39,6 +39,7 @@ INGEST_SCHEME: Final = "ingestToken"
 #: Codes every operation that reads a JSON body can answer.
 BODY_ERRORS: Final = (
     "malformed_json",
+    "bad_request",  # a body its Content-Encoding does not describe
     "body_too_large",
     "unsupported_media_type",
     "invalid",

@@ -34,7 +34,8 @@ ERROR_CODES: Final = (
         status=400,
         code="bad_request",
         meaning="a query parameter is wrong (`limit`, `cursor`, `state`), or the request "
-        "itself cannot be parsed (`malformed request: …`)",
+        "itself cannot be parsed (`malformed request: …`), its body included (a "
+        "`Content-Encoding` the body does not match)",
     ),
     ErrorCode(
         status=401,

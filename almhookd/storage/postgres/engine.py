@@ -42,6 +42,9 @@ _IN_CALL: Final[contextvars.ContextVar[bool]] = contextvars.ContextVar(
 #: ``pg_advisory_lock`` key of the daemon holding a database alone ("almhookd-d").
 DAEMON_LOCK: Final = int.from_bytes(b"almhookdD", "big") & (2**63 - 1)
 
+#: The longest ``check()`` waits for its write.
+WRITE_PROBE_SECONDS: Final = 1.0
+
 #: SQLSTATE of a write the server has no disk space for.
 DISK_FULL: Final = "53100"
 
@@ -69,6 +72,11 @@ class PostgresEngine:
         self._closing = False
         #: the connection holding the database for this process (``exclusive``)
         self._holder: asyncpg.Connection | None = None
+        self._lock_lost = False
+        #: set once ``close()`` has finished: a second ``close()`` waits for it
+        self._closed = asyncio.Event()
+        #: the write probe of ``check()``, shared by the calls that overlap it
+        self._write_probe: asyncio.Future[None] | None = None
         #: ingest calls of this process commit in call order (see ``events.append``)
         self._ingest_order = asyncio.Lock()
         #: the database as messages name it: the DSN without its password
@@ -129,7 +137,7 @@ class PostgresEngine:
             except (asyncpg.PostgresError, OSError) as error:
                 if getattr(error, "sqlstate", None) == DISK_FULL:
                     raise StorageFull(f"{self.where}: the database server's disk is full") from None
-                raise StorageError(f"{self.where}: {type(error).__name__}: {error}") from None
+                raise StorageError(f"{self.where}: {_described(error)}") from None
 
     @asynccontextmanager
     async def _call(self) -> AsyncIterator[None]:
@@ -137,6 +145,12 @@ class PostgresEngine:
         that began before), waited for by it."""
         if self._closing and not _IN_CALL.get():
             raise StorageClosed()
+        if self._lock_lost:
+            raise StorageError(
+                f"{self.where}: this almhookd lost its hold on the database (the connection "
+                "holding it was closed), so another one may have started: it stops using "
+                "it; restart almhookd"
+            )
         self._calls += 1
         self._no_calls.clear()
         token = _IN_CALL.set(True)
@@ -173,7 +187,13 @@ class PostgresEngine:
                 f"{self.where}: another almhookd is running on this database; for now one "
                 "daemon per PostgreSQL database (several processes sharing one come next)"
             )
+        holder.add_termination_listener(self._on_lock_lost)
         self._holder = holder
+
+    def _on_lock_lost(self, _connection: object) -> None:
+        if self._holder is not None and not self._closing:
+            self._lock_lost = True
+            log.error("storage.lock_lost", database=self.where)
 
     async def _migrate(self) -> None:
         async with self._connection() as connection:
@@ -181,7 +201,10 @@ class PostgresEngine:
             # below (or by the server when this connection dies).
             await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
             try:
-                await connection.execute(SCHEMA_TABLE)
+                # No DDL when the table is there: a start needs no write when nothing
+                # is to migrate (a read-only server then starts and reports unhealthy).
+                if await connection.fetchval("SELECT to_regclass('almhookd_schema')") is None:
+                    await connection.execute(SCHEMA_TABLE)
                 version = await connection.fetchval(
                     "SELECT coalesce(max(version), 0) FROM almhookd_schema"
                 )
@@ -207,25 +230,52 @@ class PostgresEngine:
         return SCHEMA_VERSION
 
     async def check(self) -> None:
-        """The database answers a query."""
-        async with self._connection() as connection:
-            await connection.fetchval("SELECT 1")
+        """Raise :class:`StorageError` unless a write gets through within
+        ``WRITE_PROBE_SECONDS`` (a read-only server, a standby after a failover, or a
+        pool with every connection stuck reads fine or not at all, and writes nothing).
+        The probe left running after a timeout is shared by later calls."""
+        async with self._call():
+            if self._write_probe is None or self._write_probe.done():
+                self._write_probe = asyncio.ensure_future(self.ping())
+            try:
+                await asyncio.wait_for(asyncio.shield(self._write_probe), WRITE_PROBE_SECONDS)
+            except TimeoutError:
+                raise StorageError(
+                    f"{self.where}: the database takes no write within {WRITE_PROBE_SECONDS:g} s"
+                ) from None
 
     async def ping(self) -> None:
-        """An empty write transaction: the database takes writes."""
+        """A write: the database takes writes (a row of ``daemon_state``)."""
         async with self._connection() as connection, connection.transaction():
-            await connection.execute("SELECT txid_current()")
+            await connection.execute(
+                "INSERT INTO daemon_state (key, value) VALUES ('health.ping', now()::text)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+            )
 
     async def probe_space(self) -> None:
         """A write that needs room: raises :class:`StorageFull` while the server has none."""
-        async with self._connection() as connection, connection.transaction():
-            await connection.execute(
-                "CREATE TEMPORARY TABLE almhookd_space_probe ON COMMIT DROP AS"
-                " SELECT repeat('x', 65536) AS filler"
-            )
+        try:
+            async with self._connection() as connection, connection.transaction():
+                # Random bytes stored as they are: a compressible filler could fit in a
+                # page while real rows no longer do. Rolled back: nothing stays.
+                await connection.execute("CREATE TABLE almhookd_space_probe (filler bytea)")
+                await connection.execute(
+                    "ALTER TABLE almhookd_space_probe ALTER filler SET STORAGE EXTERNAL"
+                )
+                await connection.execute(
+                    "INSERT INTO almhookd_space_probe SELECT string_agg(decode(md5("
+                    "random()::text || n), 'hex'), ''::bytea) FROM generate_series(1, 4096) AS n"
+                )
+                raise _RollBack
+        except _RollBack:
+            pass
 
     async def close(self) -> None:
-        """Let the calls under way finish, then close the pool; idempotent."""
+        """Let the calls under way finish, then close the pool; idempotent (a second call
+        returns once the first has finished)."""
+        if self._closing:
+            await self._closed.wait()
+            return
         self._closing = True
         await self._no_calls.wait()
         pool, self._pool = self._pool, None
@@ -234,3 +284,16 @@ class PostgresEngine:
         holder, self._holder = self._holder, None
         if holder is not None:
             await holder.close()  # the server releases the lock with the session
+        self._closed.set()
+
+
+class _RollBack(Exception):
+    """Ends a transaction whose writes must not stay."""
+
+
+def _described(error: BaseException) -> str:
+    """A driver error as a message may carry it: PostgreSQL's primary message and its
+    SQLSTATE, never its DETAIL (which may quote a failing row, secrets included)."""
+    message = getattr(error, "message", None) or (error.args[0] if error.args else "")
+    sqlstate = getattr(error, "sqlstate", None)
+    return f"{type(error).__name__}: {message}" + (f" (SQLSTATE {sqlstate})" if sqlstate else "")

@@ -41,6 +41,8 @@ class EventOps(PostgresEngine):
         fresh: list[NewEvent] = []
 
         async def work(connection: asyncpg.Connection) -> None:
+            # Acknowledged means on disk, whatever the server's default says.
+            await connection.execute("SET LOCAL synchronous_commit = on")
             await connection.execute("SELECT pg_advisory_xact_lock($1)", INGEST_LOCK)
             known = {
                 row[0]
@@ -80,7 +82,10 @@ class EventOps(PostgresEngine):
                 " e.realtime FROM events AS e"
                 " JOIN webhook_events AS s ON s.event_name = e.event_name"
                 " JOIN webhooks AS w ON w.id = s.webhook_id AND w.status = 'active'"
-                " WHERE e.seq = ANY($1::bigint[])",
+                " WHERE e.seq = ANY($1::bigint[])"
+                # A webhook being deleted now is waited for, then skipped, instead of
+                # failing the ingest on its foreign key.
+                " FOR KEY SHARE OF w",
                 seqs,
                 now_ms,
             )

@@ -36,13 +36,15 @@ class RetentionOps(PostgresEngine):
         under a new id)."""
 
         async def work(connection: asyncpg.Connection) -> list[ExpiredCount]:
+            # Counted from what the update changed: one snapshot for both.
             counts = [
                 ExpiredCount(webhook_id=row[0], events=row[1])
                 for row in await connection.fetch(
-                    "SELECT d.webhook_id, count(*) FROM events AS e"
-                    " JOIN deliveries AS d ON d.event_seq = e.seq"
-                    " WHERE e.ingested_at_ms < $1 AND d.state = 'pending'"
-                    " GROUP BY d.webhook_id ORDER BY d.webhook_id",
+                    "WITH expired AS (UPDATE deliveries SET state = 'expired'"
+                    " WHERE state = 'pending' AND event_seq IN"
+                    " (SELECT seq FROM events WHERE ingested_at_ms < $1) RETURNING webhook_id)"
+                    " SELECT webhook_id, count(*) FROM expired"
+                    " GROUP BY webhook_id ORDER BY webhook_id",
                     retained_since_ms,
                 )
             ]
@@ -56,17 +58,16 @@ class RetentionOps(PostgresEngine):
                 [count.webhook_id for count in counts],
                 retained_since_ms,
             )
-            await connection.execute(
-                "UPDATE deliveries SET state = 'expired' WHERE state = 'pending'"
-                " AND event_seq IN (SELECT seq FROM events WHERE ingested_at_ms < $1)",
-                retained_since_ms,
-            )
             return counts
 
         return await self._write(work)
 
     async def prune(self, *, retained_since_ms: int) -> int:
         """Delete events, batches and attempts older than the retention (after expiry)."""
+        async with self._call():  # a close() arriving between chunks lets it finish
+            return await self._prune(retained_since_ms)
+
+    async def _prune(self, retained_since_ms: int) -> int:
         removed = 0
         for statement in _PRUNE:
             sql = statement.format(chunk=PRUNE_CHUNK)
@@ -83,20 +84,17 @@ class RetentionOps(PostgresEngine):
         time is recorded in the same transaction."""
 
         async def work(connection: asyncpg.Connection) -> dict[str, int]:
+            # Counted from what the update changed: one snapshot for both.
             counts = {
                 row[0]: int(row[1])
                 for row in await connection.fetch(
-                    "SELECT webhook_id, count(*) FROM deliveries"
-                    " WHERE state = 'pending' AND due_at_ms IS NULL"
-                    " GROUP BY webhook_id ORDER BY webhook_id"
-                )
-            }
-            if counts:
-                await connection.execute(
-                    "UPDATE deliveries SET due_at_ms = $1"
-                    " WHERE state = 'pending' AND due_at_ms IS NULL",
+                    "WITH released AS (UPDATE deliveries SET due_at_ms = $1"
+                    " WHERE state = 'pending' AND due_at_ms IS NULL RETURNING webhook_id)"
+                    " SELECT webhook_id, count(*) FROM released"
+                    " GROUP BY webhook_id ORDER BY webhook_id",
                     now_ms,
                 )
+            }
             await connection.execute(
                 "INSERT INTO daemon_state (key, value) VALUES ('batch.last_flush_ms', $1)"
                 " ON CONFLICT (key) DO UPDATE SET value = excluded.value",

@@ -292,6 +292,10 @@ class WebhookOps(PostgresEngine):
         return [attempt_record(row) for row in rows]
 
     async def backlog_summary(self, webhook_id: str) -> BacklogSummary:
+        async with self._call():  # its two reads finish even if close() begins between
+            return await self._backlog_summary(webhook_id)
+
+    async def _backlog_summary(self, webhook_id: str) -> BacklogSummary:
         rows = await self._fetch(BACKLOG_SUMMARY_SQL, webhook_id)
         summary, first = backlog_counts(rows)
         if first is not None:
