@@ -215,6 +215,7 @@ class Daemon:
     url: str
     database: Path
     log: Path
+    dsn: str | None = None  #: on PostgreSQL: the daemon's database
 
     def log_tail(self) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-20:])
@@ -237,7 +238,9 @@ class Daemon:
             raise BenchError(f"almhookd exited with {code} after SIGTERM:\n{self.log_tail()}")
 
     def stored_events(self) -> int:
-        """Rows in ``events``, read from the database file once the daemon has stopped."""
+        """Rows in ``events``, read from the database once the daemon has stopped."""
+        if self.dsn is not None:
+            return _postgres_events(self.dsn)
         with contextlib.closing(sqlite3.connect(f"file:{self.database}?mode=ro", uri=True)) as db:
             (count,) = db.execute("SELECT count(*) FROM events").fetchone()
         return int(count)
@@ -250,12 +253,16 @@ def running_daemon(
     *,
     python: str = sys.executable,
     checkout: Path | None = None,
+    dsn: str | None = None,
 ) -> Iterator[Daemon]:
     """The daemon on the database ``directory/almhookd.db``, with ``extra_toml`` added to
     its configuration; stopped (exit 0) on leaving. ``python`` runs it; with ``checkout``
     it runs the almhookd package of that directory (its working directory, first on
-    ``sys.path`` under ``-m``) instead of the one this interpreter imports."""
+    ``sys.path`` under ``-m``) instead of the one this interpreter imports. With ``dsn``
+    its state is in that (empty) PostgreSQL database instead."""
     port = free_port()
+    if dsn is not None:
+        extra_toml = f'[storage]\nbackend = "postgresql"\ndsn = "{dsn}"\n' + extra_toml
     config = directory / "almhookd.toml"
     config.write_text(
         f'[server]\nlisten = "127.0.0.1:{port}"\nadmin_token = "{TOKEN}"\n'
@@ -279,7 +286,11 @@ def running_daemon(
             cwd=checkout,
         )
     daemon = Daemon(
-        process=process, url=f"http://127.0.0.1:{port}", database=directory / "almhookd.db", log=log
+        process=process,
+        url=f"http://127.0.0.1:{port}",
+        database=directory / "almhookd.db",
+        log=log,
+        dsn=dsn,
     )
     try:
         daemon.wait_ready()
@@ -289,6 +300,19 @@ def running_daemon(
         process.wait()
         raise
     daemon.stop()
+
+
+def _postgres_events(dsn: str) -> int:
+    import asyncpg  # only for a PostgreSQL run
+
+    async def count() -> int:
+        connection = await asyncpg.connect(dsn)
+        try:
+            return int(await connection.fetchval("SELECT count(*) FROM events"))
+        finally:
+            await connection.close()
+
+    return asyncio.run(count())
 
 
 # --- generator: aiohttp in a child process ---------------------------------------------

@@ -88,7 +88,7 @@ from datetime import datetime
 from importlib.metadata import version
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import aiohttp
 import uvloop
@@ -124,6 +124,7 @@ from bench.ingest import (
     source_revision,
     wait_healthy,
 )
+from tests.support.postgres import running_cluster
 
 SINGLE_CONCURRENCY: Final = 16
 ENVELOPE_EVENTS: Final = 500
@@ -570,6 +571,8 @@ class Bench:
     receiver: Receiver
     wrk: str | None
     directory: Path  #: wrk's scripts
+    #: the PostgreSQL cluster of ``--backend postgresql`` (a new database per daemon)
+    postgres: Any = None
 
     def helpers(self, server: Server) -> tuple[int, ...]:
         return tuple(pid for pid in (self.receiver.pid, self.bare.pid) if pid != server.pid)
@@ -610,8 +613,13 @@ def on_daemon(
     """``measure`` on a fresh daemon (with one webhook (name, target)); then ``after``, the
     daemon's SIGTERM and the stored-events check. (window, events stored)."""
     with tempfile.TemporaryDirectory(prefix="almhookd-bench-") as name:
+        dsn = None if bench.postgres is None else bench.postgres.new_database("bench")
         with running_daemon(
-            Path(name), extra_toml, python=bench.code.python, checkout=bench.code.checkout
+            Path(name),
+            extra_toml,
+            python=bench.code.python,
+            checkout=bench.code.checkout,
+            dsn=dsn,
         ) as daemon:
             if webhook is not None:
                 create_webhook(daemon.url, *webhook, description="bench/ingest_wire.py")
@@ -806,6 +814,12 @@ def host_lines(bench: Bench) -> list[str]:
         f"- OS: {platform.platform()}; databases in {tempfile.gettempdir()}",
         "- Load average at the start: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()),
     ]
+    if bench.postgres is not None:
+        lines.append(
+            "- Storage: PostgreSQL "
+            + bench.postgres.psql("SHOW server_version").strip()
+            + " (a throwaway cluster on this machine, the server's defaults)"
+        )
     if bench.wrk is not None and "wrk" in bench.generators:
         lines.append(f"- {_wrk_version(bench.wrk)}")
     return lines
@@ -1062,6 +1076,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--output", type=Path, metavar="FILE", help="also write the Markdown report to FILE"
     )
+    parser.add_argument(
+        "--backend",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="the daemon's storage (postgresql: a throwaway cluster of the machine's "
+        "PostgreSQL server, a new database per daemon)",
+    )
     args = parser.parse_args(argv)
     runs: int = args.runs or (1 if args.quick else FULL_RUNS)
     if runs < 1:
@@ -1085,7 +1106,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as client,
             running_receiver() as receiver,
             bare_endpoint() as bare,
+            contextlib.ExitStack() as stack,
         ):
+            postgres = (
+                stack.enter_context(running_cluster()) if args.backend == "postgresql" else None
+            )
             bench = Bench(
                 timing=QUICK_TIMING if args.quick else FULL_TIMING,
                 generators=generators,
@@ -1095,6 +1120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 receiver=receiver,
                 wrk=wrk,
                 directory=Path(directory),
+                postgres=postgres,
             )
             header = host_lines(bench)
             for run in range(1, runs + 1):

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Final, Self, TypeVar
+from typing import Any, Final, Self, TypeVar
 
 import asyncpg
 import structlog
@@ -77,8 +78,12 @@ class PostgresEngine:
         self._closed = asyncio.Event()
         #: the write probe of ``check()``, shared by the calls that overlap it
         self._write_probe: asyncio.Future[None] | None = None
-        #: ingest calls of this process commit in call order (see ``events.append``)
-        self._ingest_order = asyncio.Lock()
+        #: appends waiting for the group commit, in call order (``events.append``)
+        self._appends: deque[Any] = deque()
+        #: the task committing them, group after group, while any wait
+        self._drainer: asyncio.Task[None] | None = None
+        #: group commits done (tests read it)
+        self.commits = 0
         #: the database as messages name it: the DSN without its password
         self.where = where
         self._clock = clock
