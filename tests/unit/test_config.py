@@ -443,3 +443,11 @@ def test_a_storage_mistake_is_named_and_the_password_never_shown(
     with pytest.raises(ConfigError, match=message) as caught:
         parse_config(f"[storage]\n{toml}", env=env)
     assert PG_PASSWORD not in str(caught.value)
+
+
+def test_the_dsn_comes_from_a_systemd_credential_named_dsn(tmp_path: Path) -> None:
+    (tmp_path / "dsn").write_text(PG_URL + "\n")
+    config = parse_config(
+        '[storage]\nbackend = "postgresql"', env={"CREDENTIALS_DIRECTORY": str(tmp_path)}
+    )
+    assert config.storage.dsn is not None and config.storage.dsn.reveal() == PG_URL
