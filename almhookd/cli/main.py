@@ -10,6 +10,7 @@ import json
 import os
 import re
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -17,12 +18,21 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
+import uvloop
+
 from almhookd import __version__
 from almhookd.auth import read_generated_token
 from almhookd.cli import client as commands_module
 from almhookd.cli.client import CommandFailed
 from almhookd.cli.events import MARKDOWN_COMMAND, run_events
-from almhookd.config import Config, load_config, parse_duration, parse_listen, render_config
+from almhookd.config import (
+    Config,
+    Secret,
+    load_config,
+    parse_duration,
+    parse_listen,
+    render_config,
+)
 from almhookd.errors import ConfigError
 
 EXIT_OK: Final = 0
@@ -89,6 +99,22 @@ def _parser() -> argparse.ArgumentParser:
         "--markdown",
         action="store_true",
         help=f"print docs/EVENTS.md (regenerate it with: {MARKDOWN_COMMAND})",
+    )
+
+    migrate = commands.add_parser(
+        "migrate-store",
+        help="copy a stopped SQLite install into an empty PostgreSQL database",
+        description="Copy the SQLite database of the configuration (stop the daemon "
+        "first) into an empty PostgreSQL database, in one transaction, and check the "
+        "counts: webhooks and their secrets, retained events, deliveries, the batches "
+        'being sent, attempts. Then set [storage] backend = "postgresql" and dsn.',
+    )
+    with_config(migrate)
+    migrate.add_argument(
+        "--to",
+        metavar="DSN",
+        help="postgresql://user:password@host:port/database (default: "
+        "$ALMHOOKD_DATABASE_DSN, which keeps the password out of the process list)",
     )
 
     listen = commands.add_parser(
@@ -207,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return EXIT_USAGE
         if args.command == "events":
             return run_events(args)
+        if args.command == "migrate-store":
+            return _migrate_store(args, os.environ)
         if args.command in ("webhooks", "status", "batch"):
             endpoint = resolve_endpoint(args, os.environ, prefer_ingest=False)
             return commands_module.run(
@@ -219,6 +247,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"almhookd: {one_line(error.message)}", file=sys.stderr)
         return EXIT_FAILURE
     raise AssertionError(f"unhandled command {args.command}")  # argparse rejects others
+
+
+def _migrate_store(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from almhookd.dsn import redacted
+    from almhookd.errors import StorageError
+
+    # Imported here: the other commands need no database driver.
+    from almhookd.storage.migrate import migrate_store
+
+    target = args.to or env.get("ALMHOOKD_DATABASE_DSN", "")
+    if not target.startswith(("postgresql://", "postgres://")):
+        raise CommandFailed(
+            "migrate-store: --to (or ALMHOOKD_DATABASE_DSN): expected "
+            "postgresql://user:password@host:port/database"
+        )
+    # The source is the configuration's SQLite file; the DSN given for the target is not
+    # the configuration's own (with backend = "sqlite" it would be refused as a mistake).
+    without_target = {k: v for k, v in env.items() if k != "ALMHOOKD_DATABASE_DSN"}
+    config = load_config(args.config, env=without_target)
+    if args.database is not None:
+        config = replace(config, storage=replace(config.storage, path=args.database.resolve()))
+    try:
+        copied = uvloop.run(migrate_store(config.storage.path, Secret(target), clock=time.time))
+    except StorageError as error:
+        raise CommandFailed(f"migrate-store: {error.message}") from None
+    counts = ", ".join(f"{table} {count:,}" for table, count in copied.items())
+    print(f"copied {config.storage.path} to {redacted(target)}: {counts}")
+    return 0
 
 
 def one_line(message: str) -> str:

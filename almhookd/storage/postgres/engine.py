@@ -187,6 +187,10 @@ class PostgresEngine:
             await connection.execute(f"SET LOCAL synchronous_commit = {setting}")
             return await work(connection)
 
+    async def copy_in(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run ``work`` in one durable transaction (``almhookd migrate-store``)."""
+        return await self._write(work)
+
     async def _fetch(self, sql: str, *arguments: object) -> list[asyncpg.Record]:
         async with self._connection() as connection:
             return list(await connection.fetch(sql, *arguments))
