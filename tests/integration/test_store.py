@@ -675,3 +675,21 @@ async def test_a_request_that_breaks_its_group_fails_alone(
     assert "a value the driver cannot bind" in str(results[3])
     assert await store.count_events() == 3
     await asyncio.wait_for(store.close(), 10)
+
+
+async def test_check_fails_while_the_writer_thread_is_stuck_and_recovers_after(
+    store: Store,
+) -> None:
+    """A drain that hangs (here: the writer thread held by a job that waits) holds up the
+    write probe queued behind it, so ``check()``, and with it ``/healthz``, fails."""
+    release = threading.Event()
+    store._executor.submit(release.wait)
+    try:
+        appending = asyncio.ensure_future(store.append(make_events(1)))
+        with pytest.raises(StorageError, match="takes no writes"):
+            await store.check()
+        assert not appending.done()
+    finally:
+        release.set()
+    assert (await asyncio.wait_for(appending, 10)).accepted == 1
+    await store.check()
