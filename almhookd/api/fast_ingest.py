@@ -25,7 +25,7 @@ from typing import Final
 import httptools
 from aiohttp import web
 
-from almhookd.api.common import STATE, ApiError, error_answer
+from almhookd.api.common import STATE, ApiError, error_answer, http_error_response
 from almhookd.api.ingest import parse_ingest_text, store_ingest
 from almhookd.domain.events import NewEvent
 from almhookd.errors import InvalidInput, StorageError
@@ -206,22 +206,30 @@ class FastIngest:
         try:
             text = await store_ingest(self._app, events)
         except StorageError as error:
-            response = error_answer(self._app, error, "/v1/events")
-            assert isinstance(response.body, bytes)
-            extra = b"".join(
-                f"{name}: {value}\r\n".encode("latin-1")
-                for name, value in response.headers.items()
-                if name not in ("Content-Type", "Content-Length")
-            )
-            return self._head(response.status, extra + close, response.body)
-        return self._head(202, close, text.encode())
+            return self._error(error_answer(self._app, error, "/v1/events"), close)
+        return self._head(202, b"Accepted", close, text.encode())
 
-    def _head(self, status: int, extra: bytes, body: bytes) -> bytes:
+    def internal_error(self) -> bytes:
+        """The answer to a request the fast path failed on (a bug: logged by the caller),
+        as aiohttp answers a handler that raised; the connection is closed after it."""
+        response = http_error_response(500, "internal error: see the daemon's log")
+        return self._error(response, b"Connection: close\r\n")
+
+    def _error(self, response: web.Response, close: bytes) -> bytes:
+        """An error answer the middleware made, as bytes (its headers kept)."""
+        assert isinstance(response.body, bytes)
+        extra = b"".join(
+            f"{name}: {value}\r\n".encode("latin-1")
+            for name, value in response.headers.items()
+            if name not in ("Content-Type", "Content-Length")
+        )
+        return self._head(response.status, response.reason.encode(), extra + close, response.body)
+
+    def _head(self, status: int, reason: bytes, extra: bytes, body: bytes) -> bytes:
         second = int(time.time())
         if second != self._date_second:
             self._date_second = second
             self._date = formatdate(second, usegmt=True).encode()
-        reason = b"Accepted" if status == 202 else web.Response(status=status).reason.encode()
         return b"".join(
             (
                 b"HTTP/1.1 %d %s\r\n" % (status, reason),

@@ -133,6 +133,8 @@ class GuardedHandler(RequestHandler):
         #: bytes that came while it was: the next request's, read once it is answered
         self._fast_later: list[bytes] = []
         self._fast_paused = False
+        #: the server's shutdown reached this connection (it then waits for its request)
+        self.stopping = False
         self._admitted = False
         #: why this side closed the connection, if it did
         self._expired: str | None = None
@@ -227,7 +229,9 @@ class GuardedHandler(RequestHandler):
         except Exception as error:  # a bug: answered as aiohttp answers a failed handler
             log.error("api.fast_ingest_failed", **crash_fields(error))
             self._fast_task = None
-            self._write_error_and_close(500, "internal error: see the daemon's log")
+            if self.transport is not None:
+                self.transport.write(fast.internal_error())
+            self.force_close()
             return
         self._fast_task = None
         if self.transport is None:  # the client left: its events are stored, unanswered
@@ -245,19 +249,6 @@ class GuardedHandler(RequestHandler):
         if later:
             self.data_received(later)
 
-    def _write_error_and_close(self, status: int, message: str) -> None:
-        transport = self.transport
-        if transport is None:
-            return
-        response = http_error_response(status, message)
-        assert isinstance(response.body, bytes)
-        transport.write(
-            b"HTTP/1.1 %d %s\r\nContent-Type: application/json; charset=utf-8\r\n"
-            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
-            % (status, _phrase(status).encode(), len(response.body), response.body)
-        )
-        self.force_close()
-
     def _process_keepalive(self) -> None:
         framing = self._framing
         if self._fast_task is not None or (framing is not None and framing.in_body):
@@ -271,6 +262,7 @@ class GuardedHandler(RequestHandler):
 
     async def shutdown(self, timeout: float | None = 15.0) -> None:  # noqa: ASYNC109 - aiohttp's
         # aiohttp waits for its own request under way; the fast path's, it cannot see.
+        self.stopping = True
         self._framing = None
         task = self._fast_task
         if task is not None:

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from almhookd.api import fast_ingest
 from almhookd.api.app import create_app
 from almhookd.api.common import ServerState
 from almhookd.api.fast_ingest import FAST_PATH_MAX_BYTES
@@ -362,9 +363,11 @@ async def test_a_request_under_way_is_answered_before_the_server_stops(
             assert server.fast_answers == 1
             # What the daemon does on SIGTERM: the listener stops, every connection is
             # told to close, then each is waited for.
+            manager = server.runner.server
+            assert isinstance(manager, GuardedServer)
+            [handler] = manager.guard.open
             stopping = asyncio.create_task(server.runner.cleanup())
-            for _ in range(10):  # the shutdown reaches the connection and waits on it
-                await asyncio.sleep(0)
+            await until(lambda: handler.stopping, what="the shutdown at the connection")
             assert not stopping.done()
         finally:
             release.set()
@@ -419,5 +422,32 @@ async def test_a_body_under_way_is_not_closed_as_an_idle_keep_alive(
             writer.write(whole[-10:])
             answer = await asyncio.wait_for(_read_answer(reader), READ_BOUND_SECONDS)
             assert answer.status == 202
+        finally:
+            writer.close()
+
+
+async def test_a_fault_in_the_fast_path_is_a_500_and_a_closed_connection(
+    server_config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug (an exception nobody foresaw) is answered as aiohttp answers a handler that
+    raised: 500 in the JSON error shape, then the connection closed."""
+
+    async def broken(*_: object) -> str:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(fast_ingest, "store_ingest", broken)
+    async with serving(tmp_path, server_config, fast=True) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        try:
+            writer.write(request(event("e-1")))
+            answer = await asyncio.wait_for(_read_answer(reader), READ_BOUND_SECONDS)
+            assert answer.status == 500 and answer.headers["connection"] == "close"
+            assert answer.body == {
+                "error": {
+                    "code": "internal_error",
+                    "message": "internal error: see the daemon's log",
+                }
+            }
+            assert await asyncio.wait_for(reader.read(), READ_BOUND_SECONDS) == b""
         finally:
             writer.close()
