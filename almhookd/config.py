@@ -128,6 +128,9 @@ class StorageConfig:
     retention: float = 7 * 86_400.0  #: seconds
     #: the PostgreSQL connection URL (``postgresql://user:password@host:port/database``)
     dsn: Secret | None = None
+    #: PostgreSQL: the longest a dead process's webhooks wait for another to take them
+    #: over (seconds); leases last 4/5 of it (``domain.ownership.LeasePolicy``)
+    takeover: float = 15.0
 
     @property
     def location(self) -> str:
@@ -410,6 +413,7 @@ _SCHEMA: Final[dict[str, tuple[type[Any], dict[str, tuple[str, Parser]]]]] = {
             "backend": ("backend", _choice(STORAGE_BACKENDS)),
             "path": ("path", _path),
             "retention": ("retention", _duration(60.0)),
+            "takeover": ("takeover", _duration(1.0)),
         },
     ),
     "account": (

@@ -8,6 +8,7 @@ from almhookd.api import admin
 from almhookd.api.catalogue import catalogue
 from almhookd.api.common import (
     CLOCK,
+    CLUSTER,
     DISPATCHER,
     METRICS,
     SCHEDULER,
@@ -22,6 +23,7 @@ from almhookd.api.openapi.route import openapi
 from almhookd.api.ops import batch_flush, healthz, metrics_endpoint, status
 from almhookd.auth import TokenChecker
 from almhookd.config import Config
+from almhookd.delivery.cluster import Cluster
 from almhookd.delivery.dispatcher import Dispatcher
 from almhookd.delivery.flusher import BatchScheduler
 from almhookd.delivery.sender import Sender
@@ -41,6 +43,7 @@ def create_app(
     dispatcher: Dispatcher | None = None,
     sender: Sender | None = None,
     metrics: Metrics | None = None,
+    cluster: Cluster | None = None,
 ) -> web.Application:
     app = web.Application(
         middlewares=[middleware],
@@ -52,6 +55,8 @@ def create_app(
     app[METRICS] = metrics or Metrics()
     if scheduler is not None:
         app[SCHEDULER] = scheduler
+    if cluster is not None:
+        app[CLUSTER] = cluster
     if dispatcher is not None and sender is not None:
         app[DISPATCHER] = dispatcher
         app[SENDER] = sender

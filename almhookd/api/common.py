@@ -22,6 +22,7 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from almhookd.auth import Role, TokenChecker
 from almhookd.config import Config
+from almhookd.delivery.cluster import Cluster
 from almhookd.delivery.dispatcher import Dispatcher
 from almhookd.delivery.flusher import BatchScheduler
 from almhookd.delivery.sender import Sender
@@ -76,6 +77,10 @@ SENDER: Final = web.AppKey("sender", Sender)
 
 
 METRICS: Final = web.AppKey("metrics", Metrics)
+
+
+#: This process's membership when several share a PostgreSQL database.
+CLUSTER: Final = web.AppKey("cluster", Cluster)
 
 
 #: Routes the ingest token may call (producers need the event names too); the admin

@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from almhookd import __version__
 from almhookd.api.common import (
     CLOCK,
+    CLUSTER,
     DISPATCHER,
     METRICS,
     SCHEDULER,
@@ -21,6 +22,8 @@ from almhookd.api.common import (
     storage_works,
     webhook_health,
 )
+from almhookd.delivery.cluster import Cluster
+from almhookd.domain.ownership import leader_of
 from almhookd.errors import StorageError
 
 
@@ -29,6 +32,8 @@ async def status_document(app: web.Application) -> dict[str, Any]:
     the next batch flush. What ``/v1/status`` answers and the console's status page shows."""
     store, now = app[STORE], app[CLOCK]()
     scheduler = app.get(SCHEDULER)
+    cluster = app.get(CLUSTER)
+    view = await cluster_document(cluster) if cluster is not None else None
     webhooks = []
     for webhook in await store.list_webhooks():
         webhooks.append(
@@ -40,9 +45,39 @@ async def status_document(app: web.Application) -> dict[str, Any]:
                 **await webhook_health(store, webhook, now),
             }
         )
-    return {
+        if view is not None:
+            webhooks[-1]["owner"] = view["owners"].get(webhook.id)
+    document: dict[str, Any] = {
         "webhooks": webhooks,
         "nextFlushAt": epoch_ms(scheduler.next_flush_at) if scheduler else None,
+    }
+    if view is not None:
+        document["cluster"] = view
+    return document
+
+
+async def cluster_document(cluster: Cluster) -> dict[str, Any]:
+    """The processes sharing the database and who delivers to which webhook, as the
+    database says (the server's clock), for ``/v1/status``."""
+    view = await cluster.view()
+    owners = {webhook_id: owner for webhook_id, (owner, _) in view.owners.items()}
+    return {
+        "process": cluster.process_id,
+        "leader": leader_of([process.id for process in view.processes]),
+        "processes": [
+            {
+                "id": process.id,
+                "host": process.host,
+                "pid": process.pid,
+                "startedAt": process.started_at_ms,
+                "heartbeatAgeMs": max(0, view.now_ms - process.heartbeat_at_ms),
+                "webhooks": sorted(
+                    w for w, (owner, _) in view.owners.items() if owner == process.id
+                ),
+            }
+            for process in view.processes
+        ],
+        "owners": owners,
     }
 
 
@@ -134,7 +169,17 @@ async def healthz(request: web.Request) -> web.Response:
             status=503,
         )
     status = "draining" if state.draining else "ok"
-    return web.json_response(
-        {"status": status, "version": __version__, "schemaVersion": store.schema_version},
-        status=503 if request.app[STATE].draining else 200,
-    )
+    document: dict[str, Any] = {
+        "status": status,
+        "version": __version__,
+        "schemaVersion": store.schema_version,
+    }
+    cluster = request.app.get(CLUSTER)
+    if cluster is not None:
+        document["cluster"] = {
+            "process": cluster.process_id,
+            "processesAlive": len(cluster.live),
+            "webhooksHeld": sorted(cluster.holds),
+            "leader": cluster.leads(),
+        }
+    return web.json_response(document, status=503 if request.app[STATE].draining else 200)

@@ -12,11 +12,14 @@ a pause that doubles while it keeps dying, so one receiver never stops the daemo
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Final
 
 import structlog
 
 from almhookd.config import Config
+from almhookd.delivery.lease import Ownership
 from almhookd.delivery.notify import Notifier
 from almhookd.delivery.resolver import check_target
 from almhookd.delivery.sender import Sender
@@ -24,11 +27,11 @@ from almhookd.delivery.worker import Worker
 from almhookd.domain.backoff import retry_delay
 from almhookd.domain.targets import TargetPolicy
 from almhookd.domain.webhooks import NewWebhook, SigningSecret, Webhook, WebhookChanges
-from almhookd.errors import StorageError
+from almhookd.errors import LeaseLost, StorageError
 from almhookd.logs import crash_fields
 from almhookd.metrics import Metrics
 from almhookd.protocols import Clock
-from almhookd.storage.interface import Storage
+from almhookd.storage.interface import Outbox, Storage
 
 log = structlog.get_logger("almhookd.dispatcher")
 
@@ -58,8 +61,11 @@ class Dispatcher:
         clock: Clock,
         config: Config,
         metrics: Metrics | None = None,
+        ownership: Ownership | None = None,
     ) -> None:
         self._store = store
+        #: when processes share the database: which webhooks this one delivers to
+        self.ownership = ownership
         self.metrics = metrics or Metrics()
         self._sender = sender
         self._notifier = notifier
@@ -68,6 +74,7 @@ class Dispatcher:
         self.workers: dict[str, Worker] = {}
         self._maintenance: asyncio.Task[None] | None = None
         self._expiry_lock = asyncio.Lock()
+        self._alignments: dict[str, asyncio.Lock] = {}
         #: restarts waiting, by webhook id, and how often each worker died in a row
         self._restarts: dict[str, asyncio.Task[None]] = {}
         self._deaths: dict[str, int] = {}
@@ -139,21 +146,45 @@ class Dispatcher:
 
     async def refresh(self, webhook_id: str) -> None:
         """Bring the workers in line with a webhook's stored state after a change."""
-        await self._bring_in_line(webhook_id, await self._store.get_webhook(webhook_id))
+        async with self._aligning(webhook_id):
+            await self._align(webhook_id, await self._store.get_webhook(webhook_id))
 
-    async def _bring_in_line(self, webhook_id: str, webhook: Webhook | None) -> None:
+    async def _bring_in_line(self, webhook_id: str, webhook: Webhook) -> None:
+        async with self._aligning(webhook_id):
+            await self._align(webhook_id, webhook)
+
+    @contextlib.asynccontextmanager
+    async def _aligning(self, webhook_id: str) -> AsyncIterator[None]:
+        """One alignment of a webhook's worker at a time: two at once (an admin change
+        and a lease taken) could each start a worker, two senders to one webhook."""
+        # Kept once made (a few per webhook ever created): dropping one while a caller
+        # waits on it would let the next caller take a new one.
+        async with self._alignments.setdefault(webhook_id, asyncio.Lock()):
+            yield
+
+    async def _align(self, webhook_id: str, webhook: Webhook | None) -> None:
         """Start, update or stop the webhook's worker to match ``webhook`` (``None``:
-        deleted)."""
+        deleted) and, when processes share the database, the lease held on it."""
         worker = self.workers.get(webhook_id)
-        if webhook is None or not webhook.active:
-            if worker is not None:
+        hold = self.ownership.hold_of(webhook_id) if self.ownership is not None else None
+        wanted = webhook is not None and webhook.active
+        if self.ownership is not None and hold is None:
+            wanted = False  # another process delivers to it
+        if worker is not None and (not wanted or worker.lease is not hold):
+            # Gone, or a new lease (a new fence): the old worker's steps would be refused.
+            if self.workers.get(webhook_id) is worker:
                 del self.workers[webhook_id]
-                await worker.stop(self._config.delivery.read_timeout)
+            await worker.stop(self._config.delivery.read_timeout)
+            worker = self.workers.get(webhook_id)
+        if webhook is None or not wanted:
             return
         if worker is None:
+            outbox: Outbox = self._store
+            if self.ownership is not None and hold is not None:
+                outbox = self.ownership.outbox_for(hold)
             worker = Worker(
                 webhook,
-                store=self._store,
+                store=outbox,
                 sender=self._sender,
                 notifier=self._notifier,
                 clock=self._clock,
@@ -161,7 +192,9 @@ class Dispatcher:
                 expire=self.expire,
                 on_disabled=self._disabled,
                 on_died=self._died,
+                on_lost=self._lost,
                 metrics=self.metrics,
+                lease=hold,
             )
             self.workers[webhook_id] = worker
             worker.start()
@@ -172,6 +205,12 @@ class Dispatcher:
         self.disabled_webhooks += 1
         self.metrics.webhooks_disabled.inc()
         self.workers.pop(webhook_id, None)
+
+    def _lost(self, worker: Worker) -> None:
+        """A worker's lease ran out or was taken: forget it (the cluster starts a new one
+        if this process holds the webhook again)."""
+        if self.workers.get(worker.webhook.id) is worker:
+            del self.workers[worker.webhook.id]
 
     def _died(self, worker: Worker, error: BaseException | None) -> None:
         """A worker's loop ended unasked: log it and start it again after a pause."""
@@ -246,16 +285,20 @@ class Dispatcher:
         return expired
 
     async def maintain_once(self) -> None:
-        await self.expire()
-        retained_since_ms = int((self._clock() - self._config.storage.retention) * 1000)
-        removed = await self._store.prune(retained_since_ms=retained_since_ms)
-        if removed:
-            log.info("storage.pruned", rows=removed)
+        # Expiry and pruning are the whole database's: one process of a cluster runs them.
+        if self.ownership is None or self.ownership.leads():
+            await self.expire()
+            retained_since_ms = int((self._clock() - self._config.storage.retention) * 1000)
+            removed = await self._store.prune(retained_since_ms=retained_since_ms)
+            if removed:
+                log.info("storage.pruned", rows=removed)
         # By the clock, not by traffic: a webhook failing for the whole retention is
         # disabled, and reminders keep coming, even when nothing new arrives.
         for worker in list(self.workers.values()):
             try:
                 await worker.maintain()
+            except LeaseLost:
+                continue  # another process decides for that webhook now
             except StorageError:
                 raise
             except Exception as error:  # one webhook's data never stops the daemon

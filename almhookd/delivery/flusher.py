@@ -1,7 +1,8 @@
 """The batch scheduler: releases held non-real-time deliveries at flush times.
 
 The times come from the pure :func:`almhookd.domain.schedule.next_flush`; the last flush is
-stored with the release itself, so a restart neither skips nor repeats one. Workers
+stored with the release itself, so a restart neither skips nor repeats one. When
+processes share the database, only the leader flushes; the others follow its record. Workers
 then send the released events packed up to ``batch.max_events_per_request`` per
 request, under the same retry, retention and crash-safety rules as real-time events.
 
@@ -30,6 +31,9 @@ log = structlog.get_logger("almhookd.flusher")
 
 #: Pause after a failed flush before trying again.
 FLUSH_RETRY_SECONDS: Final = 5.0
+#: When another process runs the flush and its flush is due: the pause before looking
+#: whether it flushed (or whether this process leads now).
+FOLLOWER_LOOK_SECONDS: Final = 2.0
 
 
 def local_zone() -> tzinfo:
@@ -47,8 +51,11 @@ class BatchScheduler:
         config: BatchConfig,
         wake_workers: Callable[[], None],
         zone: tzinfo | None = None,
+        leads: Callable[[], bool] | None = None,
     ) -> None:
         self._store = store
+        #: when processes share the database: whether this one runs the flush
+        self._leads = leads
         self._clock = clock
         self._schedule = FlushSchedule(
             interval=config.interval, at=config.at, zone=zone or local_zone()
@@ -103,10 +110,25 @@ class BatchScheduler:
                     await asyncio.wait_for(self._trigger.wait(), timeout=delay)
                 continue  # re-check: the clock may have been changed, or a flush forced
             try:
+                if self._leads is not None and not self._leads():
+                    await self._follow()
+                    continue
                 await self.flush()
             except StorageError as error:
                 log.error("batch.flush_failed", error=error.message)
                 await asyncio.sleep(FLUSH_RETRY_SECONDS)
+
+    async def _follow(self) -> None:
+        """Another process runs the flush: take the time of its last one, and look again
+        a little later should it be late (it may have died; the next leader flushes)."""
+        last = await self._store.last_flush_ms()
+        self._previous = None if last is None else last / 1000
+        now = self._clock()
+        self.next_flush_at = next_flush(self._previous, now=now, schedule=self._schedule)
+        if self.next_flush_at <= now:
+            self._trigger.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._trigger.wait(), timeout=FOLLOWER_LOOK_SECONDS)
 
     @property
     def task(self) -> asyncio.Task[None] | None:

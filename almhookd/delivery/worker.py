@@ -32,6 +32,7 @@ from typing import Any, Final
 import structlog
 
 from almhookd.config import Config
+from almhookd.delivery.lease import LeaseHold
 from almhookd.delivery.notify import Notifier, Reminder
 from almhookd.delivery.sender import Sender
 from almhookd.domain.batching import Claim, RequestBatch
@@ -45,7 +46,7 @@ from almhookd.domain.policy import (
     review,
 )
 from almhookd.domain.webhooks import Webhook
-from almhookd.errors import StorageError
+from almhookd.errors import LeaseLost, StorageError
 from almhookd.logs import crash_fields, logs_at
 from almhookd.metrics import Metrics, status_class
 from almhookd.protocols import Clock
@@ -93,8 +94,10 @@ class Worker:
         expire: Callable[[], Awaitable[object]],
         on_disabled: Callable[[str], None] | None = None,
         on_died: Callable[[Worker, BaseException | None], None] | None = None,
+        on_lost: Callable[[Worker], None] | None = None,
         jitter: Callable[[], float] = random.random,
         metrics: Metrics | None = None,
+        lease: LeaseHold | None = None,
     ) -> None:
         self.webhook = webhook
         #: the live schedule (``webhook.schedule`` is the one the worker started with)
@@ -107,6 +110,11 @@ class Worker:
         self._expire = expire
         self._on_disabled = on_disabled
         self._on_died = on_died
+        self._on_lost = on_lost
+        #: the lease it sends under when processes share the database (else ``None``)
+        self.lease = lease
+        #: set when the lease was lost: the loop ended, another process delivers
+        self.lost = False
         self._jitter = jitter
         self._metrics = metrics or Metrics()
         self._delivered = self._metrics.deliveries.labels(webhook.id, "delivered")
@@ -152,6 +160,10 @@ class Worker:
         error = None if task.cancelled() else task.exception()
         if self._stopping or self.disabled:
             return
+        if self.lost:
+            if self._on_lost is not None:
+                self._on_lost(self)
+            return
         if self._on_died is not None:
             self._on_died(self, error)
 
@@ -183,6 +195,7 @@ class Worker:
             and self._task.done()
             and not self._stopping
             and not self.disabled
+            and not self.lost
         )
 
     def wake(self) -> None:
@@ -205,7 +218,7 @@ class Worker:
             if not task.done():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)  # its end is logged
-        with contextlib.suppress(StorageError):
+        with contextlib.suppress(StorageError, LeaseLost):
             async with self._turn:
                 await self._record()
 
@@ -216,6 +229,17 @@ class Worker:
             self._wake.clear()
             try:
                 delay = await self._supervised_step()
+            except LeaseLost as error:
+                # Whatever was sent and not recorded goes out again from the new owner,
+                # under the same ids: duplicates, never a loss.
+                log.warning("delivery.lease_lost", webhook_id=self.webhook.id, error=str(error))
+                self._forget_claims()
+                self._unrecorded.clear()
+                recording, self._recording = self._recording, None
+                if recording is not None:
+                    recording.add_done_callback(_retrieved)  # it fails the same way
+                self.lost = True
+                break
             except StorageError as error:
                 log.error("delivery.storage_error", webhook_id=self.webhook.id, error=error.message)
                 delay = STORAGE_RETRY_SECONDS
@@ -233,7 +257,7 @@ class Worker:
         """A turn; whatever it raises but a storage error is a failed attempt."""
         try:
             return await self.step()
-        except StorageError:
+        except (StorageError, LeaseLost):
             raise
         except Exception as error:  # one receiver's answer, or a bug, never stops the daemon
             log.error("worker.step_failed", webhook_id=self.webhook.id, **crash_fields(error))
@@ -268,7 +292,8 @@ class Worker:
                 return None
         batch = self._claimed[0]
         started_ms = int(self._clock() * 1000)
-        outcome = await self._sender.send(webhook, message_id=batch.id, body=batch.body)
+        send = self._sender.send(webhook, message_id=batch.id, body=batch.body)
+        outcome = await (send if self.lease is None else self.lease.guard(send))
         now = self._clock()
         self._attempts_counter(outcome.status).inc()
         attempt = Attempt(batch=batch, outcome=outcome, started_at_ms=started_ms)
@@ -465,6 +490,12 @@ class Worker:
                 disables_at=disables_at(schedule, self._policy) or schedule.failing_since,
             )
         )
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Read a dropped future's outcome, so asyncio does not log it as never retrieved."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _fields(webhook: Webhook, batch: RequestBatch, outcome: Outcome) -> dict[str, object]:

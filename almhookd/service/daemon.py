@@ -35,16 +35,18 @@ from almhookd.api.server import ConnectionGuard, GuardedRunner
 from almhookd.auth import TokenChecker, ensure_admin_token
 from almhookd.config import Config, ListenAddress, load_config
 from almhookd.console import setup as setup_console
+from almhookd.delivery.cluster import Cluster
 from almhookd.delivery.dispatcher import Dispatcher
 from almhookd.delivery.flusher import BatchScheduler
 from almhookd.delivery.notify import Notifier
 from almhookd.delivery.sender import Sender
+from almhookd.domain.ownership import LeasePolicy
 from almhookd.errors import AlmhookdError, ConfigError
 from almhookd.logs import configure_logging, crash_fields
 from almhookd.metrics import Metrics
 from almhookd.protocols import Clock
 from almhookd.service.sdnotify import SystemdNotifier
-from almhookd.storage import open_storage
+from almhookd.storage import open_storage, shared
 from almhookd.storage.interface import Storage
 
 log = structlog.get_logger("almhookd.daemon")
@@ -115,10 +117,26 @@ async def serve(
             config=config,
             metrics=metrics,
         )
-        await dispatcher.start()
         stack.push_async_callback(dispatcher.stop, config.delivery.read_timeout)
+        cluster: Cluster | None = None
+        shared_store = shared(store)
+        if shared_store is not None:
+            cluster = Cluster(
+                store=shared_store,
+                dispatcher=dispatcher,
+                policy=LeasePolicy.for_takeover(config.storage.takeover),
+            )
+            dispatcher.ownership = cluster
+        await dispatcher.start()
+        if cluster is not None:
+            await cluster.start()
+            stack.push_async_callback(cluster.stop, config.delivery.read_timeout)
         scheduler = BatchScheduler(
-            store=store, clock=clock, config=config.batch, wake_workers=dispatcher.wake_all
+            store=store,
+            clock=clock,
+            config=config.batch,
+            wake_workers=dispatcher.wake_all,
+            leads=cluster.leads if cluster is not None else None,
         )
         await scheduler.start()
         stack.push_async_callback(scheduler.stop)
@@ -135,6 +153,7 @@ async def serve(
             dispatcher=dispatcher,
             sender=sender,
             metrics=metrics,
+            cluster=cluster,
         )
         setup_console(app)
         app.middlewares.append(body_memory_budget())
@@ -190,7 +209,13 @@ async def serve(
                 asyncio.create_task(parts.reloads(reload_trigger), name="almhookd-reload")
             )
         watched = [
-            task for task in (dispatcher.maintenance_task, scheduler.task) if task is not None
+            task
+            for task in (
+                dispatcher.maintenance_task,
+                scheduler.task,
+                cluster.task if cluster is not None else None,
+            )
+            if task is not None
         ]
         watched += background
         if on_ready is not None:

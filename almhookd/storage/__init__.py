@@ -1,14 +1,14 @@
 """Where almhookd keeps its state, behind one interface (:mod:`.interface`).
 
-Backends: :mod:`.sqlite` (the embedded default), :mod:`.postgres` (one daemon per
-database for now) and :mod:`.memory` (for tests).
+Backends: :mod:`.sqlite` (the embedded default, one daemon), :mod:`.postgres` (several
+daemons may share one database) and :mod:`.memory` (for tests).
 """
 
 from __future__ import annotations
 
 from almhookd.config import StorageConfig
 from almhookd.protocols import Clock
-from almhookd.storage.interface import EventsCommitted, Storage
+from almhookd.storage.interface import EventsCommitted, SharedStorage, Storage
 from almhookd.storage.postgres import PostgresStorage
 from almhookd.storage.sqlite import SqliteStorage
 
@@ -21,8 +21,13 @@ async def open_storage(
     if config.backend == "postgresql":
         assert config.dsn is not None
         return await PostgresStorage.open(
-            config.dsn, clock=clock, on_events_committed=on_events_committed, exclusive=True
+            config.dsn, clock=clock, on_events_committed=on_events_committed
         )
     return await SqliteStorage.open(
         config.path, clock=clock, on_events_committed=on_events_committed
     )
+
+
+def shared(store: Storage) -> SharedStorage | None:
+    """``store`` if several processes may share it (PostgreSQL), else ``None``."""
+    return store if isinstance(store, PostgresStorage) else None

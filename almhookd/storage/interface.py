@@ -23,6 +23,7 @@ from typing import Protocol
 
 from almhookd.domain.batching import Claim, RequestBatch
 from almhookd.domain.events import NewEvent
+from almhookd.domain.ownership import Lease
 from almhookd.domain.policy import Schedule
 from almhookd.domain.webhooks import (
     NewWebhook,
@@ -36,9 +37,12 @@ from almhookd.storage.values import (
     Attempt,
     AttemptRecord,
     BacklogSummary,
+    ClusterView,
     DeliveryRecord,
     DeliveryStatus,
     ExpiredCount,
+    Membership,
+    Notice,
     StoredEvent,
 )
 
@@ -253,3 +257,44 @@ class Health(Protocol):
 
 class Storage(Outbox, EventLog, Webhooks, Maintenance, Health, Protocol):
     """Everything a backend provides; what the daemon opens."""
+
+
+class SharedStorage(Storage, Protocol):
+    """A backend several processes share (PostgreSQL): their membership, the leases
+    that say which process delivers to which webhook, and the notices between them.
+    Lease times are the server's clock, so machines whose clocks differ agree."""
+
+    #: this process's id among those sharing the database, random at each start
+    process_id: str
+
+    async def join(self, process_id: str, *, host: str, pid: int) -> None: ...
+
+    async def heartbeat(self, process_id: str, *, lease_ms: int, dead_after_ms: int) -> Membership:
+        """Say this process lives, renew its unexpired leases by ``lease_ms``, and list
+        the processes heard from within ``dead_after_ms``."""
+        ...
+
+    async def acquire(self, process_id: str, webhook_id: str, *, lease_ms: int) -> Lease | None:
+        """Take the webhook's lease if it is free or expired, with a new fence."""
+        ...
+
+    async def release(self, process_id: str, lease: Lease) -> None: ...
+
+    async def leave(self, process_id: str) -> None:
+        """Release every lease of this process and forget it (a clean stop)."""
+        ...
+
+    def fenced_outbox(self, process_id: str, lease: Lease) -> Outbox:
+        """The webhook's outbox whose every step checks the lease in its transaction."""
+        ...
+
+    async def listen(
+        self, on_notice: Callable[[Notice], None], on_lost: Callable[[], None]
+    ) -> None:
+        """Hear the other processes' notices until close; ``on_lost`` when that stops."""
+        ...
+
+    @property
+    def listening(self) -> bool: ...
+
+    async def cluster_view(self, *, dead_after_ms: int) -> ClusterView: ...

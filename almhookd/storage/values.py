@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
 from almhookd.domain.batching import RequestBatch
+from almhookd.domain.ownership import Lease
 from almhookd.domain.policy import Outcome
 
 #: A delivery of one event to one webhook, as the admin sees it: waiting (due now, later,
@@ -102,3 +103,43 @@ class BacklogSummary(TypedDict):
     batch: int
     held: int
     oldest: int | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Membership:
+    """What a heartbeat learnt: the server's time, the live processes, the leases held."""
+
+    now_ms: int
+    live: tuple[str, ...]
+    held: tuple[Lease, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ProcessRecord:
+    id: str
+    host: str
+    pid: int
+    started_at_ms: int
+    heartbeat_at_ms: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ClusterView:
+    """The cluster as ``/v1/status`` shows it."""
+
+    now_ms: int
+    processes: tuple[ProcessRecord, ...]
+    owners: dict[str, tuple[str, Lease]]  #: webhook id: (process id, lease)
+
+
+#: What a notice between processes sharing a database says happened.
+NoticeKind = Literal["events", "webhook", "flush"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Notice:
+    """A wake-up from another process sharing the database."""
+
+    kind: NoticeKind
+    origin: str  #: the id of the process that sent it
+    webhook_id: str | None = None

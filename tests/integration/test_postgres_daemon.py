@@ -1,11 +1,10 @@
 """The whole daemon on PostgreSQL (``[storage] backend = "postgresql"``): ingest through
-HTTP, delivery to a real receiver, the API's reads, and, for now, one daemon per
-database. The DSN carries a password (the test cluster trusts loopback, so any password
-connects), which must never reach the log."""
+HTTP, delivery to a real receiver, the API's reads (several daemons on one database:
+``test_postgres_cluster.py``). The DSN carries a password (the test cluster trusts
+loopback, so any password connects), which must never reach the log."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,8 +12,6 @@ import pytest
 from structlog.testing import capture_logs
 
 from almhookd.config import Config, Secret
-from almhookd.errors import DatabaseInUse
-from almhookd.service.daemon import serve
 from tests.support import samples
 from tests.support.http_receiver import Receiver
 from tests.support.postgres import Cluster
@@ -62,23 +59,3 @@ async def test_events_are_ingested_stored_and_delivered_on_postgresql(
     [started] = [entry for entry in logs if entry["event"] == "daemon.started"]
     assert started["database"].startswith("postgresql://almhookd_test:***@127.0.0.1:")
     assert PASSWORD not in repr(logs)
-
-
-async def test_a_second_daemon_on_the_same_database_refuses_to_start(
-    pg_config: Config, tmp_path: Path
-) -> None:
-    async with running_daemon(pg_config):
-        second = replace(
-            pg_config,
-            server=replace(pg_config.server, listen=replace(pg_config.server.listen, port=0)),
-            storage=replace(pg_config.storage, path=tmp_path / "second" / "almhookd.db"),
-        )
-        with pytest.raises(DatabaseInUse, match="another almhookd is running") as caught:
-            await asyncio.wait_for(
-                serve(second, shutdown_trigger=asyncio.Event().wait), BOUND_SECONDS
-            )
-        assert PASSWORD not in str(caught.value)
-    # Once the first has stopped, the database is free again.
-    async with running_daemon(pg_config) as running:
-        status, _, _ = await running.call("GET", "/healthz", token=None)
-        assert status == 200

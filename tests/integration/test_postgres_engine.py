@@ -229,7 +229,7 @@ async def test_check_fails_when_the_server_takes_no_writes(postgres_dsn: str) ->
         await engine.close()
 
 
-async def test_a_daemon_that_loses_its_hold_on_the_database_stops_using_it(
+async def test_an_exclusive_opener_that_loses_its_hold_on_the_database_stops_using_it(
     postgres_dsn: str,
 ) -> None:
     first = await _open(postgres_dsn, exclusive=True)

@@ -16,11 +16,15 @@ import asyncpg
 import pytest
 
 from almhookd.config import Secret
+from almhookd.domain.batching import Claim
+from almhookd.domain.policy import Outcome, Schedule
 from almhookd.domain.webhooks import NewWebhook
 from almhookd.errors import LeaseLost
 from almhookd.storage.postgres import Lease, PostgresStorage
-from almhookd.storage.postgres.leases import SERVER_NOW
+from almhookd.storage.postgres.leases import SERVER_NOW, check_lease
+from almhookd.storage.values import Attempt
 from tests.support.clock import FakeClock
+from tests.support.events import make_events
 from tests.support.running import eventually
 
 LONG_MS = 60_000  #: a lease that outlives the test
@@ -73,7 +77,7 @@ async def test_a_held_lease_is_not_taken_and_an_expired_one_is_taken_with_a_new_
     assert await b.holds("p1", taken[0])
     with pytest.raises(LeaseLost, match=rf"{webhook}: this process's lease \(fence 1\)"):
         async with a._connection() as connection, connection.transaction():
-            await a.check_lease(connection, "p0", first)
+            await check_lease(connection, "p0", first)
 
 
 async def test_processes_racing_for_a_free_lease_get_exactly_one_holder(
@@ -159,7 +163,7 @@ async def test_a_takeover_waits_for_the_holders_transaction_that_checked_its_lea
 
     async def holder_step() -> None:
         async with a._connection() as connection, connection.transaction():
-            await a.check_lease(connection, "p0", lease)
+            await check_lease(connection, "p0", lease)
             checked.set()
             await finish.wait()
 
@@ -193,3 +197,52 @@ async def test_a_takeover_waits_for_the_holders_transaction_that_checked_its_lea
     finally:
         finish.set()
         await observer.close()
+
+
+async def test_a_worker_step_after_its_lease_was_taken_over_is_refused_and_changes_nothing(
+    processes: list[PostgresStorage],
+) -> None:
+    """The fenced outbox: the old owner's claim and record fail with ``LeaseLost`` in
+    their own transaction once another process took the lease (a new fence)."""
+    a, b, _ = processes
+    webhook = (
+        await a.create_webhook(
+            NewWebhook(
+                name="fenced",
+                target_url="https://example.invalid/",
+                events=frozenset({"COURSE_ENROLLMENT"}),
+            )
+        )
+    ).id
+    await a.append(make_events(3))
+    claim = Claim(
+        now_ms=2_000_000_000_000,
+        retained_since_ms=0,
+        max_events=1,
+        max_batch_events=1,
+        max_bytes=1 << 20,
+        batches=1,
+    )
+    old = await a.acquire("p0", webhook, lease_ms=SHORT_MS)
+    assert old is not None
+    outbox = a.fenced_outbox("p0", old)
+
+    async def lapsed() -> bool:
+        return not await a.holds("p0", old)
+
+    await eventually(lapsed, what="the short lease's end")
+    with pytest.raises(LeaseLost):  # expired, though nobody took it yet
+        await outbox.claim_batches(webhook, claim)
+    new = await b.acquire("p1", webhook, lease_ms=LONG_MS)
+    assert new is not None and new.fence == old.fence + 1
+    [batch] = await b.fenced_outbox("p1", new).claim_batches(webhook, claim)
+    attempt = Attempt(batch=batch, outcome=Outcome(ok=True, status=204), started_at_ms=1)
+    with pytest.raises(LeaseLost):
+        await outbox.record_attempts(webhook, [attempt], schedule=Schedule())
+    with pytest.raises(LeaseLost):
+        await outbox.in_flight_batches(webhook)
+    assert await a.backlog(webhook) == 3  # nothing marked delivered
+    assert [x["status"] for x in await a.attempts(webhook)] == []
+    # The holder's own steps go through.
+    await b.fenced_outbox("p1", new).record_attempts(webhook, [attempt], schedule=Schedule())
+    assert await a.backlog(webhook) == 2

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from almhookd.domain.ownership import LeasePolicy, owner_of, share_of
+from almhookd.domain.ownership import LeasePolicy, leader_of, owner_of, share_of
 
 WEBHOOKS = [f"wh_{n:04x}" for n in range(200)]
 ids = st.text(alphabet="abcdef0123456789", min_size=1, max_size=8)
@@ -49,43 +49,54 @@ def test_every_process_computes_the_same_owner_whatever_the_order() -> None:
 @pytest.mark.parametrize(
     ("expires_at_ms", "now_ms", "may"),
     [
-        (100_000, 100_000 - 17_000, True),  # exactly the budget left
-        (100_000, 100_000 - 16_999, False),  # a millisecond short
+        (100_000, 100_000 - 3_001, True),  # just more than the margin left
+        (100_000, 100_000 - 3_000, False),  # exactly the margin: stop
         (100_000, 50_000, True),
         (100_000, 100_000, False),  # expired
         (100_000, 120_000, False),
     ],
 )
-def test_a_request_starts_only_while_the_lease_outlives_it(
+def test_sending_stops_a_margin_before_the_lease_ends(
     expires_at_ms: int, now_ms: int, may: bool
 ) -> None:
-    policy = LeasePolicy.for_timeouts(connect_timeout_s=10, read_timeout_s=5)
-    assert policy.request_budget_ms == 17_000
+    policy = LeasePolicy.for_takeover(15)
+    assert policy.margin_ms == 3_000
     assert policy.may_send(expires_at_ms=expires_at_ms, now_ms=now_ms) is may
 
 
 @pytest.mark.parametrize(
-    ("connect", "read", "takeover", "lease_ms"),
+    ("takeover", "lease_ms", "renew_ms", "margin_ms"),
     [
-        (10, 5, 15, 21_000),  # the defaults: a 15 s takeover cannot hold a 15 s request
-        (2, 2, 15, 15_000),
-        (1, 1, 5, 8_000),
+        (15, 12_000, 2_000, 3_000),  # the default
+        (3, 2_400, 400, 600),
+        (60, 48_000, 8_000, 12_000),
     ],
 )
-def test_the_lease_outlasts_the_longest_request_and_a_missed_renewal(
-    connect: float, read: float, takeover: float, lease_ms: int
+def test_a_dead_process_is_taken_over_within_the_takeover_time(
+    takeover: float, lease_ms: int, renew_ms: int, margin_ms: int
 ) -> None:
-    policy = LeasePolicy.for_timeouts(
-        connect_timeout_s=connect, read_timeout_s=read, takeover_s=takeover
-    )
-    assert policy.lease_ms == lease_ms
-    assert policy.lease_ms > policy.request_budget_ms + policy.renew_ms
+    policy = LeasePolicy.for_takeover(takeover)
+    assert (policy.lease_ms, policy.renew_ms, policy.margin_ms) == (lease_ms, renew_ms, margin_ms)
+    # The lease runs out, then another process takes it at its next renewal.
+    assert policy.lease_ms + policy.renew_ms <= takeover * 1000
+    assert policy.dead_after_ms == policy.lease_ms
+    # Two renewals may be missed before sending stops.
+    assert policy.lease_ms > 2 * policy.renew_ms + policy.margin_ms
 
 
 @pytest.mark.parametrize(
-    ("lease_ms", "renew_ms", "budget_ms"),
-    [(10_000, 0, 1_000), (10_000, 10_000, 1_000), (10_000, 2_000, 8_000), (10_000, 2_000, 9_000)],
+    ("lease_ms", "renew_ms", "margin_ms"),
+    [(10_000, 0, 1_000), (10_000, 10_000, 1_000), (10_000, 2_000, 6_000), (10_000, 2_000, 0)],
 )
-def test_an_impossible_policy_is_refused(lease_ms: int, renew_ms: int, budget_ms: int) -> None:
+def test_an_impossible_policy_is_refused(lease_ms: int, renew_ms: int, margin_ms: int) -> None:
     with pytest.raises(ValueError, match="must"):
-        LeasePolicy(lease_ms=lease_ms, renew_ms=renew_ms, request_budget_ms=budget_ms)
+        LeasePolicy(lease_ms=lease_ms, renew_ms=renew_ms, margin_ms=margin_ms)
+
+
+def test_one_leader_among_the_live_processes() -> None:
+    live = {"p1", "p2", "p3"}
+    leader = leader_of(live)
+    assert leader in live
+    assert leader_of(sorted(live, reverse=True)) == leader
+    assert leader_of(live - {leader}) != leader
+    assert leader_of([]) is None

@@ -596,11 +596,53 @@ def ops_schemas() -> dict[str, Schema]:
                             "status": ref("WebhookStatus"),
                             "disabledReason": _nullable("string", "why almhookd disabled it"),
                             **_health_fields(),
+                            "owner": _nullable(
+                                "string",
+                                "PostgreSQL only: the id of the process delivering to it "
+                                "(null: none holds it now)",
+                            ),
                         },
                         required=("id", "name", "status", "disabledReason", *_HEALTH_REQUIRED),
                     ),
                 },
                 "nextFlushAt": _epoch_ms("the next batch flush", nullable=True),
+                "cluster": _object(
+                    {
+                        "process": {"type": "string", "description": "the answering process"},
+                        "leader": _nullable(
+                            "string", "the process running the batch flush and maintenance"
+                        ),
+                        "processes": {
+                            "type": "array",
+                            "description": "the live processes, oldest first",
+                            "items": _object(
+                                {
+                                    "id": {"type": "string", "description": "random per start"},
+                                    "host": {"type": "string"},
+                                    "pid": {"type": "integer"},
+                                    "startedAt": _epoch_ms("it started"),
+                                    "heartbeatAgeMs": {
+                                        "type": "integer",
+                                        "description": "since its last heartbeat",
+                                    },
+                                    "webhooks": {
+                                        "type": "array",
+                                        "items": {"type": "string"},
+                                        "description": "the webhooks it delivers to",
+                                    },
+                                },
+                                required=("id", "host", "pid", "startedAt", "heartbeatAgeMs"),
+                            ),
+                        },
+                        "owners": {
+                            "type": "object",
+                            "additionalProperties": {"type": "string"},
+                            "description": "process id by webhook id (held leases only)",
+                        },
+                    },
+                    required=("process", "leader", "processes", "owners"),
+                    description="PostgreSQL only: the processes sharing the database",
+                ),
             },
             required=("webhooks", "nextFlushAt"),
         ),
@@ -633,6 +675,23 @@ def ops_schemas() -> dict[str, Schema]:
                     "items": {"type": "string"},
                     "description": "worker_stopped: the webhooks whose worker is restarting",
                 },
+                "cluster": _object(
+                    {
+                        "process": {"type": "string", "description": "this process's id"},
+                        "processesAlive": {"type": "integer"},
+                        "webhooksHeld": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "description": "the webhooks this process delivers to",
+                        },
+                        "leader": {
+                            "type": "boolean",
+                            "description": "whether it runs the batch flush and maintenance",
+                        },
+                    },
+                    required=("process", "processesAlive", "webhooksHeld", "leader"),
+                    description="PostgreSQL only: this process in the cluster",
+                ),
             },
             required=("status", "version"),
         ),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import secrets
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -29,6 +30,8 @@ from almhookd.storage.postgres.migrations import (
     SCHEMA_TABLE,
     SCHEMA_VERSION,
 )
+from almhookd.storage.postgres.notices import CHANNEL, announce, parse_notice
+from almhookd.storage.values import Notice
 
 log = structlog.get_logger("almhookd.storage")
 
@@ -71,7 +74,7 @@ class PostgresEngine:
         self._no_calls = asyncio.Event()
         self._no_calls.set()
         self._closing = False
-        #: the connection holding the database for this process (``exclusive``)
+        #: the connection holding the database alone (``exclusive``: migrate-store)
         self._holder: asyncpg.Connection | None = None
         self._lock_lost = False
         #: set once ``close()`` has finished: a second ``close()`` waits for it
@@ -86,8 +89,14 @@ class PostgresEngine:
         self.commits = 0
         #: the database as messages name it: the DSN without its password
         self.where = where
+        #: this process among those sharing the database: random at each start, so that
+        #: a restarted process never inherits the leases of its former self
+        self.process_id = "p_" + secrets.token_hex(8)
         self._clock = clock
         self._on_events_committed = on_events_committed
+        self._dsn: Secret | None = None
+        #: the connection listening for the other processes' notices (``listen``)
+        self._listener: asyncpg.Connection | None = None
 
     @classmethod
     async def open(
@@ -102,10 +111,10 @@ class PostgresEngine:
     ) -> Self:
         """Connect, and migrate the schema to this version (once, whoever else starts).
 
-        ``exclusive`` (the daemon's): hold the database for this process alone, on a
-        connection of its own, until :meth:`close`; raises :class:`DatabaseInUse` when
-        another process holds it. Several daemons on one database need the ownership of
-        webhooks that issue 23 builds next; until then a second one refuses to start.
+        ``exclusive`` (``almhookd migrate-store``'s): hold the database alone among the
+        exclusive openers, on a connection of its own, until :meth:`close`; raises
+        :class:`DatabaseInUse` when another one holds it. Daemons share a database
+        (:mod:`almhookd.delivery.cluster`) and never open it so.
         """
         secret = dsn.reveal()
         where = redacted(secret)
@@ -118,6 +127,7 @@ class PostgresEngine:
                 f"{where}: cannot connect: {type(error).__name__}: {scrubbed(str(error), secret)}"
             ) from None
         engine = cls(pool, where=where, clock=clock, on_events_committed=on_events_committed)
+        engine._dsn = dsn
         try:
             if exclusive:
                 await engine._hold_exclusively(secret)
@@ -171,7 +181,11 @@ class PostgresEngine:
         return int(self._clock() * 1000)
 
     async def _write(
-        self, work: Callable[[asyncpg.Connection], Awaitable[T]], *, durable: bool = True
+        self,
+        work: Callable[[asyncpg.Connection], Awaitable[T]],
+        *,
+        durable: bool = True,
+        notice: Notice | None = None,
     ) -> T:
         """Run ``work`` in one transaction on a pooled connection.
 
@@ -180,12 +194,18 @@ class PostgresEngine:
         SQLite's ``synchronous=NORMAL`` connection. A server crash may then lose the last
         few hundred milliseconds of it, which sends those events again (at least once,
         never lost); waiting for the disk at every acknowledgement made a drain 10 times
-        slower.
+        slower. ``notice`` goes to the other processes if the transaction commits.
         """
         setting = "on" if durable else "off"
         async with self._connection() as connection, connection.transaction():
             await connection.execute(f"SET LOCAL synchronous_commit = {setting}")
-            return await work(connection)
+            result = await work(connection)
+            if notice is not None:
+                await announce(connection, notice)
+            return result
+
+    def _webhook_notice(self, webhook_id: str) -> Notice:
+        return Notice(kind="webhook", origin=self.process_id, webhook_id=webhook_id)
 
     async def copy_in(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """Run ``work`` in one durable transaction (``almhookd migrate-store``)."""
@@ -205,11 +225,55 @@ class PostgresEngine:
         if not await holder.fetchval("SELECT pg_try_advisory_lock($1)", DAEMON_LOCK):
             await holder.close()
             raise DatabaseInUse(
-                f"{self.where}: another almhookd is running on this database; for now one "
-                "daemon per PostgreSQL database (several processes sharing one come next)"
+                f"{self.where}: another almhookd migrate-store is writing into this database"
             )
         holder.add_termination_listener(self._on_lock_lost)
         self._holder = holder
+
+    async def listen(
+        self, on_notice: Callable[[Notice], None], on_lost: Callable[[], None]
+    ) -> None:
+        """Hear the notices of the other processes (:mod:`.notices`) on a connection of
+        its own, until :meth:`close`; ``on_lost`` runs if that connection breaks (the
+        caller listens again, and meanwhile polls: notices sent in between are lost)."""
+        if self._dsn is None:
+            raise StorageClosed()
+        secret = self._dsn.reveal()
+        async with self._call():
+            try:
+                listener = await asyncpg.connect(secret)
+            except Exception as error:
+                raise StorageError(
+                    f"{self.where}: cannot connect: {type(error).__name__}: "
+                    f"{scrubbed(str(error), secret)}"
+                ) from None
+            own = self.process_id
+
+            def heard(_connection: object, _pid: int, _channel: str, payload: str) -> None:
+                notice = parse_notice(payload)
+                if notice is not None and notice.origin != own:
+                    on_notice(notice)
+
+            def lost(_connection: object) -> None:
+                if self._listener is listener:
+                    self._listener = None
+                    if not self._closing:
+                        on_lost()
+
+            try:
+                await listener.add_listener(CHANNEL, heard)
+            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as error:
+                listener.terminate()
+                raise StorageError(f"{self.where}: {_described(error)}") from None
+            listener.add_termination_listener(lost)
+            previous, self._listener = self._listener, listener
+            if previous is not None:
+                previous.terminate()
+
+    @property
+    def listening(self) -> bool:
+        """Whether notices are being heard (:meth:`listen`, and its connection is up)."""
+        return self._listener is not None and not self._listener.is_closed()
 
     def _on_lock_lost(self, _connection: object) -> None:
         if self._holder is not None and not self._closing:
@@ -302,6 +366,9 @@ class PostgresEngine:
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await listener.close()
         holder, self._holder = self._holder, None
         if holder is not None:
             await holder.close()  # the server releases the lock with the session

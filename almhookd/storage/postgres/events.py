@@ -23,8 +23,9 @@ import asyncpg
 
 from almhookd.domain.events import NewEvent
 from almhookd.storage.postgres.engine import PostgresEngine
+from almhookd.storage.postgres.notices import announce
 from almhookd.storage.rows import stored_event
-from almhookd.storage.values import AppendResult, StoredEvent
+from almhookd.storage.values import AppendResult, Notice, StoredEvent
 
 #: ``pg_advisory_xact_lock`` key held by each ingest transaction while it numbers its
 #: events: "ingest" in ASCII.
@@ -40,10 +41,11 @@ class _Pending(NamedTuple):
 
 
 async def _store_group(
-    connection: asyncpg.Connection, group: Sequence[_Pending], now_ms: int
+    connection: asyncpg.Connection, group: Sequence[_Pending], now_ms: int, origin: str
 ) -> list[AppendResult]:
     """The group's transaction body: its new events numbered and stored, fanned out to
-    the active webhooks subscribed to them; one result per request, in order."""
+    the active webhooks subscribed to them, the other processes' workers woken when it
+    commits; one result per request, in order."""
     await connection.execute("SELECT pg_advisory_xact_lock($1)", INGEST_LOCK)
     known = {
         row[0]
@@ -102,6 +104,7 @@ async def _store_group(
         seqs,
         now_ms,
     )
+    await announce(connection, Notice(kind="events", origin=origin))
     return results
 
 
@@ -134,7 +137,7 @@ class EventOps(PostgresEngine):
         now_ms = self._now_ms()
 
         async def work(connection: asyncpg.Connection) -> list[AppendResult]:
-            return await _store_group(connection, group, now_ms)
+            return await _store_group(connection, group, now_ms, self.process_id)
 
         try:
             results = await self._write(work)  # durable: acknowledged means on disk

@@ -10,32 +10,38 @@ a process whose lease was taken over.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Final
 
 import asyncpg
 
+from almhookd.domain.ownership import Lease
 from almhookd.errors import LeaseLost
 from almhookd.storage.postgres.engine import PostgresEngine
+from almhookd.storage.values import ClusterView, Membership, ProcessRecord
+
+#: A process not heard from for this long is forgotten (its row deleted).
+FORGET_AFTER_MS: Final = 86_400_000
 
 #: The server's clock in milliseconds since the epoch (not the transaction's start).
 SERVER_NOW: Final = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Lease:
-    webhook_id: str
-    fence: int
-    expires_at_ms: int  #: in the server's clock
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Membership:
-    """What a heartbeat learnt: the server's time, the live processes, the leases held."""
-
-    now_ms: int
-    live: tuple[str, ...]
-    held: tuple[Lease, ...]
+async def check_lease(connection: asyncpg.Connection, process_id: str, lease: Lease) -> None:
+    """Inside a worker's transaction: raise :class:`LeaseLost` unless this process
+    still holds the lease, unexpired, and keep the row locked (``FOR SHARE``) so no
+    takeover commits before this transaction does."""
+    held = await connection.fetchval(
+        "SELECT 1 FROM webhook_leases WHERE webhook_id = $1 AND owner = $2"  # noqa: S608 - SERVER_NOW is a constant
+        f" AND fence = $3 AND expires_at_ms > {SERVER_NOW} FOR SHARE",
+        lease.webhook_id,
+        process_id,
+        lease.fence,
+    )
+    if held is None:
+        raise LeaseLost(
+            f"webhook {lease.webhook_id}: this process's lease (fence {lease.fence}) "
+            "was lost; another process delivers to it now"
+        )
 
 
 class LeaseOps(PostgresEngine):
@@ -70,6 +76,9 @@ class LeaseOps(PostgresEngine):
                 process_id,
                 now_ms,
                 lease_ms,
+            )
+            await connection.execute(
+                "DELETE FROM processes WHERE heartbeat_at_ms < $1", now_ms - FORGET_AFTER_MS
             )
             live = await connection.fetch(
                 "SELECT id FROM processes WHERE heartbeat_at_ms >= $1 ORDER BY id",
@@ -126,32 +135,58 @@ class LeaseOps(PostgresEngine):
 
         await self._write(work)
 
-    @staticmethod
-    async def check_lease(connection: asyncpg.Connection, process_id: str, lease: Lease) -> None:
-        """Inside a worker's transaction: raise :class:`LeaseLost` unless this process
-        still holds the lease, unexpired, and keep the row locked (``FOR SHARE``) so no
-        takeover commits before this transaction does."""
-        held = await connection.fetchval(
-            "SELECT 1 FROM webhook_leases WHERE webhook_id = $1 AND owner = $2"  # noqa: S608 - SERVER_NOW is a constant
-            f" AND fence = $3 AND expires_at_ms > {SERVER_NOW} FOR SHARE",
-            lease.webhook_id,
-            process_id,
-            lease.fence,
-        )
-        if held is None:
-            raise LeaseLost(
-                f"webhook {lease.webhook_id}: this process's lease (fence {lease.fence}) "
-                "was lost; another process delivers to it now"
-            )
-
     async def holds(self, process_id: str, lease: Lease) -> bool:
         """Whether this process still holds ``lease`` (its own transaction)."""
 
         async def work(connection: asyncpg.Connection) -> bool:
             try:
-                await self.check_lease(connection, process_id, lease)
+                await check_lease(connection, process_id, lease)
             except LeaseLost:
                 return False
             return True
 
         return await self._write(work)
+
+    async def leave(self, process_id: str) -> None:
+        """Give up every lease this process holds and leave the cluster (a clean stop:
+        the others take its webhooks over at their next renewal, not after expiry)."""
+
+        async def work(connection: asyncpg.Connection) -> None:
+            await connection.execute(
+                "UPDATE webhook_leases SET owner = NULL, expires_at_ms = 0 WHERE owner = $1",
+                process_id,
+            )
+            await connection.execute("DELETE FROM processes WHERE id = $1", process_id)
+
+        await self._write(work)
+
+    async def cluster_view(self, *, dead_after_ms: int) -> ClusterView:
+        """The processes heard from within ``dead_after_ms`` and who holds which webhook
+        (unexpired leases), read as one snapshot, in the server's clock."""
+        async with (
+            self._connection() as connection,
+            connection.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            now_ms = await connection.fetchval(f"SELECT {SERVER_NOW}")
+            processes = await connection.fetch(
+                "SELECT id, host, pid, started_at_ms, heartbeat_at_ms FROM processes"
+                " WHERE heartbeat_at_ms >= $1 ORDER BY started_at_ms, id",
+                now_ms - dead_after_ms,
+            )
+            leases = await connection.fetch(
+                "SELECT webhook_id, owner, fence, expires_at_ms FROM webhook_leases"
+                " WHERE owner IS NOT NULL AND expires_at_ms > $1 ORDER BY webhook_id",
+                now_ms,
+            )
+        return ClusterView(
+            now_ms=now_ms,
+            processes=tuple(
+                ProcessRecord(
+                    id=r[0], host=r[1], pid=r[2], started_at_ms=r[3], heartbeat_at_ms=r[4]
+                )
+                for r in processes
+            ),
+            owners={
+                r[0]: (r[1], Lease(webhook_id=r[0], fence=r[2], expires_at_ms=r[3])) for r in leases
+            },
+        )

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from typing import Final
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Final, TypeVar
 
 import asyncpg
 
 from almhookd.domain.batching import Claim, EventColumns, RequestBatch, pack, request_batch
+from almhookd.domain.ownership import Lease
 from almhookd.domain.policy import Schedule
+from almhookd.storage.interface import Outbox
 from almhookd.storage.postgres.engine import PostgresEngine
+from almhookd.storage.postgres.leases import check_lease
 from almhookd.storage.rows import to_ms
 from almhookd.storage.values import RESPONSE_EXCERPT_CHARS, Attempt
+
+T = TypeVar("T")
 
 #: The last event of the batches being sent (0: none), how many events they hold, and
 #: how many pending deliveries are due up to that last one (parameter: the webhook id).
@@ -79,10 +84,36 @@ async def claim_due(
     return batches
 
 
-class OutboxOps(PostgresEngine):
-    """Claim and record, for the worker of each webhook."""
+#: The lease a worker's steps are fenced by: this process's id and the lease it holds.
+Fence = tuple[str, Lease]
 
-    async def in_flight_batches(self, webhook_id: str) -> list[RequestBatch]:
+
+class OutboxOps(PostgresEngine):
+    """Claim and record, for the worker of each webhook; with a ``fence``, each step
+    first checks, in its own transaction, that this process still holds the webhook's
+    lease (:func:`~almhookd.storage.postgres.leases.check_lease`)."""
+
+    async def _outbox_write(
+        self, work: Callable[[asyncpg.Connection], Awaitable[T]], fence: Fence | None
+    ) -> T:
+        if fence is None:
+            return await self._write(work, durable=False)
+
+        async def fenced(connection: asyncpg.Connection) -> T:
+            await check_lease(connection, *fence)
+            return await work(connection)
+
+        return await self._write(fenced, durable=False)
+
+    def fenced_outbox(self, process_id: str, lease: Lease) -> Outbox:
+        """The outbox of ``lease``'s webhook for this process while it holds the lease:
+        every claim and record raises :class:`~almhookd.errors.LeaseLost` once it does
+        not, and changes nothing."""
+        return FencedOutbox(self, (process_id, lease))
+
+    async def in_flight_batches(
+        self, webhook_id: str, *, fence: Fence | None = None
+    ) -> list[RequestBatch]:
         """The batches recorded as being sent, oldest first (after a crash: to send
         again, same ids, before anything new is claimed)."""
 
@@ -117,13 +148,15 @@ class OutboxOps(PostgresEngine):
                 )
             return batches
 
-        return await self._write(work, durable=False)
+        return await self._outbox_write(work, fence)
 
-    async def claim_batches(self, webhook_id: str, claim: Claim) -> list[RequestBatch]:
+    async def claim_batches(
+        self, webhook_id: str, claim: Claim, *, fence: Fence | None = None
+    ) -> list[RequestBatch]:
         async def work(connection: asyncpg.Connection) -> list[RequestBatch]:
             return await claim_due(connection, webhook_id, claim)
 
-        return await self._write(work, durable=False)
+        return await self._outbox_write(work, fence)
 
     async def record_attempts(
         self,
@@ -133,6 +166,7 @@ class OutboxOps(PostgresEngine):
         schedule: Schedule,
         disable_reason: str | None = None,
         claim_next: Claim | None = None,
+        fence: Fence | None = None,
     ) -> list[RequestBatch]:
         """Log attempts, in order; mark acknowledged batches delivered; store the
         webhook's schedule after them; with ``claim_next``, claim the next batches in
@@ -208,7 +242,7 @@ class OutboxOps(PostgresEngine):
                 )
             return await claim_due(connection, webhook_id, claim_next) if claim_next else []
 
-        return await self._write(work, durable=False)
+        return await self._outbox_write(work, fence)
 
     async def backlog(self, webhook_id: str) -> int:
         """Deliveries of this webhook not yet delivered nor expired."""
@@ -217,3 +251,39 @@ class OutboxOps(PostgresEngine):
             webhook_id,
         )
         return int(rows[0][0])
+
+
+class FencedOutbox:
+    """One webhook's :class:`~almhookd.storage.interface.Outbox` for the process holding
+    its lease (:meth:`OutboxOps.fenced_outbox`)."""
+
+    def __init__(self, store: OutboxOps, fence: Fence) -> None:
+        self._store = store
+        self._fence = fence
+
+    async def in_flight_batches(self, webhook_id: str) -> list[RequestBatch]:
+        return await self._store.in_flight_batches(webhook_id, fence=self._fence)
+
+    async def claim_batches(self, webhook_id: str, claim: Claim) -> list[RequestBatch]:
+        return await self._store.claim_batches(webhook_id, claim, fence=self._fence)
+
+    async def record_attempts(
+        self,
+        webhook_id: str,
+        attempts: Sequence[Attempt],
+        *,
+        schedule: Schedule,
+        disable_reason: str | None = None,
+        claim_next: Claim | None = None,
+    ) -> list[RequestBatch]:
+        return await self._store.record_attempts(
+            webhook_id,
+            attempts,
+            schedule=schedule,
+            disable_reason=disable_reason,
+            claim_next=claim_next,
+            fence=self._fence,
+        )
+
+    async def backlog(self, webhook_id: str) -> int:
+        return await self._store.backlog(webhook_id)

@@ -7,7 +7,7 @@ from typing import Final
 import asyncpg
 
 from almhookd.storage.postgres.engine import PostgresEngine
-from almhookd.storage.values import ExpiredCount
+from almhookd.storage.values import ExpiredCount, Notice
 
 #: Rows one pruning statement deletes, so pruning never holds locks for long.
 PRUNE_CHUNK: Final = 5_000
@@ -102,7 +102,7 @@ class RetentionOps(PostgresEngine):
             )
             return counts
 
-        return await self._write(work)
+        return await self._write(work, notice=Notice(kind="flush", origin=self.process_id))
 
     async def last_flush_ms(self) -> int | None:
         rows = await self._fetch("SELECT value FROM daemon_state WHERE key = 'batch.last_flush_ms'")

@@ -113,7 +113,7 @@ class WebhookOps(PostgresEngine):
                 await _add_secret(connection, webhook_id, now_ms)
             return await written_webhook(connection, webhook_id)
 
-        return await self._write(work)
+        return await self._write(work, notice=self._webhook_notice(webhook_id))
 
     async def list_webhooks(self) -> list[Webhook]:
         rows = await self._fetch(SELECT_WEBHOOKS + " ORDER BY w.created_at_ms, w.id")
@@ -146,14 +146,14 @@ class WebhookOps(PostgresEngine):
                     webhook_id,
                 )
 
-        await self._write(work)
+        await self._write(work, notice=self._webhook_notice(webhook_id))
 
     async def delete_webhook(self, webhook_id: str) -> bool:
         async def work(connection: asyncpg.Connection) -> bool:
             status = await connection.execute("DELETE FROM webhooks WHERE id = $1", webhook_id)
             return str(status) != "DELETE 0"
 
-        return await self._write(work)
+        return await self._write(work, notice=self._webhook_notice(webhook_id))
 
     async def count_webhooks(self) -> int:
         rows = await self._fetch("SELECT count(*) FROM webhooks")
@@ -199,7 +199,7 @@ class WebhookOps(PostgresEngine):
                     await _add_secret(connection, webhook_id, now_ms)
             return await written_webhook(connection, webhook_id)
 
-        return await self._write(work)
+        return await self._write(work, notice=self._webhook_notice(webhook_id))
 
     async def rotate_secret(self, webhook_id: str, *, grace_ms: int) -> SigningSecret:
         """A new signing secret; the ones in force keep signing for ``grace_ms``."""
@@ -233,7 +233,7 @@ class WebhookOps(PostgresEngine):
                 now_ms,
             )
 
-        await self._write(work)
+        await self._write(work, notice=self._webhook_notice(webhook_id))
         return SigningSecret(secret=Secret(secret), created_at_ms=now_ms)
 
     async def replay(
@@ -270,7 +270,7 @@ class WebhookOps(PostgresEngine):
             )
             return int(str(status).rsplit(" ", 1)[-1])
 
-        return await self._write(work)
+        return await self._write(work, notice=self._webhook_notice(webhook_id))
 
     async def deliveries(
         self, webhook_id: str, *, state: DeliveryStatus | None, limit: int, after_seq: int
