@@ -36,8 +36,13 @@ Scenarios:
   reset just before the flush.
 * idle: five webhooks and nothing to do; the daemon's CPU time.
 
-Run from the checkout: ``.venv/bin/python -m bench.delivery [--quick] [--output FILE]``;
-the report is Markdown on stdout, progress goes to stderr.
+With ``--backend postgresql`` every daemon keeps its state in a new database of a
+throwaway PostgreSQL cluster on this machine (its CPU counts as the daemon's), and the
+report adds the cluster drains: a packed backlog for five webhooks drained by 1, 2 and
+3 daemon processes sharing one database.
+
+Run from the checkout: ``.venv/bin/python -m bench.delivery [--quick] [--backend
+postgresql] [--output FILE]``; the report is Markdown on stdout, progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -61,18 +66,21 @@ from functools import partial
 from multiprocessing import get_context
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Final, Literal, cast
+from typing import Any, Final, Literal, cast
 
 import aiohttp
 import uvloop
 from aiohttp import web
 
+from almhookd.config import Secret
 from almhookd.delivery.worker import MAX_REQUEST_BYTES
 from almhookd.domain.catalogue import CATALOGUE
 from almhookd.domain.events import parse_ingest
 from almhookd.domain.signing import generate_secret, signature_header
 from almhookd.domain.webhooks import NewWebhook
 from almhookd.logs import configure_logging
+from almhookd.storage.interface import Storage
+from almhookd.storage.postgres import PostgresStorage
 from almhookd.storage.sqlite import SqliteStorage
 from bench.ingest import (
     DISTURBED_CPU,
@@ -89,6 +97,7 @@ from bench.ingest import (
     process_cpu_s,
     running_daemon,
 )
+from tests.support.postgres import running_cluster
 
 BATCH_EVENT_NAME: Final = "COURSE_ENROLLMENT_BATCH"
 EVENT_DATA: Final = json.dumps(ENROLLMENT, separators=(",", ":"))
@@ -164,10 +173,40 @@ QUICK: Final = Plan(
 # --- CPU accounting ------------------------------------------------------------------
 
 
+#: ``--backend postgresql``: the throwaway cluster whose new databases the daemons use
+POSTGRES: list[Any] = []
+#: Processes of the cluster drains.
+CLUSTER_SIZES: Final = (1, 2, 3)
+CLUSTER_SETTLE_S: Final = 30.0
+
+
+def new_dsn() -> str | None:
+    """A new empty database of the ``--backend postgresql`` cluster (None: SQLite)."""
+    return POSTGRES[0].new_database("bench") if POSTGRES else None
+
+
+def postgres_cpu_s() -> float:
+    """CPU seconds of the PostgreSQL server's processes now (0 without one)."""
+    if not POSTGRES:
+        return 0.0
+    used = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # a backend that just ended
+        if text.split(" (", 1)[1].startswith("postgres)"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                used += process_cpu_s(int(stat.parent.name))
+    return used
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Pids:
     daemon: int | None
     receiver: int
+    #: more daemon processes (the cluster drains), counted with the first
+    others: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -182,7 +221,9 @@ class CpuSnapshot:
 def cpu_snapshot(pids: Pids) -> CpuSnapshot:
     return CpuSnapshot(
         wall=time.time(),
-        daemon=None if pids.daemon is None else process_cpu_s(pids.daemon),
+        daemon=None
+        if pids.daemon is None
+        else sum(process_cpu_s(pid) for pid in (pids.daemon, *pids.others)) + postgres_cpu_s(),
         receiver=process_cpu_s(pids.receiver),
         client=time.process_time(),
         machine=machine_cpu_s(),
@@ -368,8 +409,12 @@ def running_receiver() -> Iterator[Receiver]:
 # --- the daemon ----------------------------------------------------------------------
 
 
-async def create_webhooks(database: Path, targets: Sequence[str]) -> None:
-    store = await SqliteStorage.open(database, clock=time.time)
+async def create_webhooks(database: Path, targets: Sequence[str], dsn: str | None = None) -> None:
+    store: Storage = (
+        await SqliteStorage.open(database, clock=time.time)
+        if dsn is None
+        else await PostgresStorage.open(Secret(dsn), clock=time.time)
+    )
     try:
         for index, url in enumerate(targets):
             await store.create_webhook(
@@ -403,8 +448,9 @@ def fresh_daemon(
     """The daemon on a fresh database with one webhook per target; stopped on leaving."""
     with tempfile.TemporaryDirectory(prefix="almhookd-bench-") as name:
         directory = Path(name)
-        uvloop.run(create_webhooks(directory / "almhookd.db", targets))
-        with running_daemon(directory, config_toml(events_per_request)) as daemon:
+        dsn = new_dsn()
+        uvloop.run(create_webhooks(directory / "almhookd.db", targets, dsn))
+        with running_daemon(directory, config_toml(events_per_request), dsn=dsn) as daemon:
             print(f"  almhookd pid {daemon.process.pid}", file=sys.stderr)
             yield daemon
 
@@ -929,6 +975,76 @@ def idle(receiver: Receiver, plan: Plan) -> Row:
     )
 
 
+def wait_owned(daemon: Daemon, webhooks: int, processes: int) -> None:
+    """Wait until ``processes`` daemons share the database and every webhook is held."""
+    request = urllib.request.Request(daemon.url + "/v1/status", headers=HEADERS)  # noqa: S310
+    deadline = time.monotonic() + CLUSTER_SETTLE_S
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            cluster = json.load(response)["cluster"]
+        if len(cluster["processes"]) == processes and len(cluster["owners"]) == webhooks:
+            return
+        time.sleep(0.1)
+    raise BenchError(f"{processes} processes did not share {webhooks} webhooks in time")
+
+
+def cluster_drain(receiver: Receiver, plan: Plan, processes: int) -> Row:
+    """A packed backlog for five webhooks, drained by ``processes`` daemons on one
+    PostgreSQL database (the webhooks spread over them)."""
+    events = plan.backlog_events
+    names = [str(index) for index in range(FANOUT_WEBHOOKS)]
+    port = free_port()  # nobody listens here until the backlog is in
+    with (
+        tempfile.TemporaryDirectory(prefix="almhookd-bench-") as name,
+        contextlib.ExitStack() as stack,
+    ):
+        directory = Path(name)
+        dsn = new_dsn()
+        uvloop.run(
+            create_webhooks(directory / "unused.db", [receiver.url(n, port) for n in names], dsn)
+        )
+        daemons = []
+        for index in range(processes):
+            (directory / f"p{index}").mkdir()
+            daemons.append(
+                stack.enter_context(
+                    running_daemon(
+                        directory / f"p{index}", config_toml(DEFAULT_EVENTS_PER_REQUEST), dsn=dsn
+                    )
+                )
+            )
+        wait_owned(daemons[0], FANOUT_WEBHOOKS, processes)
+        ingested = uvloop.run(ingest_envelopes(daemons[0], events, EVENT_NAME))
+        receiver.listen(port)
+        pids = Pids(
+            daemon=daemons[0].process.pid,
+            others=tuple(d.process.pid for d in daemons[1:]),
+            receiver=receiver.pid,
+        )
+        cpu = wait_delivered(receiver, events * FANOUT_WEBHOOKS, pids)
+    arrivals = receiver.take()
+    check = check_delivery(ingested, arrivals, names)
+    scenario = (
+        f"Cluster drain, {processes} process{'es' if processes > 1 else ''}: "
+        f"{events:,} events x {FANOUT_WEBHOOKS} webhooks, packed"
+    )
+    if (row := lost(scenario, check, cpu)) is not None:
+        return row
+    requests = [arrival for name in names for arrival in arrivals.get(name, [])]
+    rate, per_request = drain_rate(requests, since=None)
+    return Row(
+        scenario=scenario,
+        figure=f"{rate:,.0f} events/s",
+        target=f"≥ {DRAIN_TARGET_EVENTS_PER_S:,} events/s",
+        ratio=f"{rate / DRAIN_TARGET_EVENTS_PER_S:.2f}x",
+        met=rate >= DRAIN_TARGET_EVENTS_PER_S,
+        cpu=cpu,
+        check=check,
+        notes=f"deliveries summed over the webhooks; {per_request:.1f} events/request, "
+        f"{len(requests):,} requests; the daemons' CPU summed",
+    )
+
+
 # --- the report ----------------------------------------------------------------------
 
 
@@ -994,6 +1110,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--output", type=Path, metavar="FILE", help="also write the Markdown report to FILE"
     )
+    parser.add_argument(
+        "--backend",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="the daemons' storage (postgresql: a throwaway cluster of the machine's "
+        "PostgreSQL server, a new database per daemon; adds the cluster drains)",
+    )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     configure_logging(level="warning", stream=sys.stderr)  # the store, used here at set-up
@@ -1001,7 +1124,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     header = machine_lines(())
     started, began = time.monotonic(), datetime.now().astimezone()
     try:
-        with running_receiver() as receiver:
+        with running_receiver() as receiver, contextlib.ExitStack() as stack:
+            if args.backend == "postgresql":
+                POSTGRES.append(stack.enter_context(running_cluster()))
+                header.append(
+                    "- Storage: PostgreSQL "
+                    + POSTGRES[0].psql("SHOW server_version").strip()
+                    + " (a throwaway cluster on this machine, the server's defaults); "
+                    "Daemon CPU includes the PostgreSQL server's processes"
+                )
             waited = wait_for_quiet()
             ceiling_rate, row = ceiling(receiver, plan)
             rows = [progress(row)]
@@ -1014,6 +1145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 partial(batch_flush, receiver, plan),
                 partial(idle, receiver, plan),
             ]
+            if POSTGRES:
+                scenarios += [partial(cluster_drain, receiver, plan, n) for n in CLUSTER_SIZES]
             for scenario in scenarios:
                 waited += wait_for_quiet()
                 rows.append(progress(scenario()))

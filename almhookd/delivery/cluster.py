@@ -79,7 +79,9 @@ class Cluster:
         return self._store.fenced_outbox(self.process_id, hold.lease)
 
     def leads(self) -> bool:
-        return leader_of(self.live or (self.process_id,)) == self.process_id
+        # Nobody leads before its first beat: processes starting together would each
+        # run the flush and the maintenance pass.
+        return bool(self.live) and leader_of(self.live) == self.process_id
 
     async def view(self) -> ClusterView:
         """The cluster as the database records it now (``/v1/status``)."""

@@ -101,6 +101,7 @@ class Dispatcher:
         # From the write transaction itself, not read back: a stored active webhook
         # always gets its worker.
         await self._bring_in_line(webhook.id, webhook)
+        self._shares_changed()
         return webhook
 
     async def update_webhook(self, webhook_id: str, changes: WebhookChanges) -> Webhook | None:
@@ -113,6 +114,7 @@ class Dispatcher:
             # Read again rather than applied as returned: a later change that committed
             # meanwhile must not be overwritten on the worker by this older state.
             await self.refresh(webhook_id)
+            self._shares_changed()
         return webhook
 
     async def delete_webhook(self, webhook_id: str) -> bool:
@@ -120,7 +122,9 @@ class Dispatcher:
         worker = self.workers.pop(webhook_id, None)
         if worker is not None:
             await worker.stop(self._config.delivery.read_timeout)
-        return await self._store.delete_webhook(webhook_id)
+        deleted = await self._store.delete_webhook(webhook_id)
+        self._shares_changed()
+        return deleted
 
     async def rotate_secret(self, webhook_id: str) -> SigningSecret:
         grace_ms = int(self._config.delivery.secret_rotation_grace * 1000)
@@ -143,6 +147,11 @@ class Dispatcher:
         if worker is not None:
             worker.wake()
         return queued
+
+    def _shares_changed(self) -> None:
+        """The active webhooks changed here: the cluster, if any, looks again now."""
+        if self.ownership is not None:
+            self.ownership.kick()
 
     async def refresh(self, webhook_id: str) -> None:
         """Bring the workers in line with a webhook's stored state after a change."""

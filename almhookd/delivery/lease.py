@@ -118,3 +118,8 @@ class Ownership(Protocol):
     def leads(self) -> bool:
         """Whether this process runs the batch flush and the maintenance pass."""
         ...
+
+    def kick(self) -> None:
+        """A webhook was created, changed or deleted through this process: look at the
+        shares again now (its own notices do not come back to it)."""
+        ...

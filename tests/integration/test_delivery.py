@@ -852,3 +852,34 @@ def _parked_without_a_timer(worker: Worker) -> bool:
     task = worker._task
     awaited = task.get_coro().cr_await if task is not None else None  # type: ignore[union-attr]
     return getattr(getattr(awaited, "cr_code", None), "co_qualname", "") == "Event.wait"
+
+
+class _Follower:
+    """An ``Ownership`` that holds no webhook and does not lead (another process does)."""
+
+    def hold_of(self, webhook_id: str) -> None:
+        return None
+
+    def outbox_for(self, hold: object) -> None:
+        raise AssertionError("no lease is held")
+
+    def leads(self) -> bool:
+        return False
+
+    def kick(self) -> None:
+        pass
+
+
+async def test_expiry_and_pruning_are_left_to_the_leader_when_processes_share_a_database(
+    engine: Engine, receiver: Receiver
+) -> None:
+    webhook = await engine.webhook(receiver.url)
+    [old] = await engine.ingest(1)
+    engine.clock.advance(7 * DAY + 1)
+    engine.dispatcher.ownership = _Follower()  # type: ignore[assignment]
+    await engine.dispatcher.maintain_once()
+    assert engine.dispatcher.expired_events == 0
+    event = await engine.store.get_event(old)
+    assert event is not None and event.deliveries[0].state == "pending"
+    await engine.dispatcher.refresh(webhook.id)
+    assert webhook.id not in engine.dispatcher.workers  # another process delivers to it

@@ -37,14 +37,16 @@ def pg_dsn(postgres_cluster: Cluster) -> str:
     return postgres_cluster.new_database("cluster")
 
 
-def _config(directory: Path, dsn: str, *, read_timeout: float | None = None) -> Config:
+def _config(
+    directory: Path, dsn: str, *, read_timeout: float | None = None, takeover: float = 3.0
+) -> Config:
     config = daemon_config(directory)
     delivery = config.delivery
     if read_timeout is not None:
         delivery = replace(delivery, read_timeout=read_timeout)
     return replace(
         config,
-        storage=replace(config.storage, backend="postgresql", dsn=Secret(dsn), takeover=3.0),
+        storage=replace(config.storage, backend="postgresql", dsn=Secret(dsn), takeover=takeover),
         delivery=delivery,
     )
 
@@ -128,6 +130,19 @@ async def test_the_webhooks_spread_and_each_process_delivers_what_another_ingest
         held = set(health["cluster"]["webhooksHeld"])
         assert held == {w for w, owner in owners.items() if owner == a_id}
         assert held <= set(ids)
+
+
+async def test_a_webhook_created_through_a_process_is_taken_at_once_not_at_the_next_beat(
+    tmp_path: Path, pg_dsn: str, flights: FlightReceiver
+) -> None:
+    """Beats are 40 s apart here (``takeover = 300s``): the webhook is delivered to well
+    before the next one, because the create looks at the shares at once."""
+    async with running_daemon(_config(tmp_path / "a", pg_dsn, takeover=300)) as a:
+        await _create(a, flights, ("alpha",))
+        await _ingest(a, ["at-once"])
+        await eventually(
+            _delivered(flights, "alpha", ["at-once"]), timeout=20, what="delivered before a beat"
+        )
 
 
 async def test_a_process_that_stops_hands_its_webhooks_over_at_once(
