@@ -145,6 +145,51 @@ async def test_a_webhook_created_through_a_process_is_taken_at_once_not_at_the_n
         )
 
 
+async def test_a_listening_connection_cut_by_the_server_is_replaced_and_nothing_is_missed(
+    tmp_path: Path, pg_dsn: str, flights: FlightReceiver
+) -> None:
+    """The server ends every ``LISTEN`` connection (a restart of a pooler, an admin's
+    ``pg_terminate_backend``): events committed meanwhile still reach the other
+    process's workers (each beat wakes them while it cannot listen), and it listens
+    again."""
+    async with (
+        running_daemon(_config(tmp_path / "a", pg_dsn)) as a,
+        running_daemon(_config(tmp_path / "b", pg_dsn)) as b,
+    ):
+        ids = await _create(a, flights, NAMES)
+        owners = await _settled(a, processes=2, webhooks=len(NAMES))
+        a_id = (await _status(a))["cluster"]["process"]
+        through = b if set(owners.values()) == {a_id} else a
+        connection = await asyncpg.connect(pg_dsn)
+        try:
+            listeners = await connection.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN%'"
+            )
+            assert len(listeners) == 2
+            for row in listeners:
+                await connection.execute("SELECT pg_terminate_backend($1)", row["pid"])
+            sent = ["while-deaf"]
+            await _ingest(through, sent)
+
+            async def delivered() -> bool:
+                return all(flights.delivered(name) == sent for name in NAMES)
+
+            await eventually(delivered, timeout=BOUND_SECONDS, what="delivered while deaf")
+
+            async def listening_again() -> bool:
+                rows = await connection.fetch(
+                    "SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN%'"
+                )
+                return len(rows) == 2 and not {r["pid"] for r in rows} & {
+                    r["pid"] for r in listeners
+                }
+
+            await eventually(listening_again, timeout=BOUND_SECONDS, what="listening again")
+        finally:
+            await connection.close()
+        assert len(ids) == len(NAMES)
+
+
 async def test_a_process_that_stops_hands_its_webhooks_over_at_once(
     tmp_path: Path, pg_dsn: str, flights: FlightReceiver
 ) -> None:
