@@ -23,7 +23,7 @@ from almhookd.delivery.lease import Ownership
 from almhookd.delivery.notify import Notifier
 from almhookd.delivery.resolver import check_target
 from almhookd.delivery.sender import Sender
-from almhookd.delivery.worker import Worker
+from almhookd.delivery.worker import CLAIMED_BATCHES, CLAIMED_BATCHES_SHARED, Worker
 from almhookd.domain.backoff import retry_delay
 from almhookd.domain.targets import TargetPolicy
 from almhookd.domain.webhooks import NewWebhook, SigningSecret, Webhook, WebhookChanges
@@ -204,6 +204,9 @@ class Dispatcher:
                 on_lost=self._lost,
                 metrics=self.metrics,
                 lease=hold,
+                claimed_batches=CLAIMED_BATCHES
+                if self.ownership is None
+                else CLAIMED_BATCHES_SHARED,
             )
             self.workers[webhook_id] = worker
             worker.start()

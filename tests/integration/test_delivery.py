@@ -24,7 +24,7 @@ from structlog.testing import capture_logs
 from almhookd.config import DeliveryConfig, Secret, parse_config
 from almhookd.delivery import worker as worker_module
 from almhookd.delivery.sender import Sender
-from almhookd.delivery.worker import CLAIMED_BATCHES, Worker
+from almhookd.delivery.worker import CLAIMED_BATCHES, CLAIMED_BATCHES_SHARED, Worker
 from almhookd.domain.batching import Claim, RequestBatch
 from almhookd.domain.events import parse_ingest
 from almhookd.domain.policy import FIRST_REMINDER_AFTER, Outcome
@@ -733,18 +733,20 @@ async def _drain_counting_sending(worker: Worker, db_path: Path) -> list[tuple[f
     return steps
 
 
+@pytest.mark.parametrize("claimed", [CLAIMED_BATCHES, CLAIMED_BATCHES_SHARED])
 async def test_no_more_than_the_claimed_batches_are_recorded_as_sending_while_draining(
-    one_event_engine: Engine, receiver: Receiver, db_path: Path
+    one_event_engine: Engine, receiver: Receiver, db_path: Path, claimed: int
 ) -> None:
     """What a crash could re-send: the pipeline keeps batches claimed ahead, never more
-    than CLAIMED_BATCHES recorded as sending, acknowledged ones included."""
+    than CLAIMED_BATCHES recorded as sending (CLAIMED_BATCHES_SHARED on PostgreSQL),
+    acknowledged ones included."""
     engine = one_event_engine
     webhook = await engine.webhook(receiver.url)
-    ids = await engine.ingest(2 * CLAIMED_BATCHES + 5)
-    worker = engine.worker(webhook)
+    ids = await engine.ingest(2 * claimed + 5)
+    worker = engine.worker(webhook, claimed_batches=claimed)
     steps = await _drain_counting_sending(worker, db_path)
     assert all(delay == 0 for delay, _ in steps)
-    assert max(sending for _, sending in steps) == CLAIMED_BATCHES
+    assert max(sending for _, sending in steps) == claimed
     assert [r.event_ids[0] for r in receiver.received] == ids
     assert await engine.store.backlog(webhook.id) == 0
 

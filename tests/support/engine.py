@@ -13,7 +13,7 @@ from almhookd.config import Config, parse_config
 from almhookd.delivery.dispatcher import Dispatcher
 from almhookd.delivery.notify import Notifier
 from almhookd.delivery.sender import Sender
-from almhookd.delivery.worker import Worker
+from almhookd.delivery.worker import CLAIMED_BATCHES, Worker
 from almhookd.domain.events import parse_ingest
 from almhookd.domain.webhooks import NewWebhook, Webhook
 from almhookd.storage.sqlite import SqliteStorage
@@ -80,7 +80,9 @@ class Engine:
             await self.dispatcher.refresh(webhook.id)
         return webhook
 
-    def worker(self, webhook: Webhook, *, maintained: bool = False) -> Worker:
+    def worker(
+        self, webhook: Webhook, *, maintained: bool = False, claimed_batches: int | None = None
+    ) -> Worker:
         """A worker driven by hand through ``step()`` (not started), woken by commits.
 
         ``maintained``: the dispatcher also holds it, as it holds the workers it starts,
@@ -97,6 +99,7 @@ class Engine:
             on_disabled=self.dispatcher._disabled if maintained else None,
             jitter=lambda: 0.0,
             metrics=self.dispatcher.metrics if maintained else None,
+            claimed_batches=CLAIMED_BATCHES if claimed_batches is None else claimed_batches,
         )
         self.hand_driven.append(worker)
         if maintained:
