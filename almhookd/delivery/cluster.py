@@ -22,7 +22,7 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 import structlog
@@ -119,26 +119,43 @@ class Cluster:
     async def beat(self) -> None:
         """Renew, learn who lives, and take or hand over leases to match the share."""
         self.beats += 1
-        if not self._store.listening:
-            self._dispatcher.wake_all()  # the fallback while no notice can come
-            with contextlib.suppress(StorageError):
-                await self._listen()
         sent_at = self._monotonic()
+        # The heartbeat first: nothing slower (listening again, a worker's stop) may
+        # hold back the renewals.
         membership = await self._store.heartbeat(
             self.process_id,
             lease_ms=self.policy.lease_ms,
             dead_after_ms=self.policy.dead_after_ms,
         )
         renewed = {lease.webhook_id: lease for lease in membership.held}
+        lost: list[LeaseHold] = []
+        tracked = set()
         for hold in [*self.holds.values(), *(hold for hold, _ in self._handovers.values())]:
+            tracked.add(hold.webhook_id)
             lease = renewed.get(hold.webhook_id)
             if lease is not None and lease.fence == hold.lease.fence:
                 hold.renew(sent_at + (lease.expires_at_ms - membership.now_ms) / 1000)
             elif self.holds.get(hold.webhook_id) is hold:
-                await self._lost(hold)
+                del self.holds[hold.webhook_id]
+                hold.lose()
+                lost.append(hold)
             else:
                 hold.lose()  # being handed over: its request is cut short
         self.live = membership.live
+        for lease in membership.held:
+            if lease.webhook_id not in tracked:
+                # Held in the database but by no worker here (an acquire whose answer
+                # was lost, a release that failed): the heartbeat would renew it for
+                # ever, keeping its next owner out.
+                await self._attempt(self._store.release(self.process_id, lease))
+        for hold in lost:
+            log.warning("cluster.lease_lost", webhook_id=hold.webhook_id, fence=hold.lease.fence)
+            await self._attempt(self._dispatcher.refresh(hold.webhook_id))
+        if not self._store.listening:
+            self._dispatcher.wake_all()  # the fallback while no notice can come
+            await self._attempt(self._listen())
+        else:
+            await self._attempt(self._store.check_listener())
         webhooks = [webhook.id for webhook in await self._store.list_webhooks() if webhook.active]
         mine = share_of(self.process_id, webhooks, self.live)
         for webhook_id, hold in list(self.holds.items()):
@@ -152,16 +169,28 @@ class Cluster:
                 )
         for webhook_id in sorted(mine - self.holds.keys() - self._handovers.keys()):
             sent_at = self._monotonic()
-            lease = await self._store.acquire(
-                self.process_id, webhook_id, lease_ms=self.policy.lease_ms
-            )
+            try:
+                lease = await self._store.acquire(
+                    self.process_id, webhook_id, lease_ms=self.policy.lease_ms
+                )
+            except StorageError as error:  # deleted meanwhile, or the database is down
+                log.warning("cluster.acquire_failed", webhook_id=webhook_id, error=error.message)
+                continue
             if lease is not None:
                 await self._took(lease, expires_at=sent_at + self.policy.lease_ms / 1000)
         for webhook_id in self.holds.keys() - self._dispatcher.workers.keys():
             if webhook_id not in self._handovers:
                 # Its worker stopped (a lease that ran out locally, then renewed after
                 # all): start it again.
-                await self._dispatcher.refresh(webhook_id)
+                await self._attempt(self._dispatcher.refresh(webhook_id))
+
+    async def _attempt(self, step: Awaitable[None]) -> None:
+        """A step of the beat whose failure must not stop the rest of it (logged; the
+        next beat tries again)."""
+        try:
+            await step
+        except StorageError as error:
+            log.error("cluster.step_failed", error=error.message)
 
     async def _took(self, lease: Lease, *, expires_at: float) -> None:
         self.holds[lease.webhook_id] = LeaseHold(
@@ -169,12 +198,6 @@ class Cluster:
         )
         log.info("cluster.lease_taken", webhook_id=lease.webhook_id, fence=lease.fence)
         await self._dispatcher.refresh(lease.webhook_id)
-
-    async def _lost(self, hold: LeaseHold) -> None:
-        del self.holds[hold.webhook_id]
-        hold.lose()
-        log.warning("cluster.lease_lost", webhook_id=hold.webhook_id, fence=hold.lease.fence)
-        await self._dispatcher.refresh(hold.webhook_id)
 
     async def _hand_over(self, hold: LeaseHold) -> None:
         """Stop the worker (its request finishes), then release the lease."""
@@ -199,6 +222,8 @@ class Cluster:
         self._dispatcher.wake_all()
 
     def _heard(self, notice: Notice) -> None:
+        if self._stopping:
+            return
         if notice.kind == "webhook" and notice.webhook_id is not None:
             if notice.webhook_id in self.holds:
                 webhook_id = notice.webhook_id

@@ -119,10 +119,13 @@ class Dispatcher:
 
     async def delete_webhook(self, webhook_id: str) -> bool:
         """Stop the webhook's worker, then delete it with its pending deliveries."""
-        worker = self.workers.pop(webhook_id, None)
-        if worker is not None:
-            await worker.stop(self._config.delivery.read_timeout)
-        deleted = await self._store.delete_webhook(webhook_id)
+        # Aligned like any change: a refresh meanwhile (a notice, a lease taken) would
+        # find the webhook still there and start a second sender to it.
+        async with self._aligning(webhook_id):
+            worker = self.workers.pop(webhook_id, None)
+            if worker is not None:
+                await worker.stop(self._config.delivery.read_timeout)
+            deleted = await self._store.delete_webhook(webhook_id)
         self._shares_changed()
         return deleted
 
@@ -185,8 +188,8 @@ class Dispatcher:
                 del self.workers[webhook_id]
             await worker.stop(self._config.delivery.read_timeout)
             worker = self.workers.get(webhook_id)
-        if webhook is None or not wanted:
-            return
+        if webhook is None or not wanted or self._stopping:
+            return  # stopping: no new worker may start behind the last ones' backs
         if worker is None:
             outbox: Outbox = self._store
             if self.ownership is not None and hold is not None:

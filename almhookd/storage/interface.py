@@ -297,4 +297,9 @@ class SharedStorage(Storage, Protocol):
     @property
     def listening(self) -> bool: ...
 
+    async def check_listener(self) -> None:
+        """Raise ``StorageError`` (and stop listening) unless the listening connection
+        answers at once."""
+        ...
+
     async def cluster_view(self, *, dead_after_ms: int) -> ClusterView: ...

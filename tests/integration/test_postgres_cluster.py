@@ -10,6 +10,7 @@ the tests wait for conditions, bounded, never for a time.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -163,7 +164,7 @@ async def test_a_listening_connection_cut_by_the_server_is_replaced_and_nothing_
         connection = await asyncpg.connect(pg_dsn)
         try:
             listeners = await connection.fetch(
-                "SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN%'"
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'almhookd listener'"
             )
             assert len(listeners) == 2
             for row in listeners:
@@ -178,7 +179,7 @@ async def test_a_listening_connection_cut_by_the_server_is_replaced_and_nothing_
 
             async def listening_again() -> bool:
                 rows = await connection.fetch(
-                    "SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN%'"
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = 'almhookd listener'"
                 )
                 return len(rows) == 2 and not {r["pid"] for r in rows} & {
                     r["pid"] for r in listeners
@@ -188,6 +189,38 @@ async def test_a_listening_connection_cut_by_the_server_is_replaced_and_nothing_
         finally:
             await connection.close()
         assert len(ids) == len(NAMES)
+
+
+async def test_a_lease_held_in_the_database_but_by_no_worker_is_given_back(
+    tmp_path: Path, pg_dsn: str, flights: FlightReceiver
+) -> None:
+    """An acquire whose answer was lost leaves a lease that the heartbeat renews with
+    the process's others, while no worker holds it: the process gives it back and takes
+    it properly, instead of keeping the webhook without delivering to it."""
+    async with running_daemon(_config(tmp_path / "a", pg_dsn)) as a:
+        status, webhook, _ = await a.call(
+            "POST",
+            "/v1/webhooks",
+            {
+                "name": "orphan",
+                "targetUrl": flights.url("orphan"),
+                "events": ["COURSE_ENROLLMENT"],
+                "active": False,
+            },
+        )
+        assert status == 201, webhook
+        process = (await _status(a))["cluster"]["process"]
+        store = await PostgresStorage.open(Secret(pg_dsn), clock=time.time)
+        try:  # the lease taken in a's name, as if a's acquire had lost its answer
+            assert await store.acquire(process, webhook["id"], lease_ms=60_000) is not None
+        finally:
+            await store.close()
+        status, _, _ = await a.call("PATCH", f"/v1/webhooks/{webhook['id']}", {"active": True})
+        assert status == 200
+        await _ingest(a, ["orphan-1"])
+        await eventually(
+            _delivered(flights, "orphan", ["orphan-1"]), timeout=BOUND_SECONDS, what="delivered"
+        )
 
 
 async def test_a_process_that_stops_hands_its_webhooks_over_at_once(

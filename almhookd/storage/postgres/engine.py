@@ -52,6 +52,13 @@ WRITE_PROBE_SECONDS: Final = 1.0
 #: SQLSTATE of a write the server has no disk space for.
 DISK_FULL: Final = "53100"
 
+#: The longest the listening connection may take to connect, and to answer its check
+#: at each beat (both run in the beat, between two renewals).
+LISTEN_CONNECT_SECONDS: Final = 2.0
+LISTEN_CHECK_SECONDS: Final = 1.0
+#: The listening connection's ``application_name``, as ``pg_stat_activity`` shows it.
+LISTENER_NAME: Final = "almhookd listener"
+
 #: Connections per process: ingest, a worker's claim and record, the API's reads.
 POOL_MIN: Final = 2
 POOL_MAX: Final = 10
@@ -241,7 +248,11 @@ class PostgresEngine:
         secret = self._dsn.reveal()
         async with self._call():
             try:
-                listener = await asyncpg.connect(secret)
+                listener = await asyncpg.connect(
+                    secret,
+                    timeout=LISTEN_CONNECT_SECONDS,
+                    server_settings={"application_name": LISTENER_NAME},
+                )
             except Exception as error:
                 raise StorageError(
                     f"{self.where}: cannot connect: {type(error).__name__}: "
@@ -269,6 +280,23 @@ class PostgresEngine:
             previous, self._listener = self._listener, listener
             if previous is not None:
                 previous.terminate()
+
+    async def check_listener(self) -> None:
+        """Raise :class:`StorageError` and drop the listening connection unless it
+        answers within LISTEN_CHECK_SECONDS: a connection cut by the network, not
+        closed, looks alive and hears nothing (asyncpg sets no TCP keepalive)."""
+        if self._listener is None:
+            return
+        listener: asyncpg.Connection = self._listener
+        try:
+            await asyncio.wait_for(listener.execute("SELECT 1"), LISTEN_CHECK_SECONDS)
+        except Exception:  # whatever failed, listening starts again on a new connection
+            if self._listener is listener:
+                self._listener = None
+            listener.terminate()
+            raise StorageError(
+                f"{self.where}: the listening connection did not answer; listening again"
+            ) from None
 
     @property
     def listening(self) -> bool:

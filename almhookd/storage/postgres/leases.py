@@ -66,9 +66,18 @@ class LeaseOps(PostgresEngine):
 
         async def work(connection: asyncpg.Connection) -> Membership:
             now_ms = await connection.fetchval(f"SELECT {SERVER_NOW}")
-            await connection.execute(
+            beat = await connection.execute(
                 "UPDATE processes SET heartbeat_at_ms = $2 WHERE id = $1", process_id, now_ms
             )
+            if beat == "UPDATE 0":
+                # Forgotten after a day unheard (a database down that long): join again,
+                # or the others would never count this process live.
+                await connection.execute(
+                    "INSERT INTO processes (id, host, pid, started_at_ms, heartbeat_at_ms)"
+                    " VALUES ($1, '(joined again)', 0, $2, $2)",
+                    process_id,
+                    now_ms,
+                )
             held = await connection.fetch(
                 "UPDATE webhook_leases SET expires_at_ms = $2 + $3::bigint"
                 " WHERE owner = $1 AND expires_at_ms > $2"
