@@ -23,7 +23,6 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from typing import Final
 
 import structlog
 
@@ -35,9 +34,6 @@ from almhookd.storage.interface import Outbox, SharedStorage
 from almhookd.storage.values import ClusterView, Notice
 
 log = structlog.get_logger("almhookd.cluster")
-
-#: How long a worker handed over may finish its request before the lease is released.
-HANDOVER_GRACE_SECONDS: Final = 10.0
 
 
 class Cluster:
