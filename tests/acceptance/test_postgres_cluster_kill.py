@@ -29,6 +29,7 @@ from tests.support.daemon_process import DaemonProcess
 from tests.support.flight_receiver import FlightReceiver
 from tests.support.net import free_port
 from tests.support.postgres import Cluster
+from tests.support.running import eventually
 from tests.support.tokens import ADMIN_TOKEN, INGEST_TOKEN
 
 NAMES = ("alpha", "bravo", "charlie", "delta", "echo")
@@ -139,6 +140,8 @@ async def test_three_daemons_killed_and_restarted_lose_nothing_and_never_overlap
                 held = {
                     names_by_id[w] for w, owner in cluster["owners"].items() if owner == victim_id
                 }
+                for name in held:
+                    flights.arrived[name].clear()
                 killed_at = time.monotonic()
                 victim.kill()
                 await victim.start_async()
@@ -154,18 +157,21 @@ async def test_three_daemons_killed_and_restarted_lose_nothing_and_never_overlap
             measuring: set[asyncio.Future[float | None]] = set()
             ingesting = asyncio.ensure_future(ingest())
             for number in range(KILLS):
-                deadline = time.monotonic() + BOUND_SECONDS
-                while progress() < (number + 1) / (KILLS + 1) or not await settled():
-                    assert time.monotonic() < deadline, "no progress"
+                share = (number + 1) / (KILLS + 1)
+
+                async def due(share: float = share) -> bool:
                     assert not ingesting.done() or ingesting.exception() is None
-                    await asyncio.sleep(0.05)
+                    return progress() >= share and await settled()
+
+                await eventually(due, timeout=BOUND_SECONDS, what=f"progress to {share:.0%}")
                 await kill(daemons[number % 3])
             await asyncio.wait_for(ingesting, BOUND_SECONDS)
-            deadline = time.monotonic() + BOUND_SECONDS
             wanted = set(acknowledged)
-            while not all(wanted <= set(flights.delivered(name)) for name in NAMES):
-                assert time.monotonic() < deadline, "not every event delivered"
-                await asyncio.sleep(0.1)
+
+            async def all_delivered() -> bool:
+                return all(wanted <= set(flights.delivered(name)) for name in NAMES)
+
+            await eventually(all_delivered, timeout=BOUND_SECONDS, what="every event delivered")
             for measure in measuring:
                 measure.cancel()
                 await asyncio.gather(measure, return_exceptions=True)
@@ -205,14 +211,10 @@ async def test_three_daemons_killed_and_restarted_lose_nothing_and_never_overlap
 
 async def _takeover(flights: FlightReceiver, held: set[str], killed_at: float) -> float | None:
     """Seconds from a kill to the next request to each webhook the killed process held
-    (the longest of them); runs until cancelled if one gets none (nothing left to send)."""
+    (the longest of them); waits until cancelled if one gets none (nothing left to
+    send). The caller cleared those webhooks' arrival events before the kill."""
     if not held:
         return None
-    while True:
-        firsts: dict[str, float] = {}
-        for arrival in list(flights.arrivals):
-            if arrival.name in held and arrival.started_at > killed_at:
-                firsts.setdefault(arrival.name, arrival.started_at)
-        if held <= firsts.keys():
-            return float(max(firsts.values()) - killed_at)
-        await asyncio.sleep(0.05)
+    await asyncio.gather(*(flights.arrived[name].wait() for name in held))
+    firsts = [min(t for t in flights.starts[name] if t > killed_at) for name in held]
+    return max(firsts) - killed_at

@@ -39,8 +39,10 @@ class FlightReceiver:
     #: seconds each request takes to answer: a receiver doing some work, so that two
     #: requests to one webhook would overlap where a fast one might not show it
     work_seconds: float = 0.0
-    #: each arrival per name, for tests that wait for one
+    #: each arrival per name, for tests that wait for one (they clear it first)
     arrived: dict[str, asyncio.Event] = field(default_factory=lambda: defaultdict(asyncio.Event))
+    #: when each request arrived (``time.monotonic()``), per name, answered or not yet
+    starts: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     _runner: web.AppRunner | None = None
 
     def url(self, name: str) -> str:
@@ -55,6 +57,7 @@ class FlightReceiver:
         body = await request.read()
         event_ids = tuple(event["eventId"] for event in json.loads(body)["events"])
         try:
+            self.starts[name].append(started_at)
             self.arrived[name].set()
             hold = self.holds.get(name)
             if hold is not None:

@@ -11,6 +11,7 @@ import pytest
 from almhookd.delivery.lease import LeaseHold
 from almhookd.domain.ownership import Lease, LeasePolicy
 from almhookd.errors import LeaseLost
+from tests.support.running import until
 
 POLICY = LeasePolicy.for_takeover(15)  # lease 12 s, margin 3 s
 LEASE = Lease(webhook_id="wh_1", fence=7, expires_at_ms=0)
@@ -45,7 +46,6 @@ async def test_a_request_within_the_lease_returns_its_answer() -> None:
     hold = LeaseHold(LEASE, expires_at=clock.now + 12.0, policy=POLICY, monotonic=clock)
 
     async def send() -> int:
-        await asyncio.sleep(0)
         return 204
 
     assert await hold.guard(send()) == 204
@@ -88,7 +88,8 @@ async def test_a_request_is_cut_when_the_clock_reaches_the_margin_unless_renewed
     await asyncio.wait_for(started.wait(), 5)
     clock.now += 8.0  # 4 s left: still more than the margin
     hold.renew(clock.now + 12.0)  # renewed: 12 s again
-    await asyncio.sleep(0)
+    # The guard took the renewal in once it has cleared the change it was woken by.
+    await until(lambda: not hold._changed.is_set(), what="the renewal taken in")
     assert not guarded.done()
     answer.set()
     assert await asyncio.wait_for(guarded, 5) == 204
