@@ -16,6 +16,7 @@ from almhookd.config import Secret
 from almhookd.domain.webhooks import NewWebhook
 from almhookd.errors import StorageClosed, StorageError
 from almhookd.storage.postgres import PostgresStorage
+from almhookd.storage.postgres.events import APPEND_SQL
 from almhookd.storage.postgres.migrations import SCHEMA_VERSION
 from tests.support.clock import FakeClock
 from tests.support.events import make_events
@@ -276,7 +277,7 @@ async def test_ingest_waits_for_a_webhook_being_deleted_then_skips_it(postgres_d
             rows = await _sql(
                 postgres_dsn,
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                " AND query LIKE 'INSERT INTO deliveries%'",
+                " AND query LIKE '%almhookd_append%'",
             )
             return bool(rows[0][0])
 
@@ -337,5 +338,38 @@ async def test_concurrent_appends_commit_together_and_each_gets_its_own_result(
         # at most, instead of 51 transactions each waiting for the disk.
         assert engine.commits <= 2
         assert await engine.count_events() == 100
+    finally:
+        await engine.close()
+
+
+async def test_ingest_waits_for_the_disk_and_the_bookkeeping_does_not(postgres_dsn: str) -> None:
+    """The pooled sessions commit without waiting for the disk; an ingest (the append
+    function) and a durable write ask for it in their own transaction."""
+    engine = await _open(postgres_dsn)
+    try:
+
+        async def setting(connection: asyncpg.Connection) -> str:
+            return str(await connection.fetchval("SHOW synchronous_commit"))
+
+        assert await engine._write(setting, durable=False) == "off"
+        assert await engine._write(setting) == "on"
+        events = make_events(1)
+
+        async def appending(connection: asyncpg.Connection) -> str:
+            stored = await connection.fetchval(
+                APPEND_SQL,
+                [events[0].event_id],
+                [events[0].event_name],
+                [events[0].account_id],
+                [events[0].timestamp_ms],
+                [events[0].realtime],
+                [events[0].body],
+                0,
+                "e:p_test",
+            )
+            assert stored == [1]
+            return await setting(connection)
+
+        assert await engine._write(appending, durable=False) == "on"
     finally:
         await engine.close()

@@ -63,6 +63,11 @@ LISTENER_NAME: Final = "almhookd listener"
 POOL_MIN: Final = 2
 POOL_MAX: Final = 10
 
+#: The pooled connections' session: commits do not wait for the disk unless a
+#: transaction asks (``_write``'s ``durable``, the ingest function), which saves the
+#: delivery bookkeeping a ``SET LOCAL`` round trip per transaction.
+SESSION_SETTINGS: Final = {"synchronous_commit": "off", "application_name": "almhookd"}
+
 
 class PostgresEngine:
     """One process's connections to the shared database."""
@@ -127,7 +132,12 @@ class PostgresEngine:
         where = redacted(secret)
         try:
             pool = await asyncpg.create_pool(
-                secret, min_size=min_size, max_size=max_size, command_timeout=60
+                secret,
+                min_size=min_size,
+                max_size=max_size,
+                command_timeout=60,
+                server_settings=SESSION_SETTINGS,
+                reset=_keep_session,
             )
         except Exception as error:
             raise StorageError(
@@ -197,15 +207,16 @@ class PostgresEngine:
         """Run ``work`` in one transaction on a pooled connection.
 
         ``durable`` commits with ``synchronous_commit = on`` (on disk before returning,
-        whatever the server's default); else ``off``: the delivery bookkeeping, as
-        SQLite's ``synchronous=NORMAL`` connection. A server crash may then lose the last
-        few hundred milliseconds of it, which sends those events again (at least once,
-        never lost); waiting for the disk at every acknowledgement made a drain 10 times
-        slower. ``notice`` goes to the other processes if the transaction commits.
+        whatever the server's default); else with the session's ``off``
+        (SESSION_SETTINGS): the delivery bookkeeping, as SQLite's ``synchronous=NORMAL``
+        connection. A server crash may then lose the last few hundred milliseconds of
+        it, which sends those events again (at least once, never lost); waiting for the
+        disk at every acknowledgement made a drain 10 times slower. ``notice`` goes to
+        the other processes if the transaction commits.
         """
-        setting = "on" if durable else "off"
         async with self._connection() as connection, connection.transaction():
-            await connection.execute(f"SET LOCAL synchronous_commit = {setting}")
+            if durable:
+                await connection.execute("SET LOCAL synchronous_commit = on")
             result = await work(connection)
             if notice is not None:
                 await announce(connection, notice)
@@ -334,7 +345,14 @@ class PostgresEngine:
                         )
                     log.info("storage.migrated", database=self.where, schema_version=number)
             finally:
-                await connection.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+                try:
+                    await connection.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+                except BaseException:
+                    # The pool keeps sessions as they are (_keep_session): a lock left
+                    # held would stop every other process's start. Ending the session
+                    # releases it.
+                    connection.terminate()
+                    raise
 
     # --- Health ------------------------------------------------------------------------
 
@@ -401,6 +419,14 @@ class PostgresEngine:
         if holder is not None:
             await holder.close()  # the server releases the lock with the session
         self._closed.set()
+
+
+async def _keep_session(_connection: asyncpg.Connection) -> None:
+    """The pool's reset: none. asyncpg's default (``RESET ALL``, ``UNLISTEN *``, advisory
+    locks released) is a round trip at every release, and nothing here leaves session
+    state behind: settings are ``SET LOCAL``, listening has its own connection, and the
+    one session lock (the migrations') is released or its session ended. An open
+    transaction is still rolled back by the pool before this runs."""
 
 
 class _RollBack(Exception):

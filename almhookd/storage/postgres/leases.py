@@ -17,13 +17,14 @@ import asyncpg
 from almhookd.domain.ownership import Lease
 from almhookd.errors import LeaseLost
 from almhookd.storage.postgres.engine import PostgresEngine
+from almhookd.storage.postgres.migrations import SERVER_NOW_SQL
 from almhookd.storage.values import ClusterView, Membership, ProcessRecord
 
 #: A process not heard from for this long is forgotten (its row deleted).
 FORGET_AFTER_MS: Final = 86_400_000
 
 #: The server's clock in milliseconds since the epoch (not the transaction's start).
-SERVER_NOW: Final = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+SERVER_NOW: Final = SERVER_NOW_SQL
 
 
 async def check_lease(connection: asyncpg.Connection, process_id: str, lease: Lease) -> None:
@@ -38,10 +39,14 @@ async def check_lease(connection: asyncpg.Connection, process_id: str, lease: Le
         lease.fence,
     )
     if held is None:
-        raise LeaseLost(
-            f"webhook {lease.webhook_id}: this process's lease (fence {lease.fence}) "
-            "was lost; another process delivers to it now"
-        )
+        raise lease_lost(lease)
+
+
+def lease_lost(lease: Lease) -> LeaseLost:
+    return LeaseLost(
+        f"webhook {lease.webhook_id}: this process's lease (fence {lease.fence}) "
+        "was lost; another process delivers to it now"
+    )
 
 
 class LeaseOps(PostgresEngine):

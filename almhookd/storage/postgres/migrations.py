@@ -13,8 +13,29 @@ from __future__ import annotations
 
 from typing import Final
 
+from almhookd.storage.postgres.notices import CHANNEL
+
 #: ``pg_advisory_lock`` key of the migrations: "almhookd" in ASCII.
 MIGRATION_LOCK: Final = int.from_bytes(b"almhookd", "big") >> 1
+
+#: ``pg_advisory_xact_lock`` key held by each ingest transaction while it numbers its
+#: events: "ingest" in ASCII (:mod:`almhookd.storage.postgres.events`).
+INGEST_LOCK: Final = int.from_bytes(b"ingest", "big")
+
+#: The server's clock in milliseconds since the epoch (not the transaction's start).
+SERVER_NOW_SQL: Final = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+
+#: Planner settings of the functions of migration 3, for their statements only: a
+#: lookup of a few rows by key must stay an index probe whatever the statistics say.
+#: A table filled since its last ANALYZE (the first minute of a new install, until
+#: autovacuum's next round) is estimated nearly empty, and a plan made then, cached
+#: for the session, scanned the whole table at every call: measured, a delivery's
+#: mark scanning all of its webhook's deliveries and the duplicate check hashing every
+#: stored event, at each call (``bench.delivery``, 2026-12-01).
+INDEX_PROBES: Final = (
+    "SET enable_seqscan = off SET enable_bitmapscan = off"
+    " SET enable_hashjoin = off SET enable_mergejoin = off"
+)
 
 SCHEMA_TABLE: Final = """
 CREATE TABLE IF NOT EXISTS almhookd_schema (
@@ -158,6 +179,138 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     );
     CREATE INDEX webhook_leases_by_owner ON webhook_leases (owner);
     """,
+    # 3: the two hot writes as server-side functions, one round trip each, their
+    # statements planned as index probes (INDEX_PROBES).
+    #
+    # almhookd_append (events.py): a group of appended events, one round trip instead
+    # of nine (each costs the daemon about 45 us of CPU and the server 17 us). Arrays
+    # in, one per column, in call order; out: the 1-based positions of the events
+    # stored (the others were duplicates: of an earlier event, or of one earlier in the
+    # arrays). Statements in a volatile function each take a new snapshot, so the
+    # duplicates and the last seq are read after the lock is taken.
+    #
+    # almhookd_record (outbox.py): a worker's attempts recorded, its acknowledged
+    # deliveries marked by primary-key probes, its schedule stored; false, and
+    # nothing written, when the fence says this process no longer holds the lease.
+    f"""
+    CREATE FUNCTION almhookd_append(
+        given_ids TEXT[], given_names TEXT[], given_accounts BIGINT[],
+        given_timestamps BIGINT[], given_realtime BOOLEAN[], given_bodies TEXT[],
+        given_now_ms BIGINT, given_notice TEXT
+    ) RETURNS INTEGER[] LANGUAGE plpgsql {INDEX_PROBES} AS $$
+    DECLARE
+        first_seq BIGINT;
+        stored INTEGER[];
+    BEGIN
+        -- Acknowledged means on disk, whatever the session's or the server's default.
+        PERFORM set_config('synchronous_commit', 'on', true);
+        -- Held to the commit: seqs become visible in increasing order across processes.
+        PERFORM pg_advisory_xact_lock({INGEST_LOCK});
+        SELECT coalesce(max(seq), 0) + 1 INTO first_seq FROM events;
+        WITH given AS (
+            SELECT * FROM unnest(given_ids, given_names, given_accounts, given_timestamps,
+                given_realtime, given_bodies)
+                WITH ORDINALITY AS g (id, name, account, at_ms, realtime, body, position)
+        ), fresh AS (
+            SELECT DISTINCT ON (g.id) g.* FROM given AS g
+            WHERE NOT EXISTS (SELECT FROM events AS e WHERE e.event_id = g.id)
+            ORDER BY g.id, g.position
+        ), numbered AS (
+            SELECT first_seq - 1 + row_number() OVER (ORDER BY f.position) AS seq, f.*
+            FROM fresh AS f
+        ), inserted AS (
+            INSERT INTO events (seq, event_id, event_name, account_id, timestamp_ms,
+                realtime, ingested_at_ms, body)
+            SELECT n.seq, n.id, n.name, n.account, n.at_ms, n.realtime, given_now_ms, n.body
+            FROM numbered AS n
+        )
+        SELECT array_agg(n.position::INTEGER ORDER BY n.position) INTO stored
+        FROM numbered AS n;
+        IF stored IS NULL THEN
+            RETURN '{{}}';
+        END IF;
+        -- Real-time deliveries are due now; batch ones are held (due NULL) for the
+        -- batch flush. A webhook being deleted now is waited for, then skipped,
+        -- instead of failing the ingest on its foreign key.
+        INSERT INTO deliveries (webhook_id, event_seq, due_at_ms, realtime)
+        SELECT s.webhook_id, e.seq, CASE WHEN e.realtime THEN given_now_ms END, e.realtime
+        FROM events AS e
+        JOIN webhook_events AS s ON s.event_name = e.event_name
+        JOIN webhooks AS w ON w.id = s.webhook_id AND w.status = 'active'
+        WHERE e.seq >= first_seq
+        FOR KEY SHARE OF w;
+        PERFORM pg_notify('{CHANNEL}', given_notice);
+        RETURN stored;
+    END
+    $$;
+
+    CREATE FUNCTION almhookd_record(
+        given_webhook TEXT, given_owner TEXT, given_fence BIGINT, given_now_ms BIGINT,
+        attempt_batches TEXT[], attempt_started BIGINT[], attempt_durations BIGINT[],
+        attempt_counts INTEGER[], attempt_statuses INTEGER[], attempt_errors TEXT[],
+        attempt_bodies TEXT[], attempt_ok BOOLEAN[],
+        -- each attempt's events, in ingest order: its batch's seqs are
+        -- attempt_seqs[attempt_ends[i - 1] + 1 : attempt_ends[i]]
+        attempt_seqs BIGINT[], attempt_ends INTEGER[],
+        schedule_failures INTEGER, schedule_failing_since BIGINT,
+        schedule_next_attempt BIGINT, schedule_last_success BIGINT,
+        schedule_last_error TEXT, schedule_last_reminder BIGINT,
+        given_disable_reason TEXT
+    ) RETURNS BOOLEAN LANGUAGE plpgsql {INDEX_PROBES} AS $$
+    DECLARE
+        seqs BIGINT[];
+    BEGIN
+        IF given_owner IS NOT NULL THEN
+            -- The fence (leases.check_lease): the row stays locked against a takeover
+            -- until this transaction ends.
+            PERFORM FROM webhook_leases WHERE webhook_id = given_webhook
+                AND owner = given_owner AND fence = given_fence
+                AND expires_at_ms > {SERVER_NOW_SQL} FOR SHARE;
+            IF NOT FOUND THEN
+                RETURN false;
+            END IF;
+        END IF;
+        INSERT INTO attempts (webhook_id, batch_id, started_at_ms, duration_ms,
+            event_count, status, error, response_body)
+        SELECT given_webhook, a.* FROM unnest(attempt_batches, attempt_started,
+            attempt_durations, attempt_counts, attempt_statuses, attempt_errors,
+            attempt_bodies) AS a;
+        -- One batch at a time, each statement a probe of a primary key or of one
+        -- webhook's range of seqs: a join of the arrays with the tables could be
+        -- planned the wrong way round (a scan of the table per element).
+        FOR i IN 1 .. coalesce(cardinality(attempt_batches), 0) LOOP
+            UPDATE request_batches SET attempts = attempts + 1,
+                state = CASE WHEN attempt_ok[i] THEN 'delivered' ELSE state END
+            WHERE id = attempt_batches[i];
+            seqs := attempt_seqs[coalesce(attempt_ends[i - 1], 0) + 1 : attempt_ends[i]];
+            IF attempt_ok[i] THEN
+                UPDATE deliveries SET state = 'delivered', delivered_at_ms = given_now_ms,
+                    attempts = attempts + 1, batch_id = attempt_batches[i]
+                WHERE webhook_id = given_webhook
+                    AND event_seq BETWEEN seqs[1] AND seqs[cardinality(seqs)]
+                    AND event_seq = ANY(seqs) AND state = 'pending';
+            ELSE
+                UPDATE deliveries SET attempts = attempts + 1
+                WHERE webhook_id = given_webhook
+                    AND event_seq BETWEEN seqs[1] AND seqs[cardinality(seqs)]
+                    AND event_seq = ANY(seqs) AND state = 'pending';
+            END IF;
+        END LOOP;
+        UPDATE webhooks SET consecutive_failures = schedule_failures,
+            failing_since_ms = schedule_failing_since,
+            next_attempt_at_ms = schedule_next_attempt,
+            last_success_at_ms = schedule_last_success, last_error = schedule_last_error,
+            last_reminder_at_ms = schedule_last_reminder
+        WHERE id = given_webhook;
+        IF given_disable_reason IS NOT NULL THEN
+            UPDATE webhooks SET status = 'disabled', disabled_reason = given_disable_reason,
+                updated_at_ms = given_now_ms
+            WHERE id = given_webhook;
+        END IF;
+        RETURN true;
+    END
+    $$;
+    """,  # noqa: S608 - only this module's constants are formatted in
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

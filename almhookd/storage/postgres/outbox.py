@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, TypeVar
@@ -13,7 +14,7 @@ from almhookd.domain.ownership import Lease
 from almhookd.domain.policy import Schedule
 from almhookd.storage.interface import Outbox
 from almhookd.storage.postgres.engine import PostgresEngine
-from almhookd.storage.postgres.leases import check_lease
+from almhookd.storage.postgres.leases import check_lease, lease_lost
 from almhookd.storage.rows import to_ms
 from almhookd.storage.values import RESPONSE_EXCERPT_CHARS, Attempt
 
@@ -86,6 +87,16 @@ async def claim_due(
 
 #: The lease a worker's steps are fenced by: this process's id and the lease it holds.
 Fence = tuple[str, Lease]
+
+#: A worker's attempts recorded, its acknowledged deliveries marked, its schedule (and
+#: a disable) stored, by the server-side function of migration 3; false, nothing
+#: written, when the fence (owner and fence number, or NULLs: none) does not hold.
+RECORD_SQL: Final = (
+    "SELECT almhookd_record($1::text, $2::text, $3::bigint, $4::bigint, $5::text[],"
+    " $6::bigint[], $7::bigint[], $8::integer[], $9::integer[], $10::text[], $11::text[],"
+    " $12::boolean[], $13::bigint[], $14::integer[], $15::integer, $16::bigint,"
+    " $17::bigint, $18::bigint, $19::text, $20::bigint, $21::text)"
+)
 
 
 class OutboxOps(PostgresEngine):
@@ -172,77 +183,39 @@ class OutboxOps(PostgresEngine):
         webhook's schedule after them; with ``claim_next``, claim the next batches in
         the same transaction."""
         now_ms = self._now_ms()
+        owner, fence_number = (fence[0], fence[1].fence) if fence else (None, None)
+        arguments = (
+            webhook_id,
+            owner,
+            fence_number,
+            now_ms,
+            [a.batch.id for a in attempts],
+            [a.started_at_ms for a in attempts],
+            [a.outcome.duration_ms for a in attempts],
+            [len(a.batch.event_seqs) for a in attempts],
+            [a.outcome.status for a in attempts],
+            [a.outcome.error for a in attempts],
+            [a.outcome.response_body[:RESPONSE_EXCERPT_CHARS] for a in attempts],
+            [a.outcome.ok for a in attempts],
+            [seq for a in attempts for seq in a.batch.event_seqs],
+            list(itertools.accumulate(len(a.batch.event_seqs) for a in attempts)),
+            schedule.consecutive_failures,
+            to_ms(schedule.failing_since),
+            to_ms(schedule.next_attempt_at),
+            to_ms(schedule.last_success_at),
+            schedule.last_error,
+            to_ms(schedule.last_reminder_at),
+            disable_reason,
+        )
 
         async def work(connection: asyncpg.Connection) -> list[RequestBatch]:
-            if attempts:
-                await connection.executemany(
-                    "INSERT INTO attempts (webhook_id, batch_id, started_at_ms, duration_ms,"
-                    " event_count, status, error, response_body)"
-                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                    [
-                        (
-                            webhook_id,
-                            attempt.batch.id,
-                            attempt.started_at_ms,
-                            attempt.outcome.duration_ms,
-                            len(attempt.batch.event_seqs),
-                            attempt.outcome.status,
-                            attempt.outcome.error,
-                            attempt.outcome.response_body[:RESPONSE_EXCERPT_CHARS],
-                        )
-                        for attempt in attempts
-                    ],
-                )
-            delivered = [a.batch for a in attempts if a.outcome.ok]
-            failed = [a.batch for a in attempts if not a.outcome.ok]
-            await connection.execute(
-                "UPDATE request_batches SET attempts = attempts + 1, state = CASE WHEN"
-                " id = ANY($1::text[]) THEN 'delivered' ELSE state END"
-                " WHERE id = ANY($2::text[])",
-                [batch.id for batch in delivered],
-                [attempt.batch.id for attempt in attempts],
-            )
-            if delivered:
-                # One statement per batch through the primary key (``= ANY``): a join
-                # with ``unnest`` was planned from the table statistics, and right after
-                # a burst of ingest they still say the table is nearly empty (a scan of
-                # every delivery for each acknowledged event: 300 ms at 50,000).
-                await connection.executemany(
-                    "UPDATE deliveries SET state = 'delivered', delivered_at_ms = $1,"
-                    " attempts = attempts + 1, batch_id = $2 WHERE webhook_id = $3"
-                    " AND state = 'pending' AND event_seq = ANY($4::bigint[])",
-                    [(now_ms, b.id, webhook_id, list(b.event_seqs)) for b in delivered],
-                )
-            if failed:
-                await connection.execute(
-                    "UPDATE deliveries SET attempts = attempts + 1 WHERE webhook_id = $1"
-                    " AND state = 'pending' AND event_seq = ANY($2::bigint[])",
-                    webhook_id,
-                    [s for b in failed for s in b.event_seqs],
-                )
-            await connection.execute(
-                "UPDATE webhooks SET consecutive_failures = $1, failing_since_ms = $2,"
-                " next_attempt_at_ms = $3, last_success_at_ms = $4, last_error = $5,"
-                " last_reminder_at_ms = $6 WHERE id = $7",
-                schedule.consecutive_failures,
-                to_ms(schedule.failing_since),
-                to_ms(schedule.next_attempt_at),
-                to_ms(schedule.last_success_at),
-                schedule.last_error,
-                to_ms(schedule.last_reminder_at),
-                webhook_id,
-            )
-            if disable_reason is not None:
-                await connection.execute(
-                    "UPDATE webhooks SET status = 'disabled', disabled_reason = $1,"
-                    " updated_at_ms = $2 WHERE id = $3",
-                    disable_reason,
-                    now_ms,
-                    webhook_id,
-                )
+            held = await connection.fetchval(RECORD_SQL, *arguments)
+            if not held and fence is not None:  # only a fenced record is refused
+                raise lease_lost(fence[1])
             return await claim_due(connection, webhook_id, claim_next) if claim_next else []
 
-        return await self._outbox_write(work, fence)
+        # Fenced inside the function, in the same transaction as the claim.
+        return await self._outbox_write(work, None)
 
     async def backlog(self, webhook_id: str) -> int:
         """Deliveries of this webhook not yet delivered nor expired."""

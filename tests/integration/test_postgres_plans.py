@@ -1,0 +1,163 @@
+"""The hot server-side functions (migration 3) stay index probes whatever the plan cache
+holds: a plan made while the tables were small, or never analyzed (a new install, until
+autovacuum's first round), and kept for the session, scanned a whole table at each call
+under ``bench.delivery`` (all of a webhook's deliveries for each acknowledged event).
+Each test reads the table counters of its own transaction (``pg_stat_xact_user_tables``).
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from almhookd.config import Secret
+from almhookd.domain.events import NewEvent
+from almhookd.storage.postgres import PostgresStorage
+from almhookd.storage.postgres.events import APPEND_SQL
+from almhookd.storage.postgres.outbox import RECORD_SQL
+from tests.support.clock import FakeClock
+from tests.support.events import make_events
+
+#: Events stored before the calls: a table this size scanned once per call shows.
+STORED = 6_000
+#: Calls measured.
+CALLS = 12
+#: Events per append, batches per record: as under load.
+PER_CALL = 16
+
+
+async def _planned_small_then_grown(dsn: str) -> asyncpg.Connection:
+    """A connection whose functions were planned while the tables held PER_CALL events
+    (generic plans: as the plan cache may settle on after five calls, as it did under
+    ``bench.delivery``), the tables then grown to STORED events with no ANALYZE
+    (autovacuum kept off them) by another connection."""
+    store = await PostgresStorage.open(Secret(dsn), clock=FakeClock())
+    try:
+        async with store._connection() as connection:
+            await connection.execute(
+                "INSERT INTO webhooks (id, name, target_url, created_at_ms, updated_at_ms)"
+                " VALUES ('wh', 'wh', 'https://example.invalid/', 0, 0);"
+                " INSERT INTO webhook_events VALUES ('COURSE_ENROLLMENT', 'wh');"
+                " ALTER TABLE events SET (autovacuum_enabled = false);"
+                " ALTER TABLE deliveries SET (autovacuum_enabled = false)"
+            )
+        planned = await asyncpg.connect(dsn)
+        await planned.execute("SET plan_cache_mode = force_generic_plan")
+        assert await _append(planned, make_events(PER_CALL)) == list(range(1, PER_CALL + 1))
+        assert await _record(planned, "planned", list(range(1, PER_CALL + 1)), [])
+        for _ in range(STORED // 1_000):
+            result = await store.append(make_events(1_000))
+            assert result.accepted == 1_000
+    finally:
+        await store.close()
+    return planned
+
+
+async def _append(connection: asyncpg.Connection, events: list[NewEvent]) -> list[int]:
+    return list(
+        await connection.fetchval(
+            APPEND_SQL,
+            [event.event_id for event in events],
+            [event.event_name for event in events],
+            [event.account_id for event in events],
+            [event.timestamp_ms for event in events],
+            [event.realtime for event in events],
+            [event.body for event in events],
+            0,
+            "e:p_test",
+        )
+    )
+
+
+async def _record(
+    connection: asyncpg.Connection, name: str, marked: list[int], failed: list[int]
+) -> bool:
+    """Record one acknowledged single-event batch per seq of ``marked`` (as at one event
+    per request), then one failed batch of ``failed``."""
+    ids = [f"msg_{name}_{seq}" for seq in marked] + ([f"msg_{name}_failed"] if failed else [])
+    ok = [True] * len(marked) + ([False] if failed else [])
+    held = await connection.fetchval(
+        RECORD_SQL,
+        "wh",
+        None,
+        None,
+        0,
+        ids,
+        [0] * len(ids),
+        [1] * len(ids),
+        [1] * len(marked) + ([len(failed)] if failed else []),
+        [200 if good else 500 for good in ok],
+        [None] * len(ids),
+        [""] * len(ids),
+        ok,
+        marked + failed,
+        [*range(1, len(marked) + 1)] + ([len(marked) + len(failed)] if failed else []),
+        0,
+        None,
+        None,
+        0,
+        None,
+        None,
+        None,
+    )
+    return bool(held)
+
+
+async def _scanned(connection: asyncpg.Connection, table: str) -> tuple[int, int]:
+    """Rows this transaction read from ``table`` by sequential scans, and by index."""
+    row = await connection.fetchrow(
+        "SELECT coalesce(seq_tup_read, 0), coalesce(idx_tup_fetch, 0)"
+        " FROM pg_stat_xact_user_tables WHERE relname = $1",
+        table,
+    )
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+async def test_an_append_probes_the_event_index_whatever_the_statistics(
+    postgres_dsn: str,
+) -> None:
+    connection = await _planned_small_then_grown(postgres_dsn)
+    try:
+        async with connection.transaction():
+            for _ in range(CALLS):
+                stored = await _append(connection, make_events(PER_CALL))
+                assert stored == list(range(1, PER_CALL + 1))
+            events_read = await _scanned(connection, "events")
+            deliveries_read = await _scanned(connection, "deliveries")
+    finally:
+        await connection.close()
+    # Per event: the duplicate check, and the new event read back for its fan-out;
+    # never the STORED events.
+    assert events_read[0] == 0, events_read
+    assert events_read[1] <= 3 * CALLS * PER_CALL, events_read
+    assert deliveries_read[0] == 0, deliveries_read
+    assert deliveries_read[1] <= CALLS * PER_CALL, deliveries_read
+
+
+async def test_a_record_probes_the_deliveries_by_key_whatever_the_statistics(
+    postgres_dsn: str,
+) -> None:
+    connection = await _planned_small_then_grown(postgres_dsn)
+    seqs = iter(range(PER_CALL + 1, PER_CALL + STORED + 1))
+    try:
+        async with connection.transaction():
+            for call in range(CALLS):
+                marked = [next(seqs) for _ in range(PER_CALL)]
+                failed = [next(seqs) for _ in range(PER_CALL)]
+                assert await _record(connection, str(call), marked, failed)
+            deliveries_read = await _scanned(connection, "deliveries")
+            states = dict(
+                await connection.fetch(
+                    "SELECT state || ':' || attempts, count(*) FROM deliveries GROUP BY 1"
+                )
+            )
+    finally:
+        await connection.close()
+    assert states == {
+        "delivered:1": (CALLS + 1) * PER_CALL,
+        "pending:1": CALLS * PER_CALL,
+        "pending:0": STORED - 2 * CALLS * PER_CALL,
+    }
+    # Each record probes its rows: no scan, nor a range wider than its batches.
+    assert deliveries_read[0] == 0, deliveries_read
+    assert deliveries_read[1] <= 3 * 2 * CALLS * PER_CALL, deliveries_read
