@@ -298,7 +298,7 @@ class Worker:
         if not self._claimed:
             await self._refill()
             if not self._claimed:
-                return None
+                return await self._until_due_later()
         batch = self._claimed[0]
         started_ms = int(self._clock() * 1000)
         send = self._sender.send(webhook, message_id=batch.id, body=batch.body)
@@ -432,6 +432,20 @@ class Worker:
             raise
         self._claimed.extend(claimed)
         self._drained_at = self._recording_wakes if not claimed else None
+
+    async def _until_due_later(self) -> float | None:
+        """Nothing to send now. With processes sharing the database, the seconds until
+        a delivery due later by this process's clock, which a process whose clock is
+        ahead wrote: the worker looks again then, delayed by the clocks' difference
+        instead of stalled until the next wake. ``None``: wait for a wake."""
+        if self.lease is None:
+            return None  # one process, one clock: nothing it wrote is due later
+        now = self._clock()
+        due_ms = await self._store.next_due_ms(self.webhook.id, after_ms=int(now * 1000))
+        if due_ms is None:
+            return None
+        self._drained_at = None  # that look claims again, though nothing woke it
+        return max(due_ms / 1000 - now, 0.0)
 
     async def _refill(self) -> None:
         """Nothing left to send: take what the running record claimed and go on (the next

@@ -94,6 +94,14 @@ class Outbox(Protocol):
         """Deliveries of this webhook neither delivered nor expired (held ones too)."""
         ...
 
+    async def next_due_ms(self, webhook_id: str, *, after_ms: int) -> int | None:
+        """The earliest due time later than ``after_ms`` among this webhook's pending
+        deliveries (held ones have none), or ``None``. A worker whose claim found nothing
+        asks when processes share the database: a delivery written in the clock of a
+        process ahead of its own is due later by its clock, so it looks again then
+        instead of waiting for the next wake."""
+        ...
+
 
 class EventLog(Protocol):
     """The events, as ingest stores them and the API reads them back."""

@@ -673,6 +673,17 @@ class MemoryStorage:
         deliveries = self._deliveries.get(webhook_id, {}).values()
         return sum(1 for d in deliveries if d.state == "pending")
 
+    async def next_due_ms(self, webhook_id: str, *, after_ms: int) -> int | None:
+        await self._enter()
+        return min(
+            (
+                d.due_at_ms
+                for d in self._deliveries.get(webhook_id, {}).values()
+                if d.state == "pending" and d.due_at_ms is not None and d.due_at_ms > after_ms
+            ),
+            default=None,
+        )
+
     # --- Maintenance -------------------------------------------------------------------
 
     async def expire(self, *, retained_since_ms: int) -> list[ExpiredCount]:

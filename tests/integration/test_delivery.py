@@ -23,10 +23,12 @@ from structlog.testing import capture_logs
 
 from almhookd.config import DeliveryConfig, Secret, parse_config
 from almhookd.delivery import worker as worker_module
+from almhookd.delivery.lease import LeaseHold
 from almhookd.delivery.sender import Sender
 from almhookd.delivery.worker import CLAIMED_BATCHES, CLAIMED_BATCHES_SHARED, Worker
 from almhookd.domain.batching import Claim, RequestBatch
 from almhookd.domain.events import parse_ingest
+from almhookd.domain.ownership import Lease, LeasePolicy
 from almhookd.domain.policy import FIRST_REMINDER_AFTER, Outcome
 from almhookd.domain.webhooks import NewWebhook, Webhook, unsaved_webhook
 from almhookd.errors import StorageError
@@ -885,3 +887,41 @@ async def test_expiry_and_pruning_are_left_to_the_leader_when_processes_share_a_
     assert event is not None and event.deliveries[0].state == "pending"
     await engine.dispatcher.refresh(webhook.id)
     assert webhook.id not in engine.dispatcher.workers  # another process delivers to it
+
+
+def _held_lease(webhook: Webhook) -> LeaseHold:
+    """A lease held for the next hour, as a process sharing the database holds one."""
+    return LeaseHold(
+        Lease(webhook_id=webhook.id, fence=1, expires_at_ms=0),
+        expires_at=time.monotonic() + 3600,
+        policy=LeasePolicy.for_takeover(15),
+    )
+
+
+async def test_a_delivery_written_by_a_clock_ahead_is_sent_when_due_not_at_the_next_wake(
+    engine: Engine, receiver: Receiver
+) -> None:
+    """Processes sharing a database: the event was stored by one whose clock is 2 s
+    ahead of this worker's, so by this worker's clock it is due 2 s from now. Its claim
+    finds nothing; it looks again at that time instead of waiting for another event."""
+    webhook = await engine.webhook(receiver.url)
+    behind = FakeClock(engine.clock() - 2.0)
+    worker = engine.worker(webhook, clock=behind, lease=_held_lease(webhook))
+    await engine.ingest(1)
+    assert await worker.step() == pytest.approx(2.0)
+    assert receiver.received == []
+    behind.advance(2.0)  # what the worker's wait for those 2 s lets pass
+    assert await worker.step() == 0.0
+    assert len(receiver.received) == 1
+    assert await worker.step() is None  # nothing due later: it waits to be woken
+
+
+async def test_one_process_waits_to_be_woken_when_nothing_is_due(
+    engine: Engine, receiver: Receiver
+) -> None:
+    """Without a lease (one process, one clock) a claim that finds nothing asks no more."""
+    webhook = await engine.webhook(receiver.url)
+    behind = FakeClock(engine.clock() - 2.0)
+    worker = engine.worker(webhook, clock=behind)
+    await engine.ingest(1)
+    assert await worker.step() is None

@@ -146,6 +146,42 @@ async def test_a_webhook_created_through_a_process_is_taken_at_once_not_at_the_n
         )
 
 
+#: How far ahead the ingesting process's clock runs in the clock-skew test.
+AHEAD_S = 3.0
+
+
+async def test_events_stored_by_a_process_whose_clock_is_ahead_are_sent_when_due(
+    tmp_path: Path, pg_dsn: str, flights: FlightReceiver
+) -> None:
+    """The owner's clock is AHEAD_S behind the ingesting process's, so by its clock the
+    events are due AHEAD_S later and its claim when woken finds nothing. It looks again
+    then; without that it would wait for the next event, and none comes here."""
+    async with running_daemon(_config(tmp_path / "owner", pg_dsn)) as owner:
+        ids = dict(zip(await _create(owner, flights, NAMES), NAMES, strict=True))
+        owner_id = (await _status(owner))["cluster"]["process"]
+        # Each start draws a new process id, so the shares change: until the owner
+        # holds some of the webhooks (all five go to the other with a chance of 1/32).
+        for attempt in range(8):
+            ahead_config = _config(tmp_path / f"ahead-{attempt}", pg_dsn)
+            async with running_daemon(ahead_config, clock=lambda: time.time() + AHEAD_S) as ahead:
+                owners = await _settled(owner, processes=2, webhooks=len(NAMES))
+                held = [ids[w] for w, process in owners.items() if process == owner_id]
+                if not held:
+                    continue
+                sent_at = time.monotonic()
+                await _ingest(ahead, ["from-ahead"])
+
+                await eventually(
+                    _delivered(flights, held, ["from-ahead"]),
+                    timeout=BOUND_SECONDS,
+                    what="delivered when due",
+                )
+                # Not before it was due by the owner's clock.
+                assert time.monotonic() - sent_at >= AHEAD_S - 0.1
+                return
+        pytest.fail("the owner never held a webhook")
+
+
 async def test_a_listening_connection_cut_by_the_server_is_replaced_and_nothing_is_missed(
     tmp_path: Path, pg_dsn: str, flights: FlightReceiver
 ) -> None:
@@ -319,8 +355,11 @@ def _flag(flights: FlightReceiver, name: str) -> Any:
     return arrived
 
 
-def _delivered(flights: FlightReceiver, name: str, sent: list[str]) -> Any:
+def _delivered(flights: FlightReceiver, names: str | list[str], sent: list[str]) -> Any:
+    """Whether ``sent`` arrived first at the webhook (each of the webhooks) ``names``."""
+    every = [names] if isinstance(names, str) else names
+
     async def delivered() -> bool:
-        return flights.delivered(name)[: len(sent)] == sent
+        return all(flights.delivered(name)[: len(sent)] == sent for name in every)
 
     return delivered

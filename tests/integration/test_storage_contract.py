@@ -705,6 +705,32 @@ async def test_replay_since_a_time_within_the_retention(storage: Storage, clock:
     assert batch_ids(late) == [ids(newest), ids(held)]
 
 
+async def test_the_next_due_time_is_the_earliest_pending_one_after_a_time(
+    storage: Storage, clock: FakeClock
+) -> None:
+    webhook = await storage.create_webhook(_new_webhook("next-due"))
+    assert await storage.next_due_ms(webhook.id, after_ms=0) is None  # nothing at all
+    stored_at = now_ms(clock)
+    first, second = make_events(1), make_events(1)
+    await storage.append(first)
+    await storage.append(make_events(1, name="COURSE_ENROLLMENT_BATCH"))  # held: no due time
+    assert await storage.next_due_ms(webhook.id, after_ms=stored_at - 1) == stored_at
+    assert await storage.next_due_ms(webhook.id, after_ms=stored_at) is None
+    replay_at = stored_at + 5_000
+    assert (
+        await storage.replay(
+            webhook.id, event_ids=ids(first), retained_since_ms=0, now_ms=replay_at
+        )
+        == 1
+    )
+    await storage.append(second)
+    assert await storage.next_due_ms(webhook.id, after_ms=stored_at) == replay_at
+    # Delivered ones are no longer due.
+    [batch] = await storage.claim_batches(webhook.id, replace(CLAIM, now_ms=replay_at))
+    await storage.record_attempts(webhook.id, [ok(batch, clock)], schedule=NO_FAILURE)
+    assert await storage.next_due_ms(webhook.id, after_ms=stored_at - 1) is None
+
+
 # --- Outbox: claims, batches being sent, attempts -----------------------------------
 
 
@@ -811,6 +837,50 @@ async def test_a_claim_takes_deliveries_pending_again_below_the_batches_being_se
     claimed = await storage.claim_batches(webhook.id, claim(3))
     assert [list(b.event_ids) for b in claimed] == [ids(held), ids(rest[2:])]
     assert await storage.claim_batches(webhook.id, claim(1)) == []
+
+
+async def test_a_delivery_due_later_than_a_following_one_is_claimed_once_due(
+    storage: Storage, clock: FakeClock
+) -> None:
+    """As when a process whose clock is ahead stored the first event: the second is due
+    first. Claiming it must not leave the first behind."""
+    webhook = await storage.create_webhook(_new_webhook("skewed"))
+    written_at = clock.now
+    clock.advance(5)
+    ahead = make_events(1, prefix="ahead")
+    await storage.append(ahead)
+    clock.now = written_at
+    behind = make_events(1, prefix="behind")
+    await storage.append(behind)
+    first = await storage.claim_batches(webhook.id, replace(CLAIM, now_ms=now_ms(clock)))
+    assert batch_ids(first) == [ids(behind)]
+    clock.advance(5)
+    later = await storage.claim_batches(webhook.id, replace(CLAIM, now_ms=now_ms(clock)))
+    assert batch_ids(later) == [ids(ahead)]
+
+
+async def test_deliveries_due_again_are_claimed_claim_after_claim_past_the_claim_limit(
+    storage: Storage, clock: FakeClock
+) -> None:
+    """More deliveries due again below the last claimed one than one claim reads: each
+    claim goes on where the previous one stopped."""
+    webhook = await storage.create_webhook(_new_webhook("rewound"))
+    events = make_events(6, prefix="again")
+    await storage.append(events)
+    small = replace(CLAIM, now_ms=now_ms(clock), max_events=2, max_batch_events=2)
+    first = await storage.claim_batches(webhook.id, replace(small, batches=3))
+    assert batch_ids(first) == [ids(events[:2]), ids(events[2:4]), ids(events[4:])]
+    await storage.record_attempts(
+        webhook.id, [ok(batch, clock) for batch in first], schedule=NO_FAILURE
+    )
+    assert (
+        await storage.replay(webhook.id, since_ms=0, retained_since_ms=0, now_ms=now_ms(clock)) == 6
+    )
+    again = [
+        batch_ids(await storage.claim_batches(webhook.id, replace(small, batches=1)))
+        for _ in range(4)
+    ]
+    assert again == [[ids(events[:2])], [ids(events[2:4])], [ids(events[4:])], []]
 
 
 async def test_a_claim_stops_once_its_batches_hold_the_byte_budget(storage: Storage) -> None:
@@ -1031,13 +1101,16 @@ async def test_expiry_counts_per_webhook_and_dissolves_batches_being_sent(
         (first.id, 3),  # the held one too
         (second.id, 2),  # the delivered one is not
     ]
-    assert await storage.in_flight_batches(first.id) == []  # dissolved
     assert await states(storage, first.id) == {
         **{event_id: "expired" for event_id in (*ids(old), *ids(old_held))},
         new[0].event_id: "pending",
     }
-    [again] = await storage.claim_batches(first.id, CLAIM)  # the new one, under a new id
+    # The new one, under a new id, though it was claimed before: the dissolved batch
+    # is no longer being sent (claimed before the batches are read back, as by a
+    # worker in another process than the one expiring).
+    [again] = await storage.claim_batches(first.id, CLAIM)
     assert list(again.event_ids) == ids(new) and again.id != mixed.id
+    assert [batch.id for batch in await storage.in_flight_batches(first.id)] == [again.id]
     assert (await storage.backlog(first.id), await storage.held_backlog(first.id)) == (1, 0)
     assert await storage.expire(retained_since_ms=now_ms(clock)) == []
     # An acknowledgement of the dissolved batch leaves the expired deliveries expired.
@@ -1264,6 +1337,7 @@ async def test_every_operation_raises_storage_closed_after_close(
             webhook.id, [ok(batch, clock)], schedule=NO_FAILURE
         ),
         "backlog": lambda: storage.backlog(webhook.id),
+        "next_due_ms": lambda: storage.next_due_ms(webhook.id, after_ms=0),
         "expire": lambda: storage.expire(retained_since_ms=0),
         "prune": lambda: storage.prune(retained_since_ms=0),
         "release_held": lambda: storage.release_held(now_ms=0),

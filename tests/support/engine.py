@@ -11,11 +11,13 @@ from typing import Any
 
 from almhookd.config import Config, parse_config
 from almhookd.delivery.dispatcher import Dispatcher
+from almhookd.delivery.lease import LeaseHold
 from almhookd.delivery.notify import Notifier
 from almhookd.delivery.sender import Sender
 from almhookd.delivery.worker import CLAIMED_BATCHES, Worker
 from almhookd.domain.events import parse_ingest
 from almhookd.domain.webhooks import NewWebhook, Webhook
+from almhookd.protocols import Clock
 from almhookd.storage.sqlite import SqliteStorage
 from almhookd.storage.values import AppendResult
 from tests.support import samples
@@ -81,19 +83,28 @@ class Engine:
         return webhook
 
     def worker(
-        self, webhook: Webhook, *, maintained: bool = False, claimed_batches: int | None = None
+        self,
+        webhook: Webhook,
+        *,
+        maintained: bool = False,
+        claimed_batches: int | None = None,
+        clock: Clock | None = None,
+        lease: LeaseHold | None = None,
     ) -> Worker:
         """A worker driven by hand through ``step()`` (not started), woken by commits.
 
         ``maintained``: the dispatcher also holds it, as it holds the workers it starts,
         so ``maintain_once()`` reminds and disables through it, and a disable is counted.
+        ``clock``: its own (the store keeps the engine's); ``lease``: it sends under one,
+        as when processes share a database.
         """
         worker = Worker(
             webhook,
             store=self.store,
             sender=self.dispatcher._sender,
             notifier=self.notifier,
-            clock=self.clock,
+            clock=clock or self.clock,
+            lease=lease,
             config=self.config,
             expire=self.dispatcher.expire,
             on_disabled=self.dispatcher._disabled if maintained else None,

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 
 from almhookd.config import Config, ListenAddress, parse_config
+from almhookd.protocols import Clock
 from almhookd.service.daemon import serve
 from tests.support.tokens import ADMIN_TOKEN, INGEST_TOKEN
 
@@ -87,10 +88,12 @@ async def eventually(
 
 
 @contextlib.asynccontextmanager
-async def running_daemon(config: Config) -> AsyncIterator[Running]:
+async def running_daemon(config: Config, *, clock: Clock = time.time) -> AsyncIterator[Running]:
     stop = asyncio.Event()
     ready: asyncio.Future[list[ListenAddress]] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(serve(config, shutdown_trigger=stop.wait, on_ready=ready.set_result))
+    task = asyncio.create_task(
+        serve(config, shutdown_trigger=stop.wait, clock=clock, on_ready=ready.set_result)
+    )
     waiting: set[asyncio.Future[Any]] = {task, ready}
     done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     if task in done:

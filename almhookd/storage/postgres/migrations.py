@@ -180,7 +180,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE INDEX webhook_leases_by_owner ON webhook_leases (owner);
     """,
     # 3: the two hot writes as server-side functions, one round trip each, their
-    # statements planned as index probes (INDEX_PROBES).
+    # statements planned as index probes (INDEX_PROBES); the claim cursors.
     #
     # almhookd_append (events.py): a group of appended events, one round trip instead
     # of nine (each costs the daemon about 45 us of CPU and the server 17 us). Arrays
@@ -243,6 +243,19 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         RETURN stored;
     END
     $$;
+
+    -- Each webhook's claim cursor (outbox.py): every delivery above after_seq was never
+    -- claimed, so a claim reads forward from it; deliveries made due again at or below
+    -- it (a replay, the batch flush, a batch dissolved by expiry, a new owner starting)
+    -- set rewound_from, the lowest of them, and the next claim looks from there around
+    -- the batches being sent. Finding them by a scan from the webhook's first delivery
+    -- instead walked every delivery acknowledged since the last vacuum (their entries
+    -- stay in the partial index until then): 64 ms a claim at 500,000 deliveries.
+    CREATE TABLE claim_cursors (
+        webhook_id   TEXT   PRIMARY KEY REFERENCES webhooks (id) ON DELETE CASCADE,
+        after_seq    BIGINT NOT NULL DEFAULT 0,
+        rewound_from BIGINT
+    );
 
     CREATE FUNCTION almhookd_record(
         given_webhook TEXT, given_owner TEXT, given_fence BIGINT, given_now_ms BIGINT,

@@ -15,33 +15,26 @@ from almhookd.domain.policy import Schedule
 from almhookd.storage.interface import Outbox
 from almhookd.storage.postgres.engine import PostgresEngine
 from almhookd.storage.postgres.leases import check_lease, lease_lost
+from almhookd.storage.postgres.queries import REWIND_SQL
 from almhookd.storage.rows import to_ms
 from almhookd.storage.values import RESPONSE_EXCERPT_CHARS, Attempt
 
 T = TypeVar("T")
 
-#: The last event of the batches being sent (0: none), how many events they hold, and
-#: how many pending deliveries are due up to that last one (parameter: the webhook id).
-SENDING_HIGH_WATER_SQL: Final = (
-    "SELECT high, sending, (SELECT count(*) FROM deliveries WHERE webhook_id = $1"
-    " AND state = 'pending' AND due_at_ms IS NOT NULL AND event_seq <= high)"
-    " FROM (SELECT coalesce(max(event_seqs[cardinality(event_seqs)]), 0) AS high,"
-    " coalesce(sum(cardinality(event_seqs)), 0) AS sending FROM request_batches"
-    " WHERE webhook_id = $1 AND state = 'sending') AS b"
-)
-
-#: The next due deliveries after a given event (parameters: webhook id, now, retained
-#: since, after seq, limit).
+#: The next released deliveries after a given event, each with whether it is due yet
+#: (parameters: webhook id, now, retained since, after seq, limit). Those not due yet
+#: are read too, so that the cursor does not move past them.
 CLAIM_SQL: Final = (
-    "SELECT d.event_seq, e.event_id, e.account_id, e.ingested_at_ms, e.body, e.realtime"
+    "SELECT d.event_seq, e.event_id, e.account_id, e.ingested_at_ms, e.body, e.realtime,"
+    " d.due_at_ms <= $2"
     " FROM deliveries AS d JOIN events AS e ON e.seq = d.event_seq"
     " WHERE d.webhook_id = $1 AND d.state = 'pending' AND d.due_at_ms IS NOT NULL"
-    " AND d.due_at_ms <= $2 AND e.ingested_at_ms >= $3 AND d.event_seq > $4"
+    " AND e.ingested_at_ms >= $3 AND d.event_seq > $4"
     " ORDER BY d.event_seq LIMIT $5"
 )
 
-#: The same, skipping those in batches being sent: for when some below the batches
-#: being sent are pending again (a replay, a release, a dissolved batch).
+#: The same, skipping those in batches being sent: for when some below the cursor are
+#: due again (a replay, the flush, a dissolved batch, a new owner).
 CLAIM_AROUND_SENDING_SQL: Final = CLAIM_SQL.replace(
     " ORDER BY",
     " AND d.event_seq NOT IN (SELECT event_seq FROM sending WHERE webhook_id = $1) ORDER BY",
@@ -52,20 +45,30 @@ async def claim_due(
     connection: asyncpg.Connection, webhook_id: str, claim: Claim
 ) -> list[RequestBatch]:
     """Up to ``claim.batches`` batches, in order, packed from one query and recorded as
-    being sent by one statement (the SQLite backend's ``claim_due``, in PostgreSQL)."""
+    being sent by one statement (the SQLite backend's ``claim_due``, in PostgreSQL).
+
+    Where to read comes from the webhook's claim cursor (locked until the transaction
+    ends): forward from the last seq ever claimed, or, after a rewind, from the rewound
+    seq around the batches being sent. The SQLite backend counts the due deliveries
+    below the batches being sent instead; here that count walked every delivery
+    acknowledged since the last vacuum."""
     if claim.batches <= 0:
         return []
-    high_water, sending, ready_below = await connection.fetchrow(SENDING_HIGH_WATER_SQL, webhook_id)
+    cursor = await connection.fetchrow(
+        "SELECT after_seq, rewound_from FROM claim_cursors WHERE webhook_id = $1 FOR UPDATE",
+        webhook_id,
+    )
+    after_seq, rewound_from = (cursor[0], cursor[1]) if cursor else (0, None)
     limit = claim.batches * max(claim.max_events, claim.max_batch_events)
-    if ready_below == sending:
-        rows = await connection.fetch(
-            CLAIM_SQL, webhook_id, claim.now_ms, claim.retained_since_ms, high_water, limit
-        )
+    if rewound_from is None:
+        query, start = CLAIM_SQL, after_seq
     else:
-        rows = await connection.fetch(
-            CLAIM_AROUND_SENDING_SQL, webhook_id, claim.now_ms, claim.retained_since_ms, 0, limit
-        )
-    unread = [tuple(row) for row in rows]
+        query, start = CLAIM_AROUND_SENDING_SQL, min(rewound_from - 1, after_seq)
+    records = await connection.fetch(
+        query, webhook_id, claim.now_ms, claim.retained_since_ms, start, limit
+    )
+    due = [tuple(record)[:6] for record in records if record[6]]
+    unread = list(due)
 
     def fetch(count: int) -> list[tuple[object, ...]]:
         taken = unread[:count]
@@ -81,6 +84,27 @@ async def claim_due(
             "INSERT INTO request_batches (id, webhook_id, created_at_ms, state, event_seqs)"
             " VALUES ($1, $2, $3, 'sending', $4::bigint[])",
             [(batch.id, webhook_id, claim.now_ms, list(batch.event_seqs)) for batch in batches],
+        )
+    moved_to = max(after_seq, batches[-1].event_seqs[-1] if batches else 0)
+    # Below the new cursor, the next claim must look again from the first delivery
+    # left: one not due yet, one read and not packed (packing takes a prefix of the due
+    # ones, in seq order), or after a rewind, past the last row read when the query
+    # was cut at its limit.
+    packed = sum(len(batch.event_seqs) for batch in batches)
+    left = [record[0] for record in records if not record[6]]
+    if packed < len(due):
+        left.append(due[packed][0])
+    if rewound_from is not None and len(records) == limit:
+        left.append(records[-1][0] + 1)
+    still_rewound = min((seq for seq in left if seq <= moved_to), default=None)
+    if (moved_to, still_rewound) != (after_seq, rewound_from):
+        await connection.execute(
+            "INSERT INTO claim_cursors (webhook_id, after_seq, rewound_from)"
+            " VALUES ($1, $2, $3) ON CONFLICT (webhook_id) DO UPDATE"
+            " SET after_seq = excluded.after_seq, rewound_from = excluded.rewound_from",
+            webhook_id,
+            moved_to,
+            still_rewound,
         )
     return batches
 
@@ -129,6 +153,9 @@ class OutboxOps(PostgresEngine):
         again, same ids, before anything new is claimed)."""
 
         async def work(connection: asyncpg.Connection) -> list[RequestBatch]:
+            # A worker starting (a new owner, a restart, a dissolved batch): its first
+            # claim looks at every due delivery once, whatever the cursor says.
+            await connection.execute(REWIND_SQL, webhook_id, 0)
             batches = []
             for batch_id, created_at_ms, attempts, seqs in await connection.fetch(
                 "SELECT id, created_at_ms, attempts, event_seqs FROM request_batches"
@@ -225,6 +252,15 @@ class OutboxOps(PostgresEngine):
         )
         return int(rows[0][0])
 
+    async def next_due_ms(self, webhook_id: str, *, after_ms: int) -> int | None:
+        rows = await self._fetch(
+            "SELECT min(due_at_ms) FROM deliveries WHERE webhook_id = $1"
+            " AND state = 'pending' AND due_at_ms IS NOT NULL AND due_at_ms > $2",
+            webhook_id,
+            after_ms,
+        )
+        return None if rows[0][0] is None else int(rows[0][0])
+
 
 class FencedOutbox:
     """One webhook's :class:`~almhookd.storage.interface.Outbox` for the process holding
@@ -260,3 +296,6 @@ class FencedOutbox:
 
     async def backlog(self, webhook_id: str) -> int:
         return await self._store.backlog(webhook_id)
+
+    async def next_due_ms(self, webhook_id: str, *, after_ms: int) -> int | None:
+        return await self._store.next_due_ms(webhook_id, after_ms=after_ms)

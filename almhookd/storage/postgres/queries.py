@@ -28,3 +28,19 @@ async def written_webhook(connection: asyncpg.Connection, webhook_id: str) -> We
     """The webhook as the transaction that changed it left it (read in it)."""
     row = await connection.fetchrow(SELECT_WEBHOOKS + " WHERE w.id = $1", webhook_id)
     return webhook_from_row(row)
+
+
+#: A rewind of claim cursors (``claim_cursors``, migration 3): deliveries of a webhook
+#: from a seq on were made due again (a replay, the batch flush, a dissolved batch, a
+#: new owner), so its next claim looks from there around the batches being sent. Fed
+#: by a SELECT of (webhook id, seq) rows; the least seq wins.
+REWIND_FROM_SQL: Final = "INSERT INTO claim_cursors AS c (webhook_id, rewound_from)"
+REWIND_CONFLICT_SQL: Final = (
+    " ON CONFLICT (webhook_id) DO UPDATE"
+    " SET rewound_from = least(c.rewound_from, excluded.rewound_from)"
+)
+#: The same for webhook $1 from seq $2 (none if the webhook is gone).
+REWIND_SQL: Final = (
+    f"{REWIND_FROM_SQL} SELECT id, $2::bigint FROM webhooks"  # noqa: S608 - constants
+    f" WHERE id = $1{REWIND_CONFLICT_SQL}"
+)

@@ -7,6 +7,7 @@ from typing import Final
 import asyncpg
 
 from almhookd.storage.postgres.engine import PostgresEngine
+from almhookd.storage.postgres.queries import REWIND_CONFLICT_SQL, REWIND_FROM_SQL
 from almhookd.storage.values import ExpiredCount, Notice
 
 #: Rows one pruning statement deletes, so pruning never holds locks for long.
@@ -50,11 +51,15 @@ class RetentionOps(PostgresEngine):
             ]
             if not counts:
                 return []
+            # The dissolved batches' other events are due again below the cursor.
             await connection.execute(
-                "UPDATE request_batches AS b SET state = 'expired'"
+                "WITH dissolved AS (UPDATE request_batches AS b SET state = 'expired'"  # noqa: S608 - constants
                 " WHERE b.webhook_id = ANY($1::text[]) AND b.state = 'sending' AND EXISTS"
                 " (SELECT 1 FROM unnest(b.event_seqs) AS j (seq) JOIN events AS e"
-                " ON e.seq = j.seq WHERE e.ingested_at_ms < $2)",
+                " ON e.seq = j.seq WHERE e.ingested_at_ms < $2)"
+                " RETURNING b.webhook_id, b.event_seqs[1] AS first)"
+                f" {REWIND_FROM_SQL} SELECT webhook_id, min(first) FROM dissolved"
+                f" GROUP BY webhook_id{REWIND_CONFLICT_SQL}",
                 [count.webhook_id for count in counts],
                 retained_since_ms,
             )
@@ -88,8 +93,12 @@ class RetentionOps(PostgresEngine):
             counts = {
                 row[0]: int(row[1])
                 for row in await connection.fetch(
-                    "WITH released AS (UPDATE deliveries SET due_at_ms = $1"
-                    " WHERE state = 'pending' AND due_at_ms IS NULL RETURNING webhook_id)"
+                    "WITH released AS (UPDATE deliveries SET due_at_ms = $1"  # noqa: S608 - constants
+                    " WHERE state = 'pending' AND due_at_ms IS NULL"
+                    " RETURNING webhook_id, event_seq),"
+                    # Released below the cursors: their claims look again from there.
+                    f" rewound AS ({REWIND_FROM_SQL} SELECT webhook_id, min(event_seq)"
+                    f" FROM released GROUP BY webhook_id{REWIND_CONFLICT_SQL})"
                     " SELECT webhook_id, count(*) FROM released"
                     " GROUP BY webhook_id ORDER BY webhook_id",
                     now_ms,

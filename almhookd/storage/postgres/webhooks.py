@@ -19,7 +19,12 @@ from almhookd.domain.webhooks import (
 )
 from almhookd.errors import WebhookLimitReached
 from almhookd.storage.postgres.engine import PostgresEngine
-from almhookd.storage.postgres.queries import SELECT_WEBHOOKS, written_webhook
+from almhookd.storage.postgres.queries import (
+    REWIND_CONFLICT_SQL,
+    REWIND_FROM_SQL,
+    SELECT_WEBHOOKS,
+    written_webhook,
+)
 from almhookd.storage.rows import (
     attempt_record,
     backlog_counts,
@@ -255,20 +260,24 @@ class WebhookOps(PostgresEngine):
             selection = "e.ingested_at_ms >= $3::bigint"
             parameter = since_ms or 0
         upsert = (
-            "INSERT INTO deliveries (webhook_id, event_seq, state, due_at_ms, realtime)"  # noqa: S608 - fixed SQL
+            "WITH queued AS (INSERT INTO deliveries"  # noqa: S608 - fixed SQL
+            " (webhook_id, event_seq, state, due_at_ms, realtime)"
             " SELECT $1, e.seq, 'pending', $2, e.realtime FROM events AS e"
             f" WHERE {selection} AND e.ingested_at_ms >= $4 AND e.event_name IN"
             " (SELECT event_name FROM webhook_events WHERE webhook_id = $1)"
             " AND e.seq NOT IN (SELECT event_seq FROM sending WHERE webhook_id = $1)"
             " ON CONFLICT (webhook_id, event_seq) DO UPDATE SET state = 'pending',"
-            " due_at_ms = excluded.due_at_ms, batch_id = NULL"
+            " due_at_ms = excluded.due_at_ms, batch_id = NULL RETURNING event_seq),"
+            f" rewound AS ({REWIND_FROM_SQL} SELECT $1, min(event_seq) FROM queued"
+            f" HAVING count(*) > 0 {REWIND_CONFLICT_SQL})"
+            " SELECT count(*) FROM queued"
         )
 
         async def work(connection: asyncpg.Connection) -> int:
-            status = await connection.execute(
+            queued = await connection.fetchval(
                 upsert, webhook_id, now_ms, parameter, retained_since_ms
             )
-            return int(str(status).rsplit(" ", 1)[-1])
+            return int(queued)
 
         return await self._write(work, notice=self._webhook_notice(webhook_id))
 

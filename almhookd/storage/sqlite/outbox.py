@@ -217,3 +217,12 @@ class OutboxOps(SqliteEngine):
             (webhook_id, webhook_id),
         )
         return int(rows[0][0])
+
+    async def next_due_ms(self, webhook_id: str, *, after_ms: int) -> int | None:
+        rows = await self._fetchall(
+            "SELECT min(due_at_ms) FROM deliveries INDEXED BY deliveries_ready"
+            " WHERE webhook_id = ? AND state = 'pending' AND due_at_ms IS NOT NULL"
+            " AND due_at_ms > ?",
+            (webhook_id, after_ms),
+        )
+        return None if rows[0][0] is None else int(rows[0][0])
