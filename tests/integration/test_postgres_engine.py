@@ -13,11 +13,14 @@ import pytest
 from structlog.testing import capture_logs
 
 from almhookd.config import Secret
+from almhookd.domain.batching import Claim
+from almhookd.domain.policy import Outcome, Schedule
 from almhookd.domain.webhooks import NewWebhook
 from almhookd.errors import StorageClosed, StorageError
 from almhookd.storage.postgres import PostgresStorage
 from almhookd.storage.postgres.events import APPEND_SQL
 from almhookd.storage.postgres.migrations import SCHEMA_VERSION
+from almhookd.storage.values import Attempt
 from tests.support.clock import FakeClock
 from tests.support.events import make_events
 from tests.support.net import free_port
@@ -371,5 +374,50 @@ async def test_ingest_waits_for_the_disk_and_the_bookkeeping_does_not(postgres_d
             return await setting(connection)
 
         assert await engine._write(appending, durable=False) == "on"
+    finally:
+        await engine.close()
+
+
+async def test_a_claim_cursor_made_after_batches_were_sent_never_claims_them_again(
+    postgres_dsn: str,
+) -> None:
+    """A database whose batches were claimed before it had claim cursors (an upgrade to
+    schema 3, an install copied by migrate-store): the worker's start rewinds, and no
+    claim after that takes the batches being sent once more."""
+    engine = await _open(postgres_dsn)
+    try:
+        webhook = await engine.create_webhook(
+            NewWebhook(
+                name="upgraded",
+                target_url="https://example.invalid/",
+                events=frozenset({"COURSE_ENROLLMENT"}),
+            )
+        )
+        await engine.append(make_events(2))
+        claim = Claim(
+            now_ms=2_000_000_000_000,
+            retained_since_ms=0,
+            max_events=1,
+            max_batch_events=1,
+            max_bytes=1 << 20,
+            batches=2,
+        )
+        sent = await engine.claim_batches(webhook.id, claim)
+        await _sql(postgres_dsn, "DELETE FROM claim_cursors")  # as before schema 3
+        assert [b.id for b in await engine.in_flight_batches(webhook.id)] == [b.id for b in sent]
+        acknowledged = Attempt(
+            batch=sent[0], outcome=Outcome(ok=True, status=200, duration_ms=1), started_at_ms=0
+        )
+        assert (
+            await engine.record_attempts(
+                webhook.id, [acknowledged], schedule=Schedule(), claim_next=claim
+            )
+            == []
+        )
+        assert await engine.claim_batches(webhook.id, claim) == []  # not the one being sent
+        fresh = make_events(1)
+        await engine.append(fresh)
+        [after] = await engine.claim_batches(webhook.id, claim)
+        assert list(after.event_ids) == [fresh[0].event_id]
     finally:
         await engine.close()

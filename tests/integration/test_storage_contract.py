@@ -1118,6 +1118,46 @@ async def test_expiry_counts_per_webhook_and_dissolves_batches_being_sent(
     assert (await states(storage, first.id))[old[0].event_id] == "expired"
 
 
+async def test_events_stored_after_every_event_was_pruned_are_claimed(
+    storage: Storage, clock: FakeClock
+) -> None:
+    """A quiet spell longer than the retention prunes every event; the next ones must
+    still be claimed, whatever numbering they get."""
+    webhook = await storage.create_webhook(_new_webhook("quiet"))
+    await storage.append(make_events(3))
+    claim = replace(CLAIM, now_ms=now_ms(clock), max_events=1, batches=3)
+    delivered = await storage.claim_batches(webhook.id, claim)
+    await storage.record_attempts(
+        webhook.id, [ok(batch, clock) for batch in delivered], schedule=NO_FAILURE
+    )
+    clock.advance(RETENTION_S + 1)
+    retained_since = now_ms(clock) - RETENTION_S * 1000
+    await storage.expire(retained_since_ms=retained_since)
+    await storage.prune(retained_since_ms=retained_since)
+    assert await storage.count_events() == 0
+    fresh = make_events(2)
+    await storage.append(fresh)
+    again = replace(CLAIM, now_ms=now_ms(clock), retained_since_ms=retained_since)
+    assert batch_ids(await storage.claim_batches(webhook.id, again)) == [ids(fresh)]
+
+
+async def test_a_batch_recorded_twice_in_one_record_counts_one_attempt_and_is_delivered(
+    storage: Storage, clock: FakeClock
+) -> None:
+    """The worker records a failure at once, so a batch appears once per record; should
+    it appear twice, the record counts it once, as one statement per table does."""
+    webhook = await storage.create_webhook(_new_webhook("twice"))
+    await storage.append(make_events(1))
+    [batch] = await storage.claim_batches(webhook.id, replace(CLAIM, now_ms=now_ms(clock)))
+    await storage.record_attempts(
+        webhook.id, [failed(batch, clock), ok(batch, clock)], schedule=NO_FAILURE
+    )
+    [record] = await storage.deliveries(webhook.id, state=None, limit=10, after_seq=0)
+    assert (record["state"], record["attempts"]) == ("delivered", 1)
+    assert len(await storage.attempts(webhook.id)) == 2  # the log keeps both
+    assert await storage.in_flight_batches(webhook.id) == []
+
+
 async def test_pruning_removes_old_events_finished_batches_and_attempts(
     storage: Storage, clock: FakeClock
 ) -> None:

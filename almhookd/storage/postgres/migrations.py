@@ -206,7 +206,11 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         PERFORM set_config('synchronous_commit', 'on', true);
         -- Held to the commit: seqs become visible in increasing order across processes.
         PERFORM pg_advisory_xact_lock({INGEST_LOCK});
-        SELECT coalesce(max(seq), 0) + 1 INTO first_seq FROM events;
+        -- Above every claim cursor too: events pruned to none must not bring seqs
+        -- back below a cursor, where no forward claim would find them.
+        SELECT greatest((SELECT max(seq) FROM events),
+                        (SELECT max(after_seq) FROM claim_cursors), 0) + 1
+        INTO first_seq;
         WITH given AS (
             SELECT * FROM unnest(given_ids, given_names, given_accounts, given_timestamps,
                 given_realtime, given_bodies)
@@ -272,6 +276,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ) RETURNS BOOLEAN LANGUAGE plpgsql {INDEX_PROBES} AS $$
     DECLARE
         seqs BIGINT[];
+        acknowledged TEXT[];
     BEGIN
         IF given_owner IS NOT NULL THEN
             -- The fence (leases.check_lease): the row stays locked against a takeover
@@ -291,12 +296,17 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         -- One batch at a time, each statement a probe of a primary key or of one
         -- webhook's range of seqs: a join of the arrays with the tables could be
         -- planned the wrong way round (a scan of the table per element).
+        -- Each batch once, as the other backends' set-based statements count it: an
+        -- attempt on it, and delivered if any of its attempts was acknowledged.
+        acknowledged := ARRAY(SELECT a.id FROM unnest(attempt_batches, attempt_ok)
+                              AS a (id, ok) WHERE a.ok);
         FOR i IN 1 .. coalesce(cardinality(attempt_batches), 0) LOOP
+            CONTINUE WHEN attempt_batches[i] = ANY(attempt_batches[1 : i - 1]);
             UPDATE request_batches SET attempts = attempts + 1,
-                state = CASE WHEN attempt_ok[i] THEN 'delivered' ELSE state END
+                state = CASE WHEN id = ANY(acknowledged) THEN 'delivered' ELSE state END
             WHERE id = attempt_batches[i];
             seqs := attempt_seqs[coalesce(attempt_ends[i - 1], 0) + 1 : attempt_ends[i]];
-            IF attempt_ok[i] THEN
+            IF attempt_batches[i] = ANY(acknowledged) THEN
                 UPDATE deliveries SET state = 'delivered', delivered_at_ms = given_now_ms,
                     attempts = attempts + 1, batch_id = attempt_batches[i]
                 WHERE webhook_id = given_webhook

@@ -21,6 +21,12 @@ from almhookd.storage.values import RESPONSE_EXCERPT_CHARS, Attempt
 
 T = TypeVar("T")
 
+#: The last event of the batches being sent (0: none).
+SENDING_HIGH_SQL: Final = (
+    "SELECT coalesce(max(event_seqs[cardinality(event_seqs)]), 0) FROM request_batches"
+    " WHERE webhook_id = $1 AND state = 'sending'"
+)
+
 #: The next released deliveries after a given event, each with whether it is due yet
 #: (parameters: webhook id, now, retained since, after seq, limit). Those not due yet
 #: are read too, so that the cursor does not move past them.
@@ -86,6 +92,10 @@ async def claim_due(
             [(batch.id, webhook_id, claim.now_ms, list(batch.event_seqs)) for batch in batches],
         )
     moved_to = max(after_seq, batches[-1].event_seqs[-1] if batches else 0)
+    if rewound_from is not None:
+        # Past the batches being sent too: a cursor made before they were (a new
+        # schema, a copied install) must not lead a forward claim back into them.
+        moved_to = max(moved_to, await connection.fetchval(SENDING_HIGH_SQL, webhook_id))
     # Below the new cursor, the next claim must look again from the first delivery
     # left: one not due yet, one read and not packed (packing takes a prefix of the due
     # ones, in seq order), or after a rewind, past the last row read when the query
@@ -253,9 +263,14 @@ class OutboxOps(PostgresEngine):
         return int(rows[0][0])
 
     async def next_due_ms(self, webhook_id: str, *, after_ms: int) -> int | None:
+        # From the claim cursor on: a delivery not due yet is above it or at its rewind
+        # (claim_due), and what lies below is mostly acknowledged deliveries a vacuum
+        # has not cleaned from the index yet.
         rows = await self._fetch(
-            "SELECT min(due_at_ms) FROM deliveries WHERE webhook_id = $1"
-            " AND state = 'pending' AND due_at_ms IS NOT NULL AND due_at_ms > $2",
+            "SELECT min(d.due_at_ms) FROM deliveries AS d WHERE d.webhook_id = $1"
+            " AND d.state = 'pending' AND d.due_at_ms IS NOT NULL AND d.due_at_ms > $2"
+            " AND d.event_seq > coalesce((SELECT least(c.after_seq, c.rewound_from - 1)"
+            " FROM claim_cursors AS c WHERE c.webhook_id = $1), 0)",
             webhook_id,
             after_ms,
         )

@@ -59,7 +59,7 @@ class RetentionOps(PostgresEngine):
                 " ON e.seq = j.seq WHERE e.ingested_at_ms < $2)"
                 " RETURNING b.webhook_id, b.event_seqs[1] AS first)"
                 f" {REWIND_FROM_SQL} SELECT webhook_id, min(first) FROM dissolved"
-                f" GROUP BY webhook_id{REWIND_CONFLICT_SQL}",
+                f" GROUP BY webhook_id ORDER BY webhook_id{REWIND_CONFLICT_SQL}",
                 [count.webhook_id for count in counts],
                 retained_since_ms,
             )
@@ -97,8 +97,10 @@ class RetentionOps(PostgresEngine):
                     " WHERE state = 'pending' AND due_at_ms IS NULL"
                     " RETURNING webhook_id, event_seq),"
                     # Released below the cursors: their claims look again from there.
+                    # In webhook order, as expiry's rewinds: never a deadlock.
                     f" rewound AS ({REWIND_FROM_SQL} SELECT webhook_id, min(event_seq)"
-                    f" FROM released GROUP BY webhook_id{REWIND_CONFLICT_SQL})"
+                    f" FROM released GROUP BY webhook_id ORDER BY webhook_id"
+                    f"{REWIND_CONFLICT_SQL})"
                     " SELECT webhook_id, count(*) FROM released"
                     " GROUP BY webhook_id ORDER BY webhook_id",
                     now_ms,
