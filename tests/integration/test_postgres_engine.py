@@ -18,7 +18,7 @@ from almhookd.domain.policy import Outcome, Schedule
 from almhookd.domain.webhooks import NewWebhook
 from almhookd.errors import StorageClosed, StorageError
 from almhookd.storage.postgres import PostgresStorage
-from almhookd.storage.postgres.events import APPEND_SQL
+from almhookd.storage.postgres.events import APPEND_SQL, append_arguments
 from almhookd.storage.postgres.migrations import SCHEMA_VERSION
 from almhookd.storage.values import Attempt
 from tests.support.clock import FakeClock
@@ -359,17 +359,8 @@ async def test_ingest_waits_for_the_disk_and_the_bookkeeping_does_not(postgres_d
         events = make_events(1)
 
         async def appending(connection: asyncpg.Connection) -> str:
-            stored = await connection.fetchval(
-                APPEND_SQL,
-                [events[0].event_id],
-                [events[0].event_name],
-                [events[0].account_id],
-                [events[0].timestamp_ms],
-                [events[0].realtime],
-                [events[0].body],
-                0,
-                "e:p_test",
-            )
+            arguments = append_arguments(events, now_ms=0, notice="e:p_test")
+            stored = await connection.fetchval(APPEND_SQL, *arguments)
             assert stored == [1]
             return await setting(connection)
 

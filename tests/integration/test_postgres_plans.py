@@ -12,7 +12,7 @@ import asyncpg
 from almhookd.config import Secret
 from almhookd.domain.events import NewEvent
 from almhookd.storage.postgres import PostgresStorage
-from almhookd.storage.postgres.events import APPEND_SQL
+from almhookd.storage.postgres.events import APPEND_SQL, append_arguments
 from almhookd.storage.postgres.outbox import RECORD_SQL
 from tests.support.clock import FakeClock
 from tests.support.events import make_events
@@ -53,19 +53,8 @@ async def _planned_small_then_grown(dsn: str) -> asyncpg.Connection:
 
 
 async def _append(connection: asyncpg.Connection, events: list[NewEvent]) -> list[int]:
-    return list(
-        await connection.fetchval(
-            APPEND_SQL,
-            [event.event_id for event in events],
-            [event.event_name for event in events],
-            [event.account_id for event in events],
-            [event.timestamp_ms for event in events],
-            [event.realtime for event in events],
-            [event.body for event in events],
-            0,
-            "e:p_test",
-        )
-    )
+    arguments = append_arguments(events, now_ms=0, notice="e:p_test")
+    return list(await connection.fetchval(APPEND_SQL, *arguments))
 
 
 async def _record(

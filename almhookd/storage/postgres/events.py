@@ -39,6 +39,20 @@ APPEND_SQL: Final = (
 )
 
 
+def append_arguments(events: Sequence[NewEvent], *, now_ms: int, notice: str) -> tuple[object, ...]:
+    """APPEND_SQL's parameters: the events' columns, their ingest time, the notice."""
+    return (
+        [e.event_id for e in events],
+        [e.event_name for e in events],
+        [e.account_id for e in events],
+        [e.timestamp_ms for e in events],
+        [e.realtime for e in events],
+        [e.body for e in events],
+        now_ms,
+        notice,
+    )
+
+
 class _Pending(NamedTuple):
     events: Sequence[NewEvent]
     done: asyncio.Future[AppendResult]
@@ -91,16 +105,10 @@ class EventOps(PostgresEngine):
             await self._commit_group(group)
 
     async def _commit_group(self, group: list[_Pending]) -> None:
-        events = [event for pending in group for event in pending.events]
-        arguments = (
-            [e.event_id for e in events],
-            [e.event_name for e in events],
-            [e.account_id for e in events],
-            [e.timestamp_ms for e in events],
-            [e.realtime for e in events],
-            [e.body for e in events],
-            self._now_ms(),
-            payload_of(Notice(kind="events", origin=self.process_id)),
+        arguments = append_arguments(
+            [event for pending in group for event in pending.events],
+            now_ms=self._now_ms(),
+            notice=payload_of(Notice(kind="events", origin=self.process_id)),
         )
         try:
             # Durable: the function commits with synchronous_commit on.
