@@ -356,6 +356,11 @@ async def test_ingest_waits_for_the_disk_and_the_bookkeeping_does_not(postgres_d
 
         assert await engine._write(setting, durable=False) == "off"
         assert await engine._write(setting) == "on"
+
+        async def jit(connection: asyncpg.Connection) -> str:
+            return str(await connection.fetchval("SHOW jit"))
+
+        assert await engine._write(jit) == "off"  # short statements: never compiled
         events = make_events(1)
 
         async def appending(connection: asyncpg.Connection) -> str:

@@ -65,8 +65,14 @@ POOL_MAX: Final = 10
 
 #: The pooled connections' session: commits do not wait for the disk unless a
 #: transaction asks (``_write``'s ``durable``, the ingest function), which saves the
-#: delivery bookkeeping a ``SET LOCAL`` round trip per transaction.
-SESSION_SETTINGS: Final = {"synchronous_commit": "off", "application_name": "almhookd"}
+#: delivery bookkeeping a ``SET LOCAL`` round trip per transaction; and no JIT: the
+#: statements are short, and a plan estimated past ``jit_above_cost`` (a claim on a
+#: large table) would spend 50-100 ms compiling at each call.
+SESSION_SETTINGS: Final = {
+    "synchronous_commit": "off",
+    "jit": "off",
+    "application_name": "almhookd",
+}
 
 
 class PostgresEngine:
