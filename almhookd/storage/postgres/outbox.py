@@ -21,6 +21,16 @@ from almhookd.storage.values import RESPONSE_EXCERPT_CHARS, Attempt
 
 T = TypeVar("T")
 
+#: A webhook's claim cursor, locked until the claim's transaction ends.
+CURSOR_SQL: Final = (
+    "SELECT after_seq, rewound_from FROM claim_cursors WHERE webhook_id = $1 FOR UPDATE"
+)
+#: ... made at its first claim (none if the webhook is gone).
+NEW_CURSOR_SQL: Final = (
+    "INSERT INTO claim_cursors (webhook_id) SELECT id FROM webhooks WHERE id = $1"
+    " ON CONFLICT (webhook_id) DO NOTHING"
+)
+
 #: The last event of the batches being sent (0: none).
 SENDING_HIGH_SQL: Final = (
     "SELECT coalesce(max(event_seqs[cardinality(event_seqs)]), 0) FROM request_batches"
@@ -60,10 +70,12 @@ async def claim_due(
     acknowledged since the last vacuum."""
     if claim.batches <= 0:
         return []
-    cursor = await connection.fetchrow(
-        "SELECT after_seq, rewound_from FROM claim_cursors WHERE webhook_id = $1 FOR UPDATE",
-        webhook_id,
-    )
+    cursor = await connection.fetchrow(CURSOR_SQL, webhook_id)
+    if cursor is None:
+        # A first claim: the row is made, then locked like any other, so a rewind
+        # committed meanwhile is not overwritten by this claim's cursor.
+        await connection.execute(NEW_CURSOR_SQL, webhook_id)
+        cursor = await connection.fetchrow(CURSOR_SQL, webhook_id)
     after_seq, rewound_from = (cursor[0], cursor[1]) if cursor else (0, None)
     limit = claim.batches * max(claim.max_events, claim.max_batch_events)
     if rewound_from is None:
