@@ -21,7 +21,8 @@ from almhookd.domain.policy import Outcome, Schedule
 from almhookd.domain.webhooks import NewWebhook
 from almhookd.errors import LeaseLost
 from almhookd.storage.postgres import Lease, PostgresStorage
-from almhookd.storage.postgres.leases import SERVER_NOW, check_lease
+from almhookd.storage.postgres.leases import check_lease
+from almhookd.storage.postgres.migrations import SERVER_NOW_SQL as SERVER_NOW
 from almhookd.storage.values import Attempt
 from tests.support.clock import FakeClock
 from tests.support.events import make_events

@@ -17,14 +17,11 @@ import asyncpg
 from almhookd.domain.ownership import Lease
 from almhookd.errors import LeaseLost
 from almhookd.storage.postgres.engine import PostgresEngine
-from almhookd.storage.postgres.migrations import SERVER_NOW_SQL
+from almhookd.storage.postgres.migrations import SERVER_NOW_SQL as SERVER_NOW
 from almhookd.storage.values import ClusterView, Membership, ProcessRecord
 
 #: A process not heard from for this long is forgotten (its row deleted).
 FORGET_AFTER_MS: Final = 86_400_000
-
-#: The server's clock in milliseconds since the epoch (not the transaction's start).
-SERVER_NOW: Final = SERVER_NOW_SQL
 
 
 async def check_lease(connection: asyncpg.Connection, process_id: str, lease: Lease) -> None:
@@ -32,13 +29,9 @@ async def check_lease(connection: asyncpg.Connection, process_id: str, lease: Le
     still holds the lease, unexpired, and keep the row locked (``FOR SHARE``) so no
     takeover commits before this transaction does."""
     held = await connection.fetchval(
-        "SELECT 1 FROM webhook_leases WHERE webhook_id = $1 AND owner = $2"  # noqa: S608 - SERVER_NOW is a constant
-        f" AND fence = $3 AND expires_at_ms > {SERVER_NOW} FOR SHARE",
-        lease.webhook_id,
-        process_id,
-        lease.fence,
+        "SELECT almhookd_holds_lease($1, $2, $3)", lease.webhook_id, process_id, lease.fence
     )
-    if held is None:
+    if not held:
         raise lease_lost(lease)
 
 

@@ -264,6 +264,21 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         rewound_from BIGINT
     );
 
+    -- The fence (leases.check_lease, and almhookd_record's first step): whether the
+    -- process still holds the webhook's lease under this fence, unexpired in the
+    -- server's clock; the lease row stays locked against a takeover until the calling
+    -- transaction ends.
+    CREATE FUNCTION almhookd_holds_lease(
+        given_webhook TEXT, given_owner TEXT, given_fence BIGINT
+    ) RETURNS BOOLEAN LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM FROM webhook_leases WHERE webhook_id = given_webhook
+            AND owner = given_owner AND fence = given_fence
+            AND expires_at_ms > {SERVER_NOW_SQL} FOR SHARE;
+        RETURN FOUND;
+    END
+    $$;
+
     CREATE FUNCTION almhookd_record(
         given_webhook TEXT, given_owner TEXT, given_fence BIGINT, given_now_ms BIGINT,
         attempt_batches TEXT[], attempt_started BIGINT[], attempt_durations BIGINT[],
@@ -281,15 +296,9 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         seqs BIGINT[];
         acknowledged TEXT[];
     BEGIN
-        IF given_owner IS NOT NULL THEN
-            -- The fence (leases.check_lease): the row stays locked against a takeover
-            -- until this transaction ends.
-            PERFORM FROM webhook_leases WHERE webhook_id = given_webhook
-                AND owner = given_owner AND fence = given_fence
-                AND expires_at_ms > {SERVER_NOW_SQL} FOR SHARE;
-            IF NOT FOUND THEN
-                RETURN false;
-            END IF;
+        IF given_owner IS NOT NULL
+            AND NOT almhookd_holds_lease(given_webhook, given_owner, given_fence) THEN
+            RETURN false;
         END IF;
         INSERT INTO attempts (webhook_id, batch_id, started_at_ms, duration_ms,
             event_count, status, error, response_body)
