@@ -20,6 +20,7 @@ from almhookd.errors import StorageClosed, StorageError
 from almhookd.storage.postgres import PostgresStorage
 from almhookd.storage.postgres.events import APPEND_SQL, append_arguments
 from almhookd.storage.postgres.migrations import SCHEMA_VERSION
+from almhookd.storage.postgres.queries import REWIND_SQL
 from almhookd.storage.values import Attempt
 from tests.support.clock import FakeClock
 from tests.support.events import make_events
@@ -416,4 +417,59 @@ async def test_a_claim_cursor_made_after_batches_were_sent_never_claims_them_aga
         [after] = await engine.claim_batches(webhook.id, claim)
         assert list(after.event_ids) == [fresh[0].event_id]
     finally:
+        await engine.close()
+
+
+async def test_a_first_claim_keeps_a_rewind_committed_while_it_waited(postgres_dsn: str) -> None:
+    """A webhook's first claim (no cursor row yet) racing a release that rewinds it: the
+    claim waits for the release's row, then reads the rewind. Writing its own cursor
+    over it instead left the released delivery below the cursor, never claimed."""
+    engine = await _open(postgres_dsn)
+    releasing = await asyncpg.connect(postgres_dsn)
+    try:
+        webhook = await engine.create_webhook(
+            NewWebhook(
+                name="raced",
+                target_url="https://example.invalid/",
+                events=frozenset({"COURSE_ENROLLMENT", "COURSE_ENROLLMENT_BATCH"}),
+            )
+        )
+        [held] = make_events(1, name="COURSE_ENROLLMENT_BATCH")  # seq 1, held
+        [due] = make_events(1)  # seq 2, due at once
+        await engine.append([held])
+        await engine.append([due])
+        claim = Claim(
+            now_ms=2_000_000_000_000,
+            retained_since_ms=0,
+            max_events=1,
+            max_batch_events=1,
+            max_bytes=1 << 20,
+            batches=2,
+        )
+        # A release as the batch flush makes one, left uncommitted.
+        transaction = releasing.transaction()
+        await transaction.start()
+        await releasing.execute(
+            "UPDATE deliveries SET due_at_ms = 0 WHERE webhook_id = $1 AND due_at_ms IS NULL",
+            webhook.id,
+        )
+        await releasing.execute(REWIND_SQL, webhook.id, 1)
+        claiming = asyncio.ensure_future(engine.claim_batches(webhook.id, claim))
+
+        async def claim_waits_for_the_release() -> bool:
+            rows = await _sql(
+                postgres_dsn,
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND query LIKE '%claim_cursors%'",
+            )
+            return bool(rows[0][0]) and not claiming.done()
+
+        await eventually(claim_waits_for_the_release, what="the claim waiting on the cursor row")
+        await transaction.commit()
+        first = await asyncio.wait_for(claiming, BOUND_SECONDS)
+        second = await engine.claim_batches(webhook.id, claim)
+        claimed = [event_id for batch in [*first, *second] for event_id in batch.event_ids]
+        assert sorted(claimed) == sorted([held.event_id, due.event_id])
+    finally:
+        await releasing.close()
         await engine.close()
