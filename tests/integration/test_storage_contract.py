@@ -790,6 +790,22 @@ async def test_a_batch_holds_one_account_and_one_kind(
     assert await _claim_all(storage, webhook.id, max_bytes=1 << 20) == expected
 
 
+async def test_released_batch_events_fill_their_batches_past_the_real_time_size(
+    storage: Storage, clock: FakeClock
+) -> None:
+    """Non-real-time events pack up to max_batch_events a request, also when that is
+    more than a claim of real-time batches would read (max_events each)."""
+    webhook = await storage.create_webhook(_new_webhook("bulk"))
+    realtime = make_events(1, prefix="rt")
+    held = make_events(7, prefix="held", name="COURSE_ENROLLMENT_BATCH")
+    await storage.append([*realtime, *held])
+    await storage.release_held(now_ms=now_ms(clock))
+    claim = replace(CLAIM, now_ms=now_ms(clock), max_events=1, max_batch_events=3, batches=3)
+    claimed = await storage.claim_batches(webhook.id, claim)
+    assert batch_ids(claimed) == [ids(realtime), ids(held[0:3]), ids(held[3:6])]
+    assert batch_ids(await storage.claim_batches(webhook.id, claim)) == [ids(held[6:7])]
+
+
 async def test_the_byte_cap_splits_a_batch_and_a_larger_event_goes_alone(storage: Storage) -> None:
     webhook = await storage.create_webhook(
         NewWebhook(

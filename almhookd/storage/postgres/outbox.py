@@ -77,25 +77,34 @@ async def claim_due(
         await connection.execute(NEW_CURSOR_SQL, webhook_id)
         cursor = await connection.fetchrow(CURSOR_SQL, webhook_id)
     after_seq, rewound_from = (cursor[0], cursor[1]) if cursor else (0, None)
-    limit = claim.batches * max(claim.max_events, claim.max_batch_events)
     if rewound_from is None:
         query, start = CLAIM_SQL, after_seq
     else:
         query, start = CLAIM_AROUND_SENDING_SQL, min(rewound_from - 1, after_seq)
-    records = await connection.fetch(
-        query, webhook_id, claim.now_ms, claim.retained_since_ms, start, limit
+    # Enough rows for real-time batches first; more only if released non-real-time
+    # events (packed up to max_batch_events a request) run past them. Reading for the
+    # larger size every time read 45 rows, with their bodies, for each one claimed at
+    # one event per request.
+    limit = claim.batches * claim.max_events
+    records = list(
+        await connection.fetch(
+            query, webhook_id, claim.now_ms, claim.retained_since_ms, start, limit
+        )
     )
     due = [tuple(record)[:6] for record in records if record[6]]
-    unread = list(due)
-
-    def fetch(count: int) -> list[tuple[object, ...]]:
-        taken = unread[:count]
-        del unread[:count]
-        return taken
-
+    packed_events, wanted_more = _packed(due, claim)
+    most = claim.batches * max(claim.max_events, claim.max_batch_events)
+    if wanted_more and len(records) == limit < most:
+        more = await connection.fetch(
+            query, webhook_id, claim.now_ms, claim.retained_since_ms, records[-1][0], most - limit
+        )
+        records += more
+        limit = most
+        due += [tuple(record)[:6] for record in more if record[6]]
+        packed_events, _ = _packed(due, claim)
     batches = [
         request_batch("msg_" + uuid.uuid4().hex, webhook_id, events, created_at_ms=claim.now_ms)
-        for events in pack(fetch, claim)  # type: ignore[arg-type]
+        for events in packed_events
     ]
     if batches:
         await connection.executemany(
@@ -129,6 +138,22 @@ async def claim_due(
             still_rewound,
         )
     return batches
+
+
+def _packed(due: list[tuple[object, ...]], claim: Claim) -> tuple[list[EventColumns], bool]:
+    """The events of the batches packed from these due rows, and whether packing asked
+    for rows beyond them."""
+    unread = list(due)
+    wanted_more = False
+
+    def fetch(count: int) -> list[tuple[object, ...]]:
+        nonlocal wanted_more
+        taken = unread[:count]
+        del unread[:count]
+        wanted_more = wanted_more or len(taken) < count
+        return taken
+
+    return list(pack(fetch, claim)), wanted_more  # type: ignore[arg-type]
 
 
 #: The lease a worker's steps are fenced by: this process's id and the lease it holds.
