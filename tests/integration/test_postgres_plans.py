@@ -1,4 +1,4 @@
-"""The hot server-side functions (migration 3) stay index probes whatever the plan cache
+"""The hot server-side functions (migrations 3 and 4) stay index probes whatever the plan cache
 holds: a plan made while the tables were small, or never analyzed (a new install, until
 autovacuum's first round), and kept for the session, scanned a whole table at each call
 under ``bench.delivery`` (all of a webhook's deliveries for each acknowledged event).
@@ -47,6 +47,13 @@ async def _planned_small_then_grown(dsn: str) -> asyncpg.Connection:
         for _ in range(STORED // 1_000):
             result = await store.append(make_events(1_000))
             assert result.accepted == 1_000
+        async with store._connection() as connection:
+            await connection.execute("ALTER TABLE request_batches SET (autovacuum_enabled = false)")
+            await connection.execute(
+                "INSERT INTO request_batches (id, webhook_id, created_at_ms, event_seqs)"
+                " SELECT 'msg_stored_' || n, 'wh', 0, ARRAY[n] FROM generate_series(1, $1) AS n",
+                STORED,
+            )
     finally:
         await store.close()
     return planned
@@ -128,13 +135,29 @@ async def test_a_record_probes_the_deliveries_by_key_whatever_the_statistics(
 ) -> None:
     connection = await _planned_small_then_grown(postgres_dsn)
     seqs = iter(range(PER_CALL + 1, PER_CALL + STORED + 1))
+    # (acknowledged, failed) seqs of each call
+    calls = [
+        ([next(seqs) for _ in range(PER_CALL)], [next(seqs) for _ in range(PER_CALL)])
+        for _ in range(CALLS)
+    ]
+    await connection.execute(
+        "INSERT INTO request_batches (id, webhook_id, created_at_ms, event_seqs)"
+        " SELECT id, 'wh', 0, '{}' FROM unnest($1::text[]) AS id",
+        [f"msg_{call}_{seq}" for call, (marked, _) in enumerate(calls) for seq in marked]
+        + [f"msg_{call}_failed" for call in range(CALLS)],
+    )
     try:
         async with connection.transaction():
-            for call in range(CALLS):
-                marked = [next(seqs) for _ in range(PER_CALL)]
-                failed = [next(seqs) for _ in range(PER_CALL)]
+            for call, (marked, failed) in enumerate(calls):
                 assert await _record(connection, str(call), marked, failed)
             deliveries_read = await _scanned(connection, "deliveries")
+            batches_read = await _scanned(connection, "request_batches")
+            batch_states = dict(
+                await connection.fetch(
+                    "SELECT state || ':' || attempts, count(*) FROM request_batches"
+                    " WHERE id NOT LIKE 'msg_stored_%' GROUP BY 1"
+                )
+            )
             states = dict(
                 await connection.fetch(
                     "SELECT state || ':' || attempts, count(*) FROM deliveries GROUP BY 1"
@@ -147,9 +170,12 @@ async def test_a_record_probes_the_deliveries_by_key_whatever_the_statistics(
         "pending:1": CALLS * PER_CALL,
         "pending:0": STORED - 2 * CALLS * PER_CALL,
     }
+    assert batch_states == {"delivered:1": CALLS * PER_CALL, "sending:1": CALLS}
     # Each record probes its rows: no scan, nor a range wider than its batches.
     assert deliveries_read[0] == 0, deliveries_read
     assert deliveries_read[1] <= 3 * 2 * CALLS * PER_CALL, deliveries_read
+    assert batches_read[0] == 0, batches_read
+    assert batches_read[1] <= 2 * CALLS * (PER_CALL + 1), batches_read
 
 
 async def test_the_functions_never_compile_their_statements(postgres_dsn: str) -> None:
