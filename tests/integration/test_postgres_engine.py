@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import traceback
+from collections.abc import Coroutine
+from typing import Any
 
 import asyncpg
 import pytest
@@ -21,6 +23,7 @@ from almhookd.storage.postgres import PostgresStorage
 from almhookd.storage.postgres.events import APPEND_SQL, append_arguments
 from almhookd.storage.postgres.migrations import SCHEMA_VERSION
 from almhookd.storage.postgres.queries import REWIND_SQL
+from almhookd.storage.postgres.webhooks import DELETE_WEBHOOK_SQL
 from almhookd.storage.values import Attempt
 from tests.support.clock import FakeClock
 from tests.support.events import make_events
@@ -472,4 +475,129 @@ async def test_a_first_claim_keeps_a_rewind_committed_while_it_waited(postgres_d
         assert sorted(claimed) == sorted([held.event_id, due.event_id])
     finally:
         await releasing.close()
+        await engine.close()
+
+
+@pytest.mark.parametrize("writer", ["record", "claim", "replay"])
+async def test_a_writer_racing_a_webhook_deletion_leaves_none_of_its_rows(
+    postgres_dsn: str, writer: str
+) -> None:
+    """The hot tables have no foreign key to webhooks (migration 4): each writer locks
+    the webhook's row, or a row that cascades from it, so a deletion under way is
+    waited for and what the writer does after it writes nothing."""
+    engine = await _open(postgres_dsn)
+    deleting = await asyncpg.connect(postgres_dsn)
+    try:
+        webhook = await engine.create_webhook(
+            NewWebhook(
+                name="deleted",
+                target_url="https://example.invalid/",
+                events=frozenset({"COURSE_ENROLLMENT"}),
+            )
+        )
+        events = make_events(2)
+        await engine.append(events[:1])
+        claim = Claim(
+            now_ms=2_000_000_000_000,
+            retained_since_ms=0,
+            max_events=1,
+            max_batch_events=1,
+            max_bytes=1 << 20,
+            batches=1,
+        )
+        [sent] = await engine.claim_batches(webhook.id, claim)
+        await engine.append(events[1:])  # one more to claim
+        transaction = deleting.transaction()
+        await transaction.start()
+        for statement in DELETE_WEBHOOK_SQL[:2]:  # the lease and the webhook's row
+            await deleting.execute(statement, webhook.id)
+        acknowledged = Attempt(
+            batch=sent, outcome=Outcome(ok=True, status=200, duration_ms=1), started_at_ms=0
+        )
+        writing: Coroutine[Any, Any, object]
+        if writer == "record":
+            writing = engine.record_attempts(
+                webhook.id, [acknowledged], schedule=Schedule(), claim_next=claim
+            )
+        elif writer == "claim":
+            writing = engine.claim_batches(webhook.id, claim)
+        else:
+            writing = engine.replay(
+                webhook.id,
+                event_ids=[event.event_id for event in events],
+                retained_since_ms=0,
+                now_ms=claim.now_ms,
+            )
+        running = asyncio.ensure_future(writing)
+
+        async def waits_for_the_deletion() -> bool:
+            rows = await _sql(
+                postgres_dsn,
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+            )
+            return bool(rows[0][0]) and not running.done()
+
+        await eventually(waits_for_the_deletion, what=f"the {writer} waiting for the deletion")
+        for statement in DELETE_WEBHOOK_SQL[2:]:
+            await deleting.execute(statement, webhook.id)
+        await transaction.commit()
+        assert not await asyncio.wait_for(running, BOUND_SECONDS)  # nothing claimed, queued
+        for table in ("deliveries", "request_batches", "attempts"):
+            rows = await _sql(
+                postgres_dsn,
+                f"SELECT count(*) FROM {table} WHERE webhook_id = $1",  # noqa: S608 - names
+                webhook.id,
+            )
+            assert (table, rows[0][0]) == (table, 0)
+    finally:
+        await deleting.close()
+        await engine.close()
+
+
+async def test_a_deletion_waits_for_a_fenced_step_under_way_without_a_deadlock(
+    postgres_dsn: str,
+) -> None:
+    """A fenced step holds the lease (FOR SHARE) before it writes the webhook's row; the
+    deletion takes the lease first, so it waits for the step instead of holding the
+    webhook's row the step is about to write."""
+    engine = await _open(postgres_dsn)
+    stepping = await asyncpg.connect(postgres_dsn)
+    try:
+        webhook = await engine.create_webhook(
+            NewWebhook(
+                name="fenced",
+                target_url="https://example.invalid/",
+                events=frozenset({"COURSE_ENROLLMENT"}),
+            )
+        )
+        lease = await engine.acquire("p0", webhook.id, lease_ms=600_000)
+        assert lease is not None
+        transaction = stepping.transaction()
+        await transaction.start()
+        assert await stepping.fetchval(
+            "SELECT almhookd_holds_lease($1, $2, $3)", webhook.id, "p0", lease.fence
+        )
+        deleting = asyncio.ensure_future(engine.delete_webhook(webhook.id))
+
+        async def deletion_waits() -> bool:
+            rows = await _sql(
+                postgres_dsn,
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND query LIKE 'DELETE FROM%'",
+            )
+            return bool(rows[0][0]) and not deleting.done()
+
+        await eventually(deletion_waits, what="the deletion waiting for the fenced step")
+        # The step's next write, as almhookd_record's first: no deadlock.
+        await asyncio.wait_for(
+            stepping.execute(
+                "UPDATE webhooks SET consecutive_failures = 0 WHERE id = $1", webhook.id
+            ),
+            BOUND_SECONDS,
+        )
+        await transaction.commit()
+        assert await asyncio.wait_for(deleting, BOUND_SECONDS)
+        assert await engine.get_webhook(webhook.id) is None
+    finally:
+        await stepping.close()
         await engine.close()

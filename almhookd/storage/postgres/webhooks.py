@@ -38,6 +38,24 @@ from almhookd.storage.values import AttemptRecord, BacklogSummary, DeliveryRecor
 #: ``max_webhooks`` and the insert are one step across processes ("webhooks" in ASCII).
 CREATE_LOCK: Final = int.from_bytes(b"webhooks", "big") >> 1
 
+#: A webhook's row locked against its deletion ($1), for a writer of the hot tables.
+LOCK_WEBHOOK_SQL: Final = "SELECT 1 FROM webhooks WHERE id = $1 FOR KEY SHARE"
+
+#: A webhook deleted ($1), in one transaction: its lease, then its row (with the
+#: tables whose keys cascade from it: subscriptions, secrets, claim cursor), then the
+#: rows of the hot tables, which have no foreign key to it (migration 4). Each
+#: statement reads after the one before waited for the row locks of writers already
+#: under way, so what they wrote is deleted too; writers after it find the webhook
+#: gone. The lease first: a fenced step holds it (FOR SHARE) before it locks the
+#: webhook's row or cursor, and taking them in the other order could deadlock.
+DELETE_WEBHOOK_SQL: Final = (
+    "DELETE FROM webhook_leases WHERE webhook_id = $1",
+    "DELETE FROM webhooks WHERE id = $1",
+    "DELETE FROM deliveries WHERE webhook_id = $1",
+    "DELETE FROM request_batches WHERE webhook_id = $1",
+    "DELETE FROM attempts WHERE webhook_id = $1",
+)
+
 #: A webhook's deliveries as the admin sees them (parameters: webhook id, after seq,
 #: state or NULL, limit), through the ``delivery_states`` rule with the webhook's
 #: events being sent read once.
@@ -155,8 +173,10 @@ class WebhookOps(PostgresEngine):
 
     async def delete_webhook(self, webhook_id: str) -> bool:
         async def work(connection: asyncpg.Connection) -> bool:
-            status = await connection.execute("DELETE FROM webhooks WHERE id = $1", webhook_id)
-            return str(status) != "DELETE 0"
+            statuses = [
+                await connection.execute(statement, webhook_id) for statement in DELETE_WEBHOOK_SQL
+            ]
+            return str(statuses[1]) != "DELETE 0"  # the webhook's row
 
         return await self._write(work, notice=self._webhook_notice(webhook_id))
 
@@ -274,6 +294,10 @@ class WebhookOps(PostgresEngine):
         )
 
         async def work(connection: asyncpg.Connection) -> int:
+            # Its row locked first, as ingest does: a deletion under way is waited for
+            # and leaves nothing to queue, one after this deletes what it queued.
+            if await connection.fetchval(LOCK_WEBHOOK_SQL, webhook_id) is None:
+                return 0
             queued = await connection.fetchval(
                 upsert, webhook_id, now_ms, parameter, retained_since_ms
             )
