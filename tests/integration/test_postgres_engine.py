@@ -22,7 +22,7 @@ from almhookd.errors import StorageClosed, StorageError
 from almhookd.storage.postgres import PostgresStorage
 from almhookd.storage.postgres.events import APPEND_SQL, append_arguments
 from almhookd.storage.postgres.migrations import SCHEMA_VERSION
-from almhookd.storage.postgres.queries import REWIND_SQL
+from almhookd.storage.postgres.queries import REWIND_SQL, SWEEP_LOCK
 from almhookd.storage.postgres.webhooks import DELETE_WEBHOOK_SQL
 from almhookd.storage.values import Attempt
 from tests.support.clock import FakeClock
@@ -482,9 +482,10 @@ async def test_a_first_claim_keeps_a_rewind_committed_while_it_waited(postgres_d
 async def test_a_writer_racing_a_webhook_deletion_leaves_none_of_its_rows(
     postgres_dsn: str, writer: str
 ) -> None:
-    """The hot tables have no foreign key to webhooks (migration 4): each writer locks
-    the webhook's row, or a row that cascades from it, so a deletion under way is
-    waited for and what the writer does after it writes nothing."""
+    """The hot tables have no foreign key to webhooks (migration 4), a trigger deletes
+    their rows with the webhook's: each writer locks the webhook's row, or a row that
+    cascades from it, so a deletion under way is waited for and what the writer does
+    after it writes nothing."""
     engine = await _open(postgres_dsn)
     deleting = await asyncpg.connect(postgres_dsn)
     try:
@@ -509,7 +510,9 @@ async def test_a_writer_racing_a_webhook_deletion_leaves_none_of_its_rows(
         await engine.append(events[1:])  # one more to claim
         transaction = deleting.transaction()
         await transaction.start()
-        for statement in DELETE_WEBHOOK_SQL[:2]:  # the lease and the webhook's row
+        lock, *deletes = DELETE_WEBHOOK_SQL
+        await deleting.execute(lock)
+        for statement in deletes:  # the lease, the webhook's row and by trigger the rest
             await deleting.execute(statement, webhook.id)
         acknowledged = Attempt(
             batch=sent, outcome=Outcome(ok=True, status=200, duration_ms=1), started_at_ms=0
@@ -538,8 +541,6 @@ async def test_a_writer_racing_a_webhook_deletion_leaves_none_of_its_rows(
             return bool(rows[0][0]) and not running.done()
 
         await eventually(waits_for_the_deletion, what=f"the {writer} waiting for the deletion")
-        for statement in DELETE_WEBHOOK_SQL[2:]:
-            await deleting.execute(statement, webhook.id)
         await transaction.commit()
         assert not await asyncio.wait_for(running, BOUND_SECONDS)  # nothing claimed, queued
         for table in ("deliveries", "request_batches", "attempts"):
@@ -600,4 +601,62 @@ async def test_a_deletion_waits_for_a_fenced_step_under_way_without_a_deadlock(
         assert await engine.get_webhook(webhook.id) is None
     finally:
         await stepping.close()
+        await engine.close()
+
+
+async def test_a_deletion_waits_for_a_batch_flush_under_way_without_a_deadlock(
+    postgres_dsn: str,
+) -> None:
+    """The flush locks held deliveries, then their webhooks' claim cursors (its rewind);
+    a deletion locks the cursor (a cascade), then the deliveries (the trigger): the
+    deletion waits for the flush's lock first."""
+    engine = await _open(postgres_dsn)
+    flushing = await asyncpg.connect(postgres_dsn)
+    try:
+        webhook = await engine.create_webhook(
+            NewWebhook(
+                name="flushed",
+                target_url="https://example.invalid/",
+                events=frozenset({"COURSE_ENROLLMENT", "COURSE_ENROLLMENT_BATCH"}),
+            )
+        )
+        await engine.append(make_events(1, name="COURSE_ENROLLMENT_BATCH"))
+        await engine.claim_batches(  # the webhook's cursor row exists
+            webhook.id,
+            Claim(
+                now_ms=2_000_000_000_000,
+                retained_since_ms=0,
+                max_events=1,
+                max_batch_events=1,
+                max_bytes=1 << 20,
+            ),
+        )
+        transaction = flushing.transaction()
+        await transaction.start()
+        await flushing.execute("SELECT pg_advisory_xact_lock($1)", SWEEP_LOCK)
+        await flushing.execute(
+            "UPDATE deliveries SET due_at_ms = 0 WHERE webhook_id = $1 AND due_at_ms IS NULL",
+            webhook.id,
+        )
+        deleting = asyncio.ensure_future(engine.delete_webhook(webhook.id))
+
+        async def deletion_waits() -> bool:
+            rows = await _sql(
+                postgres_dsn,
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND datname = current_database()",
+            )
+            return bool(rows[0][0]) and not deleting.done()
+
+        await eventually(deletion_waits, what="the deletion waiting for the flush")
+        # The flush's rewind, as release_held makes it: no deadlock.
+        await asyncio.wait_for(flushing.execute(REWIND_SQL, webhook.id, 1), BOUND_SECONDS)
+        await transaction.commit()
+        assert await asyncio.wait_for(deleting, BOUND_SECONDS)
+        rows = await _sql(
+            postgres_dsn, "SELECT count(*) FROM deliveries WHERE webhook_id = $1", webhook.id
+        )
+        assert rows[0][0] == 0
+    finally:
+        await flushing.close()
         await engine.close()

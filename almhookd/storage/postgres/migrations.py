@@ -355,16 +355,28 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     # and every record of that webhook locks, so most locks made a multixact. In the
     # steady state at one event per request the checks cost 10 us each, three an
     # event, and the statements around them slowed with them: the server's time per
-    # event went from about 380 to 250-275 us without them (pg_stat_statements). What the
-    # keys' ON DELETE CASCADE did, delete_webhook does (webhooks.py); no row of a
-    # deleted webhook is written after it, as each writer locks the webhook's row or
-    # a row that cascades from it: ingest its row (FOR KEY SHARE), a claim the cursor,
-    # a record its row (its first write), a replay its row. deliveries keep their key
-    # to events: the events' rows are not contended.
+    # event went from about 380 to 250-275 us without them (pg_stat_statements). What
+    # the keys' ON DELETE CASCADE did, a trigger on webhooks does, whoever deletes (an
+    # older almhookd during an upgrade too); no row of a deleted webhook is written
+    # after it, as each writer locks the webhook's row or a row that cascades from it:
+    # ingest its row (FOR KEY SHARE), a claim the cursor, a record its row (its first
+    # write), a replay its row. deliveries keep their key to events: the events' rows
+    # are not contended.
     f"""
     ALTER TABLE deliveries DROP CONSTRAINT deliveries_webhook_id_fkey;
     ALTER TABLE request_batches DROP CONSTRAINT request_batches_webhook_id_fkey;
     ALTER TABLE attempts DROP CONSTRAINT attempts_webhook_id_fkey;
+
+    CREATE FUNCTION almhookd_webhook_deleted() RETURNS TRIGGER LANGUAGE plpgsql AS $$
+    BEGIN
+        DELETE FROM deliveries WHERE webhook_id = OLD.id;
+        DELETE FROM request_batches WHERE webhook_id = OLD.id;
+        DELETE FROM attempts WHERE webhook_id = OLD.id;
+        RETURN NULL;
+    END
+    $$;
+    CREATE TRIGGER webhook_deleted AFTER DELETE ON webhooks
+        FOR EACH ROW EXECUTE FUNCTION almhookd_webhook_deleted();
 
     CREATE OR REPLACE FUNCTION almhookd_record(
         given_webhook TEXT, given_owner TEXT, given_fence BIGINT, given_now_ms BIGINT,

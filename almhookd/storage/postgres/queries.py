@@ -44,3 +44,9 @@ REWIND_SQL: Final = (
     f"{REWIND_FROM_SQL} SELECT id, $2::bigint FROM webhooks"  # noqa: S608 - constants
     f" WHERE id = $1{REWIND_CONFLICT_SQL}"
 )
+
+#: ``pg_advisory_xact_lock`` key of the writes that lock deliveries of many webhooks and
+#: then their claim cursors (the batch flush and expiry: their rewinds), and of a
+#: webhook's deletion, which locks its cursor before its deliveries: one at a time,
+#: never a deadlock ("sweep" in ASCII).
+SWEEP_LOCK: Final = int.from_bytes(b"sweep", "big")

@@ -23,6 +23,7 @@ from almhookd.storage.postgres.queries import (
     REWIND_CONFLICT_SQL,
     REWIND_FROM_SQL,
     SELECT_WEBHOOKS,
+    SWEEP_LOCK,
     written_webhook,
 )
 from almhookd.storage.rows import (
@@ -41,19 +42,17 @@ CREATE_LOCK: Final = int.from_bytes(b"webhooks", "big") >> 1
 #: A webhook's row locked against its deletion ($1), for a writer of the hot tables.
 LOCK_WEBHOOK_SQL: Final = "SELECT 1 FROM webhooks WHERE id = $1 FOR KEY SHARE"
 
-#: A webhook deleted ($1), in one transaction: its lease, then its row (with the
-#: tables whose keys cascade from it: subscriptions, secrets, claim cursor), then the
-#: rows of the hot tables, which have no foreign key to it (migration 4). Each
-#: statement reads after the one before waited for the row locks of writers already
-#: under way, so what they wrote is deleted too; writers after it find the webhook
-#: gone. The lease first: a fenced step holds it (FOR SHARE) before it locks the
-#: webhook's row or cursor, and taking them in the other order could deadlock.
+#: A webhook deleted ($1), in one transaction: after the batch flush or expiry under
+#: way, its lease, then its row, with the tables whose keys cascade from it
+#: (subscriptions, secrets, claim cursor) and the rows of the hot tables, which a
+#: trigger deletes (migration 4). The flush and expiry lock deliveries, then claim
+#: cursors; a deletion the other way round could deadlock with them, hence the lock
+#: they share. The lease before the row: a fenced step holds it (FOR SHARE) before it
+#: writes the webhook's row or its cursor.
 DELETE_WEBHOOK_SQL: Final = (
+    f"SELECT pg_advisory_xact_lock({SWEEP_LOCK})",
     "DELETE FROM webhook_leases WHERE webhook_id = $1",
     "DELETE FROM webhooks WHERE id = $1",
-    "DELETE FROM deliveries WHERE webhook_id = $1",
-    "DELETE FROM request_batches WHERE webhook_id = $1",
-    "DELETE FROM attempts WHERE webhook_id = $1",
 )
 
 #: A webhook's deliveries as the admin sees them (parameters: webhook id, after seq,
@@ -173,10 +172,10 @@ class WebhookOps(PostgresEngine):
 
     async def delete_webhook(self, webhook_id: str) -> bool:
         async def work(connection: asyncpg.Connection) -> bool:
-            statuses = [
-                await connection.execute(statement, webhook_id) for statement in DELETE_WEBHOOK_SQL
-            ]
-            return str(statuses[1]) != "DELETE 0"  # the webhook's row
+            lock, lease, row = DELETE_WEBHOOK_SQL
+            await connection.execute(lock)
+            await connection.execute(lease, webhook_id)
+            return str(await connection.execute(row, webhook_id)) != "DELETE 0"
 
         return await self._write(work, notice=self._webhook_notice(webhook_id))
 
