@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import traceback
 from collections.abc import Coroutine
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
@@ -17,7 +18,7 @@ from structlog.testing import capture_logs
 from almhookd.config import Secret
 from almhookd.domain.batching import Claim
 from almhookd.domain.policy import Outcome, Schedule
-from almhookd.domain.webhooks import NewWebhook
+from almhookd.domain.webhooks import NewWebhook, Webhook
 from almhookd.errors import StorageClosed, StorageError
 from almhookd.storage.postgres import PostgresStorage
 from almhookd.storage.postgres.events import APPEND_SQL, append_arguments
@@ -44,6 +45,38 @@ async def _sql(dsn: str, query: str, *arguments: object) -> list[asyncpg.Record]
         return list(await connection.fetch(query, *arguments))
     finally:
         await connection.close()
+
+
+#: One event a request, at a time past every event the tests store: all of them due.
+CLAIM = Claim(
+    now_ms=2_000_000_000_000,
+    retained_since_ms=0,
+    max_events=1,
+    max_batch_events=1,
+    max_bytes=1 << 20,
+)
+
+
+async def _webhook(engine: PostgresStorage, name: str, *events: str) -> Webhook:
+    return await engine.create_webhook(
+        NewWebhook(
+            name=name,
+            target_url="https://example.invalid/",
+            events=frozenset(events or {"COURSE_ENROLLMENT"}),
+        )
+    )
+
+
+async def _waits_on_a_lock(dsn: str, task: asyncio.Future[Any], query: str = "%") -> bool:
+    """Whether ``task``, not done, is waiting for a row or advisory lock of the test's
+    database, in a statement like ``query``."""
+    rows = await _sql(
+        dsn,
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        " AND datname = current_database() AND query LIKE $1",
+        query,
+    )
+    return bool(rows[0][0]) and not task.done()
 
 
 async def test_processes_starting_together_migrate_once(postgres_dsn: str) -> None:
@@ -386,22 +419,9 @@ async def test_a_claim_cursor_made_after_batches_were_sent_never_claims_them_aga
     claim after that takes the batches being sent once more."""
     engine = await _open(postgres_dsn)
     try:
-        webhook = await engine.create_webhook(
-            NewWebhook(
-                name="upgraded",
-                target_url="https://example.invalid/",
-                events=frozenset({"COURSE_ENROLLMENT"}),
-            )
-        )
+        webhook = await _webhook(engine, "upgraded")
         await engine.append(make_events(2))
-        claim = Claim(
-            now_ms=2_000_000_000_000,
-            retained_since_ms=0,
-            max_events=1,
-            max_batch_events=1,
-            max_bytes=1 << 20,
-            batches=2,
-        )
+        claim = replace(CLAIM, batches=2)
         sent = await engine.claim_batches(webhook.id, claim)
         await _sql(postgres_dsn, "DELETE FROM claim_cursors")  # as before schema 3
         assert [b.id for b in await engine.in_flight_batches(webhook.id)] == [b.id for b in sent]
@@ -430,25 +450,12 @@ async def test_a_first_claim_keeps_a_rewind_committed_while_it_waited(postgres_d
     engine = await _open(postgres_dsn)
     releasing = await asyncpg.connect(postgres_dsn)
     try:
-        webhook = await engine.create_webhook(
-            NewWebhook(
-                name="raced",
-                target_url="https://example.invalid/",
-                events=frozenset({"COURSE_ENROLLMENT", "COURSE_ENROLLMENT_BATCH"}),
-            )
-        )
+        webhook = await _webhook(engine, "raced", "COURSE_ENROLLMENT", "COURSE_ENROLLMENT_BATCH")
         [held] = make_events(1, name="COURSE_ENROLLMENT_BATCH")  # seq 1, held
         [due] = make_events(1)  # seq 2, due at once
         await engine.append([held])
         await engine.append([due])
-        claim = Claim(
-            now_ms=2_000_000_000_000,
-            retained_since_ms=0,
-            max_events=1,
-            max_batch_events=1,
-            max_bytes=1 << 20,
-            batches=2,
-        )
+        claim = replace(CLAIM, batches=2)
         # A release as the batch flush makes one, left uncommitted.
         transaction = releasing.transaction()
         await transaction.start()
@@ -459,15 +466,10 @@ async def test_a_first_claim_keeps_a_rewind_committed_while_it_waited(postgres_d
         await releasing.execute(REWIND_SQL, webhook.id, 1)
         claiming = asyncio.ensure_future(engine.claim_batches(webhook.id, claim))
 
-        async def claim_waits_for_the_release() -> bool:
-            rows = await _sql(
-                postgres_dsn,
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                " AND query LIKE '%claim_cursors%'",
-            )
-            return bool(rows[0][0]) and not claiming.done()
-
-        await eventually(claim_waits_for_the_release, what="the claim waiting on the cursor row")
+        await eventually(
+            lambda: _waits_on_a_lock(postgres_dsn, claiming, "%claim_cursors%"),
+            what="the claim waiting on the cursor row",
+        )
         await transaction.commit()
         first = await asyncio.wait_for(claiming, BOUND_SECONDS)
         second = await engine.claim_batches(webhook.id, claim)
@@ -489,23 +491,10 @@ async def test_a_writer_racing_a_webhook_deletion_leaves_none_of_its_rows(
     engine = await _open(postgres_dsn)
     deleting = await asyncpg.connect(postgres_dsn)
     try:
-        webhook = await engine.create_webhook(
-            NewWebhook(
-                name="deleted",
-                target_url="https://example.invalid/",
-                events=frozenset({"COURSE_ENROLLMENT"}),
-            )
-        )
+        webhook = await _webhook(engine, "deleted")
         events = make_events(2)
         await engine.append(events[:1])
-        claim = Claim(
-            now_ms=2_000_000_000_000,
-            retained_since_ms=0,
-            max_events=1,
-            max_batch_events=1,
-            max_bytes=1 << 20,
-            batches=1,
-        )
+        claim = CLAIM
         [sent] = await engine.claim_batches(webhook.id, claim)
         await engine.append(events[1:])  # one more to claim
         transaction = deleting.transaction()
@@ -533,14 +522,10 @@ async def test_a_writer_racing_a_webhook_deletion_leaves_none_of_its_rows(
             )
         running = asyncio.ensure_future(writing)
 
-        async def waits_for_the_deletion() -> bool:
-            rows = await _sql(
-                postgres_dsn,
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
-            )
-            return bool(rows[0][0]) and not running.done()
-
-        await eventually(waits_for_the_deletion, what=f"the {writer} waiting for the deletion")
+        await eventually(
+            lambda: _waits_on_a_lock(postgres_dsn, running),
+            what=f"the {writer} waiting for the deletion",
+        )
         await transaction.commit()
         assert not await asyncio.wait_for(running, BOUND_SECONDS)  # nothing claimed, queued
         for table in ("deliveries", "request_batches", "attempts"):
@@ -564,13 +549,7 @@ async def test_a_deletion_waits_for_a_fenced_step_under_way_without_a_deadlock(
     engine = await _open(postgres_dsn)
     stepping = await asyncpg.connect(postgres_dsn)
     try:
-        webhook = await engine.create_webhook(
-            NewWebhook(
-                name="fenced",
-                target_url="https://example.invalid/",
-                events=frozenset({"COURSE_ENROLLMENT"}),
-            )
-        )
+        webhook = await _webhook(engine, "fenced")
         lease = await engine.acquire("p0", webhook.id, lease_ms=600_000)
         assert lease is not None
         transaction = stepping.transaction()
@@ -580,15 +559,10 @@ async def test_a_deletion_waits_for_a_fenced_step_under_way_without_a_deadlock(
         )
         deleting = asyncio.ensure_future(engine.delete_webhook(webhook.id))
 
-        async def deletion_waits() -> bool:
-            rows = await _sql(
-                postgres_dsn,
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                " AND query LIKE 'DELETE FROM%'",
-            )
-            return bool(rows[0][0]) and not deleting.done()
-
-        await eventually(deletion_waits, what="the deletion waiting for the fenced step")
+        await eventually(
+            lambda: _waits_on_a_lock(postgres_dsn, deleting, "DELETE FROM%"),
+            what="the deletion waiting for the fenced step",
+        )
         # The step's next write, as almhookd_record's first: no deadlock.
         await asyncio.wait_for(
             stepping.execute(
@@ -613,24 +587,9 @@ async def test_a_deletion_waits_for_a_batch_flush_under_way_without_a_deadlock(
     engine = await _open(postgres_dsn)
     flushing = await asyncpg.connect(postgres_dsn)
     try:
-        webhook = await engine.create_webhook(
-            NewWebhook(
-                name="flushed",
-                target_url="https://example.invalid/",
-                events=frozenset({"COURSE_ENROLLMENT", "COURSE_ENROLLMENT_BATCH"}),
-            )
-        )
+        webhook = await _webhook(engine, "flushed", "COURSE_ENROLLMENT", "COURSE_ENROLLMENT_BATCH")
         await engine.append(make_events(1, name="COURSE_ENROLLMENT_BATCH"))
-        await engine.claim_batches(  # the webhook's cursor row exists
-            webhook.id,
-            Claim(
-                now_ms=2_000_000_000_000,
-                retained_since_ms=0,
-                max_events=1,
-                max_batch_events=1,
-                max_bytes=1 << 20,
-            ),
-        )
+        await engine.claim_batches(webhook.id, CLAIM)  # the webhook's cursor row exists
         transaction = flushing.transaction()
         await transaction.start()
         await flushing.execute("SELECT pg_advisory_xact_lock($1)", SWEEP_LOCK)
@@ -640,15 +599,10 @@ async def test_a_deletion_waits_for_a_batch_flush_under_way_without_a_deadlock(
         )
         deleting = asyncio.ensure_future(engine.delete_webhook(webhook.id))
 
-        async def deletion_waits() -> bool:
-            rows = await _sql(
-                postgres_dsn,
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                " AND datname = current_database()",
-            )
-            return bool(rows[0][0]) and not deleting.done()
-
-        await eventually(deletion_waits, what="the deletion waiting for the flush")
+        await eventually(
+            lambda: _waits_on_a_lock(postgres_dsn, deleting),
+            what="the deletion waiting for the flush",
+        )
         # The flush's rewind, as release_held makes it: no deadlock.
         await asyncio.wait_for(flushing.execute(REWIND_SQL, webhook.id, 1), BOUND_SECONDS)
         await transaction.commit()
