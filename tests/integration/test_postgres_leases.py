@@ -237,6 +237,8 @@ async def test_a_worker_step_after_its_lease_was_taken_over_is_refused_and_chang
     new = await b.acquire("p1", webhook, lease_ms=LONG_MS)
     assert new is not None and new.fence == old.fence + 1
     [batch] = await b.fenced_outbox("p1", new).claim_batches(webhook, claim)
+    with pytest.raises(LeaseLost):  # a claim with the cursor made: checked with its read
+        await outbox.claim_batches(webhook, claim)
     attempt = Attempt(batch=batch, outcome=Outcome(ok=True, status=204), started_at_ms=1)
     with pytest.raises(LeaseLost):
         await outbox.record_attempts(webhook, [attempt], schedule=Schedule())

@@ -21,9 +21,14 @@ from almhookd.storage.values import RESPONSE_EXCERPT_CHARS, Attempt
 
 T = TypeVar("T")
 
-#: A webhook's claim cursor, locked until the claim's transaction ends.
+#: A webhook's claim cursor, locked until the claim's transaction ends, and whether
+#: the process still holds the webhook's lease (parameters: webhook id, process id and
+#: fence, or NULLs: none to check), checked before the cursor is locked, in the same
+#: round trip (``check_lease``).
 CURSOR_SQL: Final = (
-    "SELECT after_seq, rewound_from FROM claim_cursors WHERE webhook_id = $1 FOR UPDATE"
+    "SELECT after_seq, rewound_from,"
+    " $2::text IS NULL OR almhookd_holds_lease($1, $2::text, $3::bigint)"
+    " FROM claim_cursors WHERE webhook_id = $1 FOR UPDATE"
 )
 #: ... made at its first claim (none if the webhook is gone).
 NEW_CURSOR_SQL: Final = (
@@ -56,24 +61,41 @@ CLAIM_AROUND_SENDING_SQL: Final = CLAIM_SQL.replace(
     " AND d.event_seq NOT IN (SELECT event_seq FROM sending WHERE webhook_id = $1) ORDER BY",
 )
 
-#: The claimed batches recorded as being sent, in claim order, in one statement
-#: (parameters: ids, webhook id, now, every batch's seqs one after the other, and the
-#: cumulative count at each batch's end). One INSERT a batch cost the server 37-44 us
-#: each at one event per request.
+#: The webhook's claim cursor moved (parameters: webhook id, after seq, rewound from).
+MOVE_CURSOR_SQL: Final = (
+    "INSERT INTO claim_cursors (webhook_id, after_seq, rewound_from) VALUES ($1, $2, $3)"
+    " ON CONFLICT (webhook_id) DO UPDATE"
+    " SET after_seq = excluded.after_seq, rewound_from = excluded.rewound_from"
+)
+
+#: The claimed batches recorded as being sent, in claim order, and the cursor moved, in
+#: one statement (parameters: webhook id, after seq, rewound from, then ids, now,
+#: every batch's seqs one after the other, and the cumulative count at each batch's
+#: end). One INSERT a batch cost the server 37-44 us each at one event per request.
 BATCHES_SQL: Final = (
-    "INSERT INTO request_batches (id, webhook_id, created_at_ms, state, event_seqs)"
-    " SELECT b.id, $2, $3, 'sending', ($4::bigint[])[coalesce(b.before, 0) + 1 : b.upto]"
+    "WITH batches AS (INSERT INTO request_batches"  # noqa: S608 - a constant
+    " (id, webhook_id, created_at_ms, state, event_seqs)"
+    " SELECT b.id, $1, $5, 'sending', ($6::bigint[])[coalesce(b.before, 0) + 1 : b.upto]"
     " FROM (SELECT id, upto, lag(upto) OVER (ORDER BY position) AS before, position"
-    " FROM unnest($1::text[], $5::integer[]) WITH ORDINALITY AS u (id, upto, position))"
-    " AS b ORDER BY b.position"
+    " FROM unnest($4::text[], $7::integer[]) WITH ORDINALITY AS u (id, upto, position))"
+    f" AS b ORDER BY b.position) {MOVE_CURSOR_SQL}"
 )
 
 
+#: The lease a worker's steps are fenced by: this process's id and the lease it holds.
+Fence = tuple[str, Lease]
+
+
 async def claim_due(
-    connection: asyncpg.Connection, webhook_id: str, claim: Claim
+    connection: asyncpg.Connection,
+    webhook_id: str,
+    claim: Claim,
+    fence: Fence | None = None,
 ) -> list[RequestBatch]:
     """Up to ``claim.batches`` batches, in order, packed from one query and recorded as
-    being sent by one statement (the SQLite backend's ``claim_due``, in PostgreSQL).
+    being sent by one statement (the SQLite backend's ``claim_due``, in PostgreSQL);
+    with a ``fence``, :class:`~almhookd.errors.LeaseLost` unless this process still
+    holds the webhook's lease.
 
     Where to read comes from the webhook's claim cursor (locked until the transaction
     ends): forward from the last seq ever claimed, or, after a rewind, from the rewound
@@ -82,12 +104,20 @@ async def claim_due(
     acknowledged since the last vacuum."""
     if claim.batches <= 0:
         return []
-    cursor = await connection.fetchrow(CURSOR_SQL, webhook_id)
+    owner, fence_number = (fence[0], fence[1].fence) if fence else (None, None)
+    cursor = await connection.fetchrow(CURSOR_SQL, webhook_id, owner, fence_number)
     if cursor is None:
         # A first claim: the row is made, then locked like any other, so a rewind
-        # committed meanwhile is not overwritten by this claim's cursor.
+        # committed meanwhile is not overwritten by this claim's cursor. The lease
+        # first, as every fenced step takes it before the webhook's rows (a deletion
+        # takes them in that order too).
+        if fence is not None:
+            await check_lease(connection, *fence)
         await connection.execute(NEW_CURSOR_SQL, webhook_id)
-        cursor = await connection.fetchrow(CURSOR_SQL, webhook_id)
+        cursor = await connection.fetchrow(CURSOR_SQL, webhook_id, owner, fence_number)
+    if cursor is not None and not cursor[2]:
+        assert fence is not None  # without one the check is true
+        raise lease_lost(fence[1])
     after_seq, rewound_from = (cursor[0], cursor[1]) if cursor else (0, None)
     if rewound_from is None:
         query, start = CLAIM_SQL, after_seq
@@ -118,15 +148,6 @@ async def claim_due(
         request_batch("msg_" + uuid.uuid4().hex, webhook_id, events, created_at_ms=claim.now_ms)
         for events in packed_events
     ]
-    if batches:
-        await connection.execute(
-            BATCHES_SQL,
-            [batch.id for batch in batches],
-            webhook_id,
-            claim.now_ms,
-            [seq for batch in batches for seq in batch.event_seqs],
-            list(itertools.accumulate(len(batch.event_seqs) for batch in batches)),
-        )
     moved_to = max(after_seq, batches[-1].event_seqs[-1] if batches else 0)
     if rewound_from is not None:
         # Past the batches being sent too: a cursor made before they were (a new
@@ -143,15 +164,19 @@ async def claim_due(
     if rewound_from is not None and len(records) == limit:
         left.append(records[-1][0] + 1)
     still_rewound = min((seq for seq in left if seq <= moved_to), default=None)
-    if (moved_to, still_rewound) != (after_seq, rewound_from):
+    if batches:
         await connection.execute(
-            "INSERT INTO claim_cursors (webhook_id, after_seq, rewound_from)"
-            " VALUES ($1, $2, $3) ON CONFLICT (webhook_id) DO UPDATE"
-            " SET after_seq = excluded.after_seq, rewound_from = excluded.rewound_from",
+            BATCHES_SQL,
             webhook_id,
             moved_to,
             still_rewound,
+            [batch.id for batch in batches],
+            claim.now_ms,
+            [seq for batch in batches for seq in batch.event_seqs],
+            list(itertools.accumulate(len(batch.event_seqs) for batch in batches)),
         )
+    elif (moved_to, still_rewound) != (after_seq, rewound_from):
+        await connection.execute(MOVE_CURSOR_SQL, webhook_id, moved_to, still_rewound)
     return batches
 
 
@@ -170,9 +195,6 @@ def _packed(due: list[tuple[object, ...]], claim: Claim) -> tuple[list[EventColu
 
     return list(pack(fetch, claim)), wanted_more  # type: ignore[arg-type]
 
-
-#: The lease a worker's steps are fenced by: this process's id and the lease it holds.
-Fence = tuple[str, Lease]
 
 #: A worker's attempts recorded, its acknowledged deliveries marked, its schedule (and
 #: a disable) stored, by the server-side function of migrations 3 and 4; false, nothing
@@ -254,9 +276,9 @@ class OutboxOps(PostgresEngine):
         self, webhook_id: str, claim: Claim, *, fence: Fence | None = None
     ) -> list[RequestBatch]:
         async def work(connection: asyncpg.Connection) -> list[RequestBatch]:
-            return await claim_due(connection, webhook_id, claim)
+            return await claim_due(connection, webhook_id, claim, fence)  # fenced inside
 
-        return await self._outbox_write(work, fence)
+        return await self._write(work, durable=False)
 
     async def record_attempts(
         self,
