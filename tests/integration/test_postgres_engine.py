@@ -19,7 +19,7 @@ from almhookd.config import Secret
 from almhookd.domain.batching import Claim
 from almhookd.domain.policy import Outcome, Schedule
 from almhookd.domain.webhooks import NewWebhook, Webhook
-from almhookd.errors import StorageClosed, StorageError
+from almhookd.errors import LeaseLost, StorageClosed, StorageError
 from almhookd.storage.postgres import PostgresStorage
 from almhookd.storage.postgres.events import APPEND_SQL, append_arguments
 from almhookd.storage.postgres.migrations import SCHEMA_VERSION
@@ -613,4 +613,39 @@ async def test_a_deletion_waits_for_a_batch_flush_under_way_without_a_deadlock(
         assert rows[0][0] == 0
     finally:
         await flushing.close()
+        await engine.close()
+
+
+async def test_a_fenced_claim_waits_on_the_lease_of_a_deletion_under_way_then_is_refused(
+    postgres_dsn: str,
+) -> None:
+    """A fenced claim checks its lease before it locks its cursor (one statement): a
+    deletion holding the lease is waited for there, so its cascade to the cursor finds
+    the cursor free and the claim is refused once the deletion commits. Locking the
+    cursor first would deadlock."""
+    engine = await _open(postgres_dsn)
+    deleting = await asyncpg.connect(postgres_dsn)
+    try:
+        webhook = await _webhook(engine, "claimed")
+        lease = await engine.acquire("p0", webhook.id, lease_ms=600_000)
+        assert lease is not None
+        outbox = engine.fenced_outbox("p0", lease)
+        await engine.append(make_events(2))
+        await outbox.claim_batches(webhook.id, CLAIM)  # the cursor row exists
+        transaction = deleting.transaction()
+        await transaction.start()
+        lock, lease_row, webhook_row = DELETE_WEBHOOK_SQL
+        await deleting.execute(lock)
+        await deleting.execute(lease_row, webhook.id)
+        claiming = asyncio.ensure_future(outbox.claim_batches(webhook.id, CLAIM))
+        await eventually(
+            lambda: _waits_on_a_lock(postgres_dsn, claiming),
+            what="the claim waiting on the deletion",
+        )
+        await asyncio.wait_for(deleting.execute(webhook_row, webhook.id), BOUND_SECONDS)
+        await transaction.commit()
+        with pytest.raises(LeaseLost):
+            await asyncio.wait_for(claiming, BOUND_SECONDS)
+    finally:
+        await deleting.close()
         await engine.close()

@@ -210,7 +210,9 @@ RECORD_SQL: Final = (
 class OutboxOps(PostgresEngine):
     """Claim and record, for the worker of each webhook; with a ``fence``, each step
     first checks, in its own transaction, that this process still holds the webhook's
-    lease (:func:`~almhookd.storage.postgres.leases.check_lease`)."""
+    lease, and keeps it locked to the commit: the claim with its read of the cursor
+    (``CURSOR_SQL``), the record inside ``almhookd_record``, the read of the batches in
+    flight through :func:`~almhookd.storage.postgres.leases.check_lease`."""
 
     async def _outbox_write(
         self, work: Callable[[asyncpg.Connection], Awaitable[T]], fence: Fence | None
