@@ -23,7 +23,7 @@ from almhookd.errors import LeaseLost, StorageClosed, StorageError
 from almhookd.storage.postgres import PostgresStorage
 from almhookd.storage.postgres.events import APPEND_SQL, append_arguments
 from almhookd.storage.postgres.migrations import SCHEMA_VERSION
-from almhookd.storage.postgres.queries import REWIND_SQL, SWEEP_LOCK
+from almhookd.storage.postgres.queries import REWIND_SQL, SWEEP_LOCK_SQL
 from almhookd.storage.postgres.webhooks import DELETE_WEBHOOK_SQL
 from almhookd.storage.values import Attempt
 from tests.support.clock import FakeClock
@@ -55,6 +55,10 @@ CLAIM = Claim(
     max_batch_events=1,
     max_bytes=1 << 20,
 )
+
+
+#: A webhook's held deliveries made due ($1), as the batch flush makes them.
+RELEASE_HELD_SQL = "UPDATE deliveries SET due_at_ms = 0 WHERE webhook_id = $1 AND due_at_ms IS NULL"
 
 
 async def _webhook(engine: PostgresStorage, name: str, *events: str) -> Webhook:
@@ -459,10 +463,7 @@ async def test_a_first_claim_keeps_a_rewind_committed_while_it_waited(postgres_d
         # A release as the batch flush makes one, left uncommitted.
         transaction = releasing.transaction()
         await transaction.start()
-        await releasing.execute(
-            "UPDATE deliveries SET due_at_ms = 0 WHERE webhook_id = $1 AND due_at_ms IS NULL",
-            webhook.id,
-        )
+        await releasing.execute(RELEASE_HELD_SQL, webhook.id)
         await releasing.execute(REWIND_SQL, webhook.id, 1)
         claiming = asyncio.ensure_future(engine.claim_batches(webhook.id, claim))
 
@@ -592,11 +593,8 @@ async def test_a_deletion_waits_for_a_batch_flush_under_way_without_a_deadlock(
         await engine.claim_batches(webhook.id, CLAIM)  # the webhook's cursor row exists
         transaction = flushing.transaction()
         await transaction.start()
-        await flushing.execute("SELECT pg_advisory_xact_lock($1)", SWEEP_LOCK)
-        await flushing.execute(
-            "UPDATE deliveries SET due_at_ms = 0 WHERE webhook_id = $1 AND due_at_ms IS NULL",
-            webhook.id,
-        )
+        await flushing.execute(SWEEP_LOCK_SQL)
+        await flushing.execute(RELEASE_HELD_SQL, webhook.id)
         deleting = asyncio.ensure_future(engine.delete_webhook(webhook.id))
 
         await eventually(

@@ -112,9 +112,9 @@ async def claim_due(
         # first, as every fenced step takes it before the webhook's rows (a deletion
         # takes them in that order too).
         if fence is not None:
-            await check_lease(connection, *fence)
+            await check_lease(connection, *fence)  # held, and locked to the commit
         await connection.execute(NEW_CURSOR_SQL, webhook_id)
-        cursor = await connection.fetchrow(CURSOR_SQL, webhook_id, owner, fence_number)
+        cursor = await connection.fetchrow(CURSOR_SQL, webhook_id, None, None)
     if cursor is not None and not cursor[2]:
         assert fence is not None  # without one the check is true
         raise lease_lost(fence[1])

@@ -50,3 +50,5 @@ REWIND_SQL: Final = (
 #: webhook's deletion, which locks its cursor before its deliveries: one at a time,
 #: never a deadlock ("sweep" in ASCII).
 SWEEP_LOCK: Final = int.from_bytes(b"sweep", "big")
+#: ... taken, until the transaction ends.
+SWEEP_LOCK_SQL: Final = f"SELECT pg_advisory_xact_lock({SWEEP_LOCK})"

@@ -7,7 +7,7 @@ from typing import Final
 import asyncpg
 
 from almhookd.storage.postgres.engine import PostgresEngine
-from almhookd.storage.postgres.queries import REWIND_CONFLICT_SQL, REWIND_FROM_SQL, SWEEP_LOCK
+from almhookd.storage.postgres.queries import REWIND_CONFLICT_SQL, REWIND_FROM_SQL, SWEEP_LOCK_SQL
 from almhookd.storage.values import ExpiredCount, Notice
 
 #: Rows one pruning statement deletes, so pruning never holds locks for long.
@@ -37,7 +37,7 @@ class RetentionOps(PostgresEngine):
         under a new id)."""
 
         async def work(connection: asyncpg.Connection) -> list[ExpiredCount]:
-            await connection.execute("SELECT pg_advisory_xact_lock($1)", SWEEP_LOCK)
+            await connection.execute(SWEEP_LOCK_SQL)
             # Counted from what the update changed: one snapshot for both.
             counts = [
                 ExpiredCount(webhook_id=row[0], events=row[1])
@@ -90,7 +90,7 @@ class RetentionOps(PostgresEngine):
         time is recorded in the same transaction."""
 
         async def work(connection: asyncpg.Connection) -> dict[str, int]:
-            await connection.execute("SELECT pg_advisory_xact_lock($1)", SWEEP_LOCK)
+            await connection.execute(SWEEP_LOCK_SQL)
             # Counted from what the update changed: one snapshot for both.
             counts = {
                 row[0]: int(row[1])

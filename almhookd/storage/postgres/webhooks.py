@@ -23,7 +23,7 @@ from almhookd.storage.postgres.queries import (
     REWIND_CONFLICT_SQL,
     REWIND_FROM_SQL,
     SELECT_WEBHOOKS,
-    SWEEP_LOCK,
+    SWEEP_LOCK_SQL,
     written_webhook,
 )
 from almhookd.storage.rows import (
@@ -50,7 +50,7 @@ LOCK_WEBHOOK_SQL: Final = "SELECT 1 FROM webhooks WHERE id = $1 FOR KEY SHARE"
 #: they share. The lease before the row: a fenced step holds it (FOR SHARE) before it
 #: writes the webhook's row or its cursor.
 DELETE_WEBHOOK_SQL: Final = (
-    f"SELECT pg_advisory_xact_lock({SWEEP_LOCK})",
+    SWEEP_LOCK_SQL,
     "DELETE FROM webhook_leases WHERE webhook_id = $1",
     "DELETE FROM webhooks WHERE id = $1",
 )
